@@ -1,0 +1,19 @@
+"""keras-nngk: Nearest Neighbour Gaussian Kernel heads for tf_keras models.
+
+This is the one place that selects Keras 2 (`tf_keras`): TensorFlow's `tf.keras`
+is pointed at it unless the user chose otherwise before importing us.
+"""
+
+import os
+
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+
+# pylint: disable=g-import-not-at-top,wrong-import-position
+from keras_nngk import kernels
+from keras_nngk import layers
+from keras_nngk import search
+from keras_nngk.training import callbacks
+
+__version__ = "0.1.0"
+
+__all__ = ["kernels", "layers", "search", "callbacks", "__version__"]

@@ -1,0 +1,299 @@
+"""Shared base of the heads that hold a set of stored centers and look up their nearest neighbours."""
+
+from absl import logging
+import numpy as np
+import tensorflow as tf
+import tf_keras as keras
+
+from keras_nngk import kernels
+from keras_nngk import search as search_lib
+
+
+def check_positive_int(name, value, allow_none=False):
+    if value is None and allow_none:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"`{name}` must be a positive integer. Received: {name}={value!r}")
+    return int(value)
+
+
+def split_inputs(inputs):
+    """`embeddings` or `[embeddings, sample_ids]` -> `(embeddings, sample_ids or None)`."""
+    if isinstance(inputs, dict):
+        return inputs["embeddings"], inputs.get("sample_ids")
+    if isinstance(inputs, (list, tuple)):
+        if len(inputs) != 2:
+            raise ValueError("Inputs must be `embeddings` or `[embeddings, sample_ids]`. "
+                             f"Received: a sequence of {len(inputs)} inputs")
+        return inputs[0], inputs[1]
+    return inputs, None
+
+
+def embedding_shape(input_shape):
+    if isinstance(input_shape, dict):
+        return tf.TensorShape(input_shape["embeddings"])
+    if isinstance(input_shape, (list, tuple)) and input_shape and isinstance(
+            input_shape[0], (tf.TensorShape, list, tuple)):
+        return tf.TensorShape(input_shape[0])
+    return tf.TensorShape(input_shape)
+
+
+class CenterLayer(keras.layers.Layer):
+    """Base layer: stored centers with soft labels, and their nearest-neighbour lookup.
+
+    Holds non-trainable variables created in `build()` with a fixed `capacity`:
+    `centers (capacity, d)`, `center_labels (capacity, num_classes)` (soft labels,
+    each row a probability vector), `center_mask (capacity,)` (which slots hold a
+    center) and `center_sample_ids (capacity,)` (the training sample each center was
+    computed from, -1 for none). Centers change only through `assign_centers()`.
+
+    Inputs are either `embeddings (B, d)` or `[embeddings, sample_ids (B,)]`. With
+    sample ids, the center computed from the same sample is never one of its
+    neighbours (leave-one-out), which training needs: otherwise every sample finds
+    itself at distance ~0. A sample id of -1 excludes nothing.
+
+    Args:
+        num_classes: number of classes (width of the label vectors).
+        num_neighbours: `k`, how many nearest centers each query looks at.
+        capacity: maximum number of centers. None: the size of the first
+            `assign_centers()` call, which must then come before the layer is built.
+        search: "exact" (in-graph, exportable), a faiss name ("faiss-flat",
+            "faiss-hnsw", "faiss-ivf", "faiss:<factory>"), a config dict, or a
+            `keras_nngk.search.SearchIndex`. Faiss runs through `tf.py_function`:
+            fine for training, not exportable (use "exact" to export).
+        chunk_size: centers per matrix product in the exact search.
+    """
+
+    def __init__(self, num_classes, num_neighbours=32, capacity=None, search="exact",
+                 chunk_size=search_lib.exact.DEFAULT_CHUNK_SIZE, **kwargs):
+        super().__init__(**kwargs)
+        self.num_classes = check_positive_int("num_classes", num_classes)
+        self.num_neighbours = check_positive_int("num_neighbours", num_neighbours)
+        self.capacity = check_positive_int("capacity", capacity, allow_none=True)
+        self.chunk_size = check_positive_int("chunk_size", chunk_size)
+        search_lib.get(search)  # Validates the name now, with the list of valid ones.
+        self.search = search if not isinstance(search, search_lib.SearchIndex) else search_lib.serialize(search)
+        self._index = search if isinstance(search, search_lib.SearchIndex) else None
+        self.embedding_dim = None
+
+    # -- variables -------------------------------------------------------------------------------
+    def build(self, input_shape):
+        shape = embedding_shape(input_shape)
+        if shape.rank != 2 or shape[-1] is None:
+            raise ValueError(f"{type(self).__name__} expects embeddings of shape (batch, dimension) with a known "
+                             f"dimension. Received: input_shape={input_shape}")
+        if self.capacity is None:
+            raise ValueError(
+                f"{type(self).__name__} cannot be built without a center capacity: call "
+                "assign_centers(embeddings, labels) before using the layer, or pass capacity=<number of centers>. "
+                "Received: capacity=None")
+        self._build_centers(int(shape[-1]))
+        super().build(input_shape)
+
+    def _build_centers(self, embedding_dim):
+        self.embedding_dim = embedding_dim
+        self.centers = self.add_weight(
+            name="centers", shape=(self.capacity, embedding_dim), initializer="zeros", trainable=False)
+        self.center_labels = self.add_weight(
+            name="center_labels", shape=(self.capacity, self.num_classes), initializer="zeros", trainable=False)
+        self.center_mask = self.add_weight(
+            name="center_mask", shape=(self.capacity,), dtype=tf.bool, initializer="zeros", trainable=False)
+        self.center_sample_ids = self.add_weight(
+            name="center_sample_ids", shape=(self.capacity,), dtype=tf.int32,
+            initializer=keras.initializers.Constant(-1), trainable=False)
+        self.build_center_state()
+
+    def build_center_state(self):
+        """Creates any per-center variables of a subclass (e.g. log-weights). Called from `build()`."""
+
+    def reset_center_state(self, slots):
+        """Resets a subclass' per-center variables at these slots (new centers)."""
+
+    # -- state changes ---------------------------------------------------------------------------
+    def assign_centers(self, embeddings, labels, sample_ids=None, reset_weights=True):
+        """Replaces the whole center set.
+
+        Args:
+            embeddings: `(N, d)` center positions (the training embeddings).
+            labels: int class ids `(N,)`, or soft labels `(N, num_classes)` whose rows
+                are probability vectors.
+            sample_ids: `(N,)` unique ids of the samples the centers were computed
+                from, for leave-one-out (default `0..N-1`, the order of the data).
+            reset_weights: reset per-center trainable state (importance weights).
+                Refreshing the same samples' centers passes False to keep them.
+        """
+        embeddings = np.asarray(embeddings, dtype=np.float32)
+        if embeddings.ndim != 2 or embeddings.shape[0] == 0:
+            raise ValueError("`embeddings` must be a non-empty (num_centers, dimension) array. "
+                             f"Received: shape={embeddings.shape}")
+        if not np.all(np.isfinite(embeddings)):
+            raise ValueError("`embeddings` (the centers) contain NaN or Inf: check the network that computed them. "
+                             f"Received: {int(np.sum(~np.isfinite(embeddings)))} non-finite entries")
+        num_centers, embedding_dim = embeddings.shape
+        soft_labels = self._soft_labels(labels, num_centers)
+        if sample_ids is None:
+            sample_ids = np.arange(num_centers)
+        sample_ids = np.asarray(sample_ids).reshape(-1)
+        if sample_ids.shape[0] != num_centers:
+            raise ValueError(f"`sample_ids` must have one id per center. Received: {sample_ids.shape[0]} ids for "
+                             f"{num_centers} centers")
+        known = sample_ids[sample_ids >= 0]
+        if np.unique(known).size != known.size:
+            raise ValueError("`sample_ids` must be unique (ids < 0 excepted): each names the sample a center "
+                             "came from.")
+        if not self.built:
+            if self.capacity is None:
+                self.capacity = num_centers
+            self.build(tf.TensorShape((None, embedding_dim)))
+        if embedding_dim != self.embedding_dim:
+            raise ValueError(f"Centers must have the layer's embedding dimension {self.embedding_dim}. "
+                             f"Received: embeddings.shape={embeddings.shape}")
+        if num_centers > self.capacity:
+            raise ValueError(f"{num_centers} centers do not fit the layer's capacity {self.capacity}; create the "
+                             f"layer with capacity>={num_centers}. Received: embeddings.shape={embeddings.shape}")
+        if self.num_neighbours > num_centers:
+            logging.warning("%s: num_neighbours=%d exceeds the %d centers; every center is used.", self.name,
+                            self.num_neighbours, num_centers)
+        pad = self.capacity - num_centers
+        self.centers.assign(np.pad(embeddings, ((0, pad), (0, 0))))
+        self.center_labels.assign(np.pad(soft_labels, ((0, pad), (0, 0))))
+        self.center_mask.assign(np.arange(self.capacity) < num_centers)
+        self.center_sample_ids.assign(np.pad(sample_ids.astype(np.int32), (0, pad), constant_values=-1))
+        if reset_weights:
+            self.reset_center_state(np.arange(self.capacity))
+        self.rebuild_index()
+
+    def _soft_labels(self, labels, num_centers):
+        labels = np.asarray(labels)
+        if labels.ndim == 1 or (labels.ndim == 2 and labels.shape[1] == 1 and self.num_classes > 1):
+            labels = labels.reshape(-1)
+            if labels.shape[0] != num_centers:
+                raise ValueError(f"Centers and labels must have the same length. Received: {num_centers} centers "
+                                 f"and {labels.shape[0]} labels")
+            if not np.issubdtype(labels.dtype, np.integer):
+                if not np.all(np.isfinite(labels)) or np.any(labels != np.round(labels)):
+                    raise ValueError("Integer class labels expected (or soft labels of shape (N, num_classes)). "
+                                     f"Received: labels of dtype {labels.dtype}")
+                labels = labels.astype(np.int64)
+            if labels.min() < 0 or labels.max() >= self.num_classes:
+                raise ValueError(f"Labels must lie in [0, num_classes={self.num_classes}). "
+                                 f"Received: labels in [{labels.min()}, {labels.max()}]")
+            return np.eye(self.num_classes, dtype=np.float32)[labels]
+        if labels.ndim != 2 or labels.shape[1] != self.num_classes:
+            raise ValueError(f"Labels must be class ids (N,) or soft labels (N, num_classes={self.num_classes}). "
+                             f"Received: labels.shape={labels.shape}")
+        if labels.shape[0] != num_centers:
+            raise ValueError(f"Centers and labels must have the same length. Received: {num_centers} centers "
+                             f"and {labels.shape[0]} labels")
+        labels = labels.astype(np.float32)
+        if not np.all(np.isfinite(labels)) or labels.min() < 0 or not np.allclose(labels.sum(1), 1.0, atol=1e-4):
+            raise ValueError("Soft labels must be finite, non-negative, and each row must sum to 1. "
+                             f"Received: row sums in [{labels.sum(1).min():.4g}, {labels.sum(1).max():.4g}]")
+        return labels
+
+    @property
+    def num_centers(self):
+        """Number of centers currently stored (0 before any assignment)."""
+        if not self.built:
+            return 0
+        return int(tf.reduce_sum(tf.cast(self.center_mask, tf.int32)))
+
+    def load_own_variables(self, store):
+        super().load_own_variables(store)
+        self.rebuild_index()
+
+    def set_weights(self, weights):
+        super().set_weights(weights)
+        self.rebuild_index()
+
+    def rebuild_index(self):
+        """Rebuilds a faiss index from the current center variables (nothing to do for "exact")."""
+        if search_lib.is_in_graph(self.search) or not self.built:
+            return
+        if self._index is None:
+            self._index = search_lib.get(self.search)
+        self._index.reset()
+        mask = self.center_mask.numpy()
+        if mask.any():
+            self._index.add(self.centers.numpy()[mask], np.flatnonzero(mask))
+
+    def set_search(self, search):
+        """Switches the search backend (e.g. to "exact" before export). Call
+        `model.make_predict_function(force=True)` afterwards if the model already predicted."""
+        search_lib.get(search)
+        self.search = search if not isinstance(search, search_lib.SearchIndex) else search_lib.serialize(search)
+        self._index = search if isinstance(search, search_lib.SearchIndex) else None
+        self.rebuild_index()
+
+    # -- lookup ------------------------------------------------------------------------------------
+    @property
+    def effective_neighbours(self):
+        return min(self.num_neighbours, self.capacity)
+
+    def check_queries(self, embeddings):
+        """Raises a ValueError for queries the layer cannot answer (checked eagerly only)."""
+        if embeddings.shape.rank != 2 or embeddings.shape[-1] != self.embedding_dim:
+            raise ValueError(f"Query embeddings must have shape (batch, {self.embedding_dim}), the dimension of the "
+                             f"centers. Received: shape={embeddings.shape}")
+        if tf.executing_eagerly():
+            if not bool(tf.reduce_any(self.center_mask)):
+                raise ValueError(f"{self.name} has no centers: call assign_centers(embeddings, labels) first.")
+            if not bool(tf.reduce_all(tf.math.is_finite(embeddings))):
+                raise ValueError("Query embeddings contain NaN or Inf; check the inputs and the network.")
+
+    def _search_ids(self, queries, k):
+        queries = tf.stop_gradient(queries)
+        if search_lib.is_in_graph(self.search):
+            _, ids = search_lib.exact_search(queries, self.centers, k, self.center_mask, self.chunk_size)
+            return ids
+
+        def faiss_ids(query_values):
+            if self._index is None:
+                self.rebuild_index()
+            _, found = self._index.search(query_values.numpy(), k)
+            return found.astype(np.int32)
+
+        ids = tf.py_function(faiss_ids, [queries], tf.int32)
+        ids.set_shape([queries.shape[0], k])
+        return ids
+
+    def lookup(self, embeddings, sample_ids=None):
+        """The `k` nearest centers of each query, leaving out each query's own center.
+
+        Returns:
+            `(distances, ids, valid)`, each `(B, k)`: squared distances recomputed on
+            the gathered centers (differentiable in the embeddings, not the centers),
+            center slots (0 where invalid), and whether the neighbour exists.
+        """
+        embeddings = tf.convert_to_tensor(embeddings, dtype=self.compute_dtype)
+        k = self.effective_neighbours
+        exclude = sample_ids is not None
+        search_k = min(k + 1, self.capacity) if exclude else k
+        ids = self._search_ids(embeddings, search_k)
+        valid = ids >= 0
+        if exclude:
+            sample_ids = tf.reshape(tf.cast(sample_ids, tf.int32), [-1, 1])
+            neighbour_sample_ids = tf.gather(self.center_sample_ids, tf.maximum(ids, 0))
+            is_self = tf.logical_and(tf.equal(neighbour_sample_ids, sample_ids), sample_ids >= 0)
+            valid = tf.logical_and(valid, tf.logical_not(is_self))
+            if search_k > k:
+                # Move the (at most one) own center to the end, keep the order of the rest, drop the last column.
+                position = tf.range(search_k)[tf.newaxis, :] + search_k * tf.cast(is_self, tf.int32)
+                _, order = tf.math.top_k(-position, k=k)
+                ids = tf.gather(ids, order, batch_dims=1)
+                valid = tf.gather(valid, order, batch_dims=1)
+        ids = tf.where(valid, ids, tf.zeros_like(ids))
+        neighbour_centers = tf.gather(self.centers, ids)
+        distances = kernels.gathered_squared_distances(embeddings, neighbour_centers)
+        return distances, ids, valid
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({
+            "num_classes": self.num_classes,
+            "num_neighbours": self.num_neighbours,
+            "capacity": self.capacity,
+            "search": self.search,
+            "chunk_size": self.chunk_size,
+        })
+        return config

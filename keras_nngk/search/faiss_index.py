@@ -1,0 +1,169 @@
+"""FAISS backends (the only module that imports faiss): flat, HNSW, IVF or any factory string, CPU or GPU."""
+
+import math
+import os
+
+from absl import logging
+import numpy as np
+
+from keras_nngk.search import base
+
+_INDEX_FILE = "faiss.index"
+
+
+def import_faiss():
+    """Imports faiss lazily, with an install hint when it is missing."""
+    try:
+        import faiss  # pylint: disable=g-import-not-at-top
+    except ImportError as error:
+        raise ImportError("This search backend needs faiss: `pip install faiss-cpu` (or faiss-gpu-cu12 on a "
+                          "CUDA machine), or use search='exact'.") from error
+    return faiss
+
+
+def default_num_lists(num_vectors):
+    """IVF list count: about 4 sqrt(N), with at least 39 training points per list."""
+    return int(max(1, min(4 * math.sqrt(num_vectors), num_vectors // 39)))
+
+
+class FaissIndex(base.SearchIndex):
+    """Neighbour search with a FAISS index built from a factory string.
+
+    The index is (re)built lazily at the first search after vectors change:
+    vectors added to a built index are appended to it, removals use
+    `remove_ids` where the index supports it and a rebuild otherwise (HNSW).
+    Indexes that need training (IVF, PQ) are trained on the stored vectors at
+    build time. On a machine where `faiss.get_num_gpus() > 0`, the index is
+    copied to all GPUs (falling back to the CPU, with a log line, for index
+    types FAISS cannot move there).
+
+    Args:
+        factory: a `faiss.index_factory` string, e.g. "Flat", "HNSW32",
+            "IVF{nlist},Flat", "OPQ16,IVF{nlist},PQ16". `{nlist}` is replaced at
+            build time by `default_num_lists(N)`.
+        nprobe: IVF lists visited per query (default 16, at most nlist).
+        ef_search: HNSW search breadth (default max(64, 2k)).
+        use_gpu: True, False, or None for "when a GPU is present".
+
+    Example:
+
+    >>> index = FaissIndex("HNSW32")
+    >>> index.add(vectors)
+    >>> distances, ids = index.search(queries, k=32)
+    """
+
+    name = "faiss"
+
+    def __init__(self, factory="Flat", nprobe=None, ef_search=None, use_gpu=None):
+        super().__init__()
+        faiss = import_faiss()
+        if not isinstance(factory, str) or not factory:
+            raise ValueError(f"`factory` must be a non-empty faiss index_factory string. Received: factory={factory!r}")
+        try:  # Fail at construction, not at the first search, on a bad factory string.
+            faiss.index_factory(8, factory.replace("{nlist}", "1"), faiss.METRIC_L2)
+        except RuntimeError as error:
+            raise ValueError(f"faiss cannot build an index from factory={factory!r}: "
+                             f"{str(error).strip().splitlines()[-1]}") from error
+        self.factory = factory
+        self.nprobe = nprobe
+        self.ef_search = ef_search
+        self.use_gpu = use_gpu
+        self._index = None
+        self._cpu_index = None
+        self._num_lists = None
+
+    @property
+    def on_gpu(self):
+        faiss = import_faiss()
+        wanted = self.use_gpu if self.use_gpu is not None else faiss.get_num_gpus() > 0
+        return bool(wanted) and faiss.get_num_gpus() > 0
+
+    def _on_add(self, vectors, ids):
+        if self._index is not None:
+            self._index.add_with_ids(vectors, ids)
+
+    def _on_remove(self, ids):
+        if self._index is None:
+            return
+        try:
+            self._index.remove_ids(np.asarray(ids, dtype=np.int64))
+        except RuntimeError:  # e.g. HNSW has no removal: rebuild at the next search.
+            self._index = None
+
+    def _on_reset(self):
+        self._index = None
+
+    def _build(self):
+        faiss = import_faiss()
+        self._num_lists = default_num_lists(self.size)
+        description = self.factory.replace("{nlist}", str(self._num_lists))
+        index = faiss.IndexIDMap2(faiss.index_factory(self.dimension, description, faiss.METRIC_L2))
+        if not index.is_trained:
+            index.train(self._vectors)
+        index.add_with_ids(self._vectors, self._ids)
+        self._cpu_index = index
+        self._index = self._to_device(index)
+
+    def _to_device(self, index):
+        if not self.on_gpu:
+            return index
+        faiss = import_faiss()
+        try:
+            return faiss.index_cpu_to_all_gpus(index)
+        except RuntimeError as error:
+            logging.warning("faiss index %r cannot move to the GPU (%s); searching on the CPU.", self.factory, error)
+            return index
+
+    def _set_search_parameters(self, k):
+        faiss = import_faiss()
+        nprobe = int(min(self.nprobe or 16, self._num_lists or 1))
+        if self._index is not self._cpu_index:  # On the GPU: only IVF parameters apply.
+            try:
+                faiss.GpuParameterSpace().set_index_parameter(self._index, "nprobe", nprobe)
+            except RuntimeError:
+                pass
+            return
+        inner = faiss.downcast_index(self._index.index)
+        ivf = faiss.try_extract_index_ivf(inner)
+        if ivf is not None:
+            ivf.nprobe = int(min(self.nprobe or 16, ivf.nlist))
+        hnsw = getattr(inner, "hnsw", None)
+        if hnsw is not None:
+            hnsw.efSearch = int(self.ef_search or max(64, 2 * k))
+
+    def _search(self, queries, k):
+        if self._index is None:
+            self._build()
+        self._set_search_parameters(k)
+        distances, ids = self._index.search(np.ascontiguousarray(queries), k)
+        return distances, ids
+
+    def get_config(self):
+        return {"factory": self.factory, "nprobe": self.nprobe, "ef_search": self.ef_search, "use_gpu": self.use_gpu}
+
+    def _save_extra(self, directory):
+        if self.size == 0:
+            return
+        faiss = import_faiss()
+        if self._index is None:
+            self._build()
+        index = self._index if self._index is self._cpu_index else faiss.index_gpu_to_cpu(self._index)
+        faiss.write_index(index, os.path.join(directory, _INDEX_FILE))
+
+    def _load_extra(self, directory):
+        path = os.path.join(directory, _INDEX_FILE)
+        if self.size == 0 or not os.path.exists(path):
+            return
+        faiss = import_faiss()
+        try:
+            index = faiss.read_index(path)
+        except RuntimeError as error:
+            raise ValueError(f"The saved faiss index {path!r} is corrupt or from an incompatible faiss: "
+                             f"{str(error).strip().splitlines()[-1]}. Delete it to rebuild from vectors.npz.") from error
+        if index.ntotal != self.size:
+            raise ValueError(f"The saved faiss index {path!r} holds {index.ntotal} vectors but vectors.npz holds "
+                             f"{self.size}; delete {_INDEX_FILE} to rebuild it.")
+        ivf = faiss.try_extract_index_ivf(faiss.downcast_index(index.index))
+        self._num_lists = ivf.nlist if ivf is not None else default_num_lists(self.size)
+        self._cpu_index = index
+        self._index = self._to_device(index)

@@ -1,0 +1,76 @@
+"""Keras callbacks that keep nearest-neighbour heads' centers in step with the network."""
+
+from absl import logging
+import numpy as np
+import tf_keras as keras
+
+
+class CenterRefresh(keras.callbacks.Callback):
+    """Recomputes a head's centers from the current network every few epochs (the "weak update").
+
+    Centers are the embeddings of the training samples. Recomputing them after
+    every step would cost a full pass over the data each time; section 3 of the
+    review reports that refreshing every few epochs suffices with k = 32
+    neighbours. This callback embeds `x` with `embedding_model` (a Keras progress
+    bar shows the pass) and calls `head.assign_centers(...)`, keeping the learned
+    per-center weights:
+
+    - at the start of training (unless `refresh_on_train_begin=False`),
+    - after every `every_n_epochs` epochs,
+    - at the end of training, when the last epoch did not refresh, so the model
+      is evaluated and exported with current centers.
+
+    Args:
+        head: a `keras_nngk.layers.CenterLayer` (NNGK, kNN, ...).
+        embedding_model: model mapping `x` to embeddings (the backbone).
+        x: training inputs in the order of `sample_ids` (array or dataset of batches without labels).
+        labels: class ids `(N,)` or soft labels `(N, num_classes)`.
+        sample_ids: ids of the samples (default `0..N-1`), the same the model is fed for leave-one-out.
+        every_n_epochs: refresh interval in epochs.
+        batch_size: batch size of the embedding pass (ignored for datasets).
+        verbose: 1 shows a progress bar for the embedding pass, 0 is silent.
+
+    Example:
+
+    >>> refresh = CenterRefresh(head, backbone, x_train, y_train, every_n_epochs=2)
+    >>> model.fit({"image": x_train, "sample_id": ids}, y_train, epochs=10, callbacks=[refresh])
+    """
+
+    def __init__(self, head, embedding_model, x, labels, sample_ids=None, every_n_epochs=1, batch_size=256,
+                 verbose=1, refresh_on_train_begin=True, refresh_on_train_end=True):
+        super().__init__()
+        if isinstance(every_n_epochs, bool) or not isinstance(every_n_epochs, int) or every_n_epochs < 1:
+            raise ValueError(f"`every_n_epochs` must be a positive integer. Received: every_n_epochs={every_n_epochs!r}")
+        self.head = head
+        self.embedding_model = embedding_model
+        self.x = x
+        self.labels = np.asarray(labels)
+        self.sample_ids = None if sample_ids is None else np.asarray(sample_ids)
+        self.every_n_epochs = every_n_epochs
+        self.batch_size = batch_size
+        self.verbose = verbose
+        self.refresh_on_train_begin = refresh_on_train_begin
+        self.refresh_on_train_end = refresh_on_train_end
+        self._refreshed_after_last_epoch = False
+        self.refresh_count = 0
+
+    def refresh(self):
+        """Embeds the training inputs with the current network and stores them as the centers."""
+        if self.verbose:
+            logging.info("Refreshing %d centers of %s.", len(self.labels), self.head.name)
+        embeddings = self.embedding_model.predict(self.x, batch_size=self.batch_size, verbose=self.verbose)
+        self.head.assign_centers(embeddings, self.labels, self.sample_ids, reset_weights=not self.head.built)
+        self.refresh_count += 1
+
+    def on_train_begin(self, logs=None):
+        if self.refresh_on_train_begin or not self.head.built or self.head.num_centers == 0:
+            self.refresh()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self._refreshed_after_last_epoch = (epoch + 1) % self.every_n_epochs == 0
+        if self._refreshed_after_last_epoch:
+            self.refresh()
+
+    def on_train_end(self, logs=None):
+        if self.refresh_on_train_end and not self._refreshed_after_last_epoch:
+            self.refresh()
