@@ -26,6 +26,13 @@ def default_num_lists(num_vectors):
     return int(max(1, min(4 * math.sqrt(num_vectors), num_vectors // 39)))
 
 
+def _inner_index(index):
+    """The factory-built index inside an optional IndexIDMap2 wrapper."""
+    faiss = import_faiss()
+    index = faiss.downcast_index(index)
+    return faiss.downcast_index(index.index) if isinstance(index, faiss.IndexIDMap2) else index
+
+
 class FaissIndex(base.SearchIndex):
     """Neighbour search with a FAISS index built from a factory string.
 
@@ -59,8 +66,9 @@ class FaissIndex(base.SearchIndex):
         faiss = import_faiss()
         if not isinstance(factory, str) or not factory:
             raise ValueError(f"`factory` must be a non-empty faiss index_factory string. Received: factory={factory!r}")
-        try:  # Fail at construction, not at the first search, on a bad factory string.
-            faiss.index_factory(8, factory.replace("{nlist}", "1"), faiss.METRIC_L2)
+        try:  # Fail at construction, not at the first search, on a bad factory string. 960 is divisible by
+            # every usual sub-quantizer count; a real mismatch with the data's dimension shows at build time.
+            faiss.index_factory(960, factory.replace("{nlist}", "1"), faiss.METRIC_L2)
         except RuntimeError as error:
             raise ValueError(f"faiss cannot build an index from factory={factory!r}: "
                              f"{str(error).strip().splitlines()[-1]}") from error
@@ -97,9 +105,13 @@ class FaissIndex(base.SearchIndex):
         faiss = import_faiss()
         self._num_lists = default_num_lists(self.size)
         description = self.factory.replace("{nlist}", str(self._num_lists))
-        index = faiss.IndexIDMap2(faiss.index_factory(self.dimension, description, faiss.METRIC_L2))
+        index = faiss.index_factory(self.dimension, description, faiss.METRIC_L2)
         if not index.is_trained:
             index.train(self._vectors)
+        if faiss.try_extract_index_ivf(index) is None:
+            # Flat and graph indexes number vectors 0..n-1; IDMap2 maps them to our ids. (IVF lists store ids
+            # themselves, and IDMap2's compacting removal would corrupt them.)
+            index = faiss.IndexIDMap2(index)
         index.add_with_ids(self._vectors, self._ids)
         self._cpu_index = index
         self._index = self._to_device(index)
@@ -123,7 +135,7 @@ class FaissIndex(base.SearchIndex):
             except RuntimeError:
                 pass
             return
-        inner = faiss.downcast_index(self._index.index)
+        inner = _inner_index(self._index)
         ivf = faiss.try_extract_index_ivf(inner)
         if ivf is not None:
             ivf.nprobe = int(min(self.nprobe or 16, ivf.nlist))
@@ -163,7 +175,7 @@ class FaissIndex(base.SearchIndex):
         if index.ntotal != self.size:
             raise ValueError(f"The saved faiss index {path!r} holds {index.ntotal} vectors but vectors.npz holds "
                              f"{self.size}; delete {_INDEX_FILE} to rebuild it.")
-        ivf = faiss.try_extract_index_ivf(faiss.downcast_index(index.index))
+        ivf = faiss.try_extract_index_ivf(_inner_index(index))
         self._num_lists = ivf.nlist if ivf is not None else default_num_lists(self.size)
         self._cpu_index = index
         self._index = self._to_device(index)

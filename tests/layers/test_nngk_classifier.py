@@ -1,0 +1,257 @@
+"""NNGKClassifier against the NumPy reference of eq. 7, plus leave-one-out, gradients, serialization and errors."""
+
+import logging
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import tensorflow as tf
+import tf_keras as keras
+
+import keras_nngk as kn
+from tests import reference
+
+NUM_CLASSES = 4
+
+
+@pytest.fixture
+def problem(rng):
+    centers = rng.normal(size=(60, 8)).astype(np.float32)
+    labels = rng.integers(0, NUM_CLASSES, 60)
+    queries = rng.normal(size=(15, 8)).astype(np.float32)
+    return centers, labels, queries
+
+
+@pytest.mark.parametrize("sigma", [3.0, 1.0, 0.3, 1e-2, 1e-4])
+@pytest.mark.parametrize("weighted", [False, True])
+def test_matches_reference(problem, rng, sigma, weighted):
+    centers, labels, queries = problem
+    head = kn.layers.NNGKClassifier(NUM_CLASSES, num_neighbours=7, sigma=sigma, sample_weights=weighted)
+    head.assign_centers(centers, labels)
+    weights = None
+    if weighted:
+        weights = rng.uniform(0.2, 5.0, size=60)
+        head.log_weights.assign(np.log(weights).astype(np.float32))
+    got = head(queries).numpy()
+    expected = reference.nngk_classifier(queries, centers, reference.one_hot(labels, NUM_CLASSES), 7, sigma, weights)
+    assert np.all(np.isfinite(got))
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(got.sum(1), 1.0, rtol=1e-6)
+
+
+def test_soft_labels_and_capacity_with_mask(problem, rng):
+    centers, _, queries = problem
+    soft = rng.dirichlet(np.ones(NUM_CLASSES), size=60).astype(np.float32)
+    head = kn.layers.NNGKClassifier(NUM_CLASSES, num_neighbours=5, sigma=0.8, capacity=100)
+    head.assign_centers(centers, soft)
+    assert head.num_centers == 60 and head.centers.shape == (100, 8)
+    expected = reference.nngk_classifier(queries, centers, soft, 5, 0.8)
+    np.testing.assert_allclose(head(queries).numpy(), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_leave_one_out(problem):
+    centers, labels, _ = problem
+    head = kn.layers.NNGKClassifier(NUM_CLASSES, num_neighbours=6, sigma=0.5)
+    sample_ids = np.arange(100, 160)
+    head.assign_centers(centers, labels, sample_ids=sample_ids)
+    got = head([centers, sample_ids]).numpy()
+    expected = reference.nngk_classifier(centers, centers, reference.one_hot(labels, NUM_CLASSES), 6, 0.5,
+                                         query_sample_ids=sample_ids, center_sample_ids=sample_ids)
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+    # Without ids, each center is its own nearest neighbour at distance 0; with id -1 nothing is left out.
+    with_self = reference.nngk_classifier(centers, centers, reference.one_hot(labels, NUM_CLASSES), 6, 0.5)
+    np.testing.assert_allclose(head(centers).numpy(), with_self, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(head([centers, -np.ones(60)]).numpy(), with_self, rtol=1e-5, atol=1e-6)
+    assert not np.allclose(with_self, expected)
+
+
+def test_leave_one_out_when_k_equals_capacity(rng):
+    centers = rng.normal(size=(5, 3)).astype(np.float32)
+    labels = np.array([0, 1, 1, 0, 1])
+    head = kn.layers.NNGKClassifier(2, num_neighbours=5, sigma=1.0)
+    head.assign_centers(centers, labels)
+    expected = reference.nngk_classifier(centers, centers, reference.one_hot(labels, 2), 5, 1.0,
+                                         query_sample_ids=np.arange(5), center_sample_ids=np.arange(5))
+    np.testing.assert_allclose(head([centers, np.arange(5)]).numpy(), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_more_neighbours_than_centers_uses_all_and_logs_once(problem, caplog):
+    centers, labels, queries = problem
+    head = kn.layers.NNGKClassifier(NUM_CLASSES, num_neighbours=500, sigma=2.0)
+    with caplog.at_level(logging.WARNING):
+        head.assign_centers(centers[:20], labels[:20])
+    assert sum("exceeds the 20 centers" in record.getMessage() for record in caplog.records) == 1
+    expected = reference.nngk_classifier(queries, centers[:20], reference.one_hot(labels[:20], NUM_CLASSES), 20, 2.0)
+    np.testing.assert_allclose(head(queries).numpy(), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_gradients_match_finite_differences(problem, rng):
+    centers, labels, queries = problem
+    sigma = 0.9
+    weights = rng.uniform(0.5, 2.0, size=60)
+    head = kn.layers.NNGKClassifier(NUM_CLASSES, num_neighbours=6, sigma=sigma)
+    head.assign_centers(centers, labels)
+    head.log_weights.assign(np.log(weights).astype(np.float32))
+    # Each query's true class is that of its second-nearest center: present among its neighbours, not always the
+    # most likely, so the loss has a real gradient everywhere.
+    query_labels = labels[reference.nearest_neighbours(queries, centers, 2)[1][:, 1]]
+    one_hot = reference.one_hot(labels, NUM_CLASSES)
+    z = tf.Variable(queries)
+    with tf.GradientTape() as tape:
+        probs = head(z)
+        loss = tf.reduce_mean(keras.losses.sparse_categorical_crossentropy(query_labels, probs))
+    grad_z, grad_sigma, grad_w, grad_centers = tape.gradient(loss, [z, head.log_sigma, head.log_weights, head.centers])
+    assert grad_centers is None  # Centers are stale copies: no gradient reaches them.
+
+    def loss_of(q=queries, s=sigma, w=weights):
+        return reference.cross_entropy(reference.nngk_classifier(q, centers, one_hot, 6, s, w), query_labels)
+
+    eps = 1e-4
+    numeric_z = np.zeros_like(queries, dtype=np.float64)
+    for index in np.ndindex(*queries.shape):
+        step = np.zeros(queries.shape)
+        step[index] = eps
+        numeric_z[index] = (loss_of(q=queries + step) - loss_of(q=queries - step)) / (2 * eps)
+    np.testing.assert_allclose(grad_z.numpy(), numeric_z, rtol=2e-3, atol=2e-5)
+    numeric_log_sigma = (loss_of(s=sigma * np.exp(eps)) - loss_of(s=sigma * np.exp(-eps))) / (2 * eps)
+    np.testing.assert_allclose(float(grad_sigma), numeric_log_sigma, rtol=2e-3, atol=1e-6)
+    dense_w = tf.convert_to_tensor(grad_w).numpy()
+    for i in rng.choice(60, 6, replace=False):
+        step = np.zeros(60)
+        step[i] = eps
+        numeric = (loss_of(w=weights * np.exp(step)) - loss_of(w=weights * np.exp(-step))) / (2 * eps)
+        np.testing.assert_allclose(dense_w[i], numeric, rtol=2e-3, atol=1e-6)
+
+
+def test_weight_counts():
+    def counts(**kwargs):
+        head = kn.layers.NNGKClassifier(3, capacity=10, **kwargs)
+        head.build((None, 4))
+        return len(head.trainable_weights), len(head.non_trainable_weights)
+
+    assert counts() == (2, 4)
+    assert counts(sample_weights=False) == (1, 4)
+    assert counts(sample_weights=False, learn_sigma=False) == (0, 5)
+
+
+def test_config_round_trip():
+    head = kn.layers.NNGKClassifier(5, num_neighbours=9, sigma=0.7, learn_sigma=False, sample_weights=False,
+                                    capacity=33, search="faiss-hnsw", chunk_size=128, name="head")
+    clone = kn.layers.NNGKClassifier.from_config(head.get_config())
+    assert clone.get_config() == head.get_config()
+    index = kn.search.get("faiss:IVF4,Flat")
+    with_instance = kn.layers.NNGKClassifier(5, search=index)
+    assert with_instance.get_config()["search"] == {"class_name": "faiss", "config": index.get_config()}
+
+
+def _model(head, dimension):
+    inputs = keras.Input((dimension,))
+    return keras.Model(inputs, head(inputs))
+
+
+def test_keras_file_round_trip(problem, tmp_path):
+    centers, labels, queries = problem
+    head = kn.layers.NNGKClassifier(NUM_CLASSES, num_neighbours=7, sigma=0.6)
+    head.assign_centers(centers, labels)
+    head.log_weights.assign(np.linspace(-1, 1, 60).astype(np.float32))
+    model = _model(head, 8)
+    path = str(tmp_path / "model.keras")
+    model.save(path)
+    reloaded = keras.models.load_model(path)
+    np.testing.assert_array_equal(reloaded.predict(queries, verbose=0), model.predict(queries, verbose=0))
+    np.testing.assert_array_equal(reloaded.layers[-1].centers.numpy(), head.centers.numpy())
+    assert reloaded.layers[-1].num_centers == 60
+
+
+@pytest.mark.slow
+def test_saved_model_reloads_in_fresh_process(problem, tmp_path):
+    centers, labels, queries = problem
+    head = kn.layers.NNGKClassifier(NUM_CLASSES, num_neighbours=7, sigma=0.6)
+    head.assign_centers(centers, labels)
+    model = _model(head, 8)
+    model.save(str(tmp_path / "saved"), save_format="tf")
+    np.save(tmp_path / "queries.npy", queries)
+    np.save(tmp_path / "expected.npy", model.predict(queries, verbose=0))
+    script = textwrap.dedent(f"""
+        import numpy as np, tensorflow as tf
+        loaded = tf.saved_model.load({str(tmp_path / "saved")!r})
+        serve = loaded.signatures["serving_default"]
+        queries = np.load({str(tmp_path / "queries.npy")!r})
+        out = list(serve(tf.constant(queries)).values())[0].numpy()
+        np.testing.assert_allclose(out, np.load({str(tmp_path / "expected.npy")!r}), rtol=0, atol=1e-6)
+        print("PARITY-OK")
+    """)
+    # No keras_nngk import in the child: the SavedModel must stand alone.
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
+                            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+    assert "PARITY-OK" in result.stdout, result.stderr[-3000:]
+
+
+@pytest.mark.slow
+def test_tflite_parity_with_builtin_ops(problem):
+    centers, labels, queries = problem
+    head = kn.layers.NNGKClassifier(NUM_CLASSES, num_neighbours=7, sigma=0.6)
+    head.assign_centers(centers, labels)
+    inputs = keras.Input((8,), batch_size=15)
+    model = keras.Model(inputs, head(inputs))
+    converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    from ai_edge_litert import interpreter as litert  # pylint: disable=g-import-not-at-top
+    interpreter = litert.Interpreter(model_content=converter.convert())
+    interpreter.allocate_tensors()
+    interpreter.set_tensor(interpreter.get_input_details()[0]["index"], queries)
+    interpreter.invoke()
+    out = interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
+    np.testing.assert_allclose(out, model.predict(queries, verbose=0), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["faiss-flat", "faiss-hnsw"])
+def test_faiss_search_in_layer_matches_exact(problem, name):
+    centers, labels, queries = problem
+    exact = kn.layers.NNGKClassifier(NUM_CLASSES, num_neighbours=7, sigma=0.6, capacity=70)
+    through_faiss = kn.layers.NNGKClassifier(NUM_CLASSES, num_neighbours=7, sigma=0.6, capacity=70, search=name)
+    for head in (exact, through_faiss):
+        head.assign_centers(centers, labels, sample_ids=np.arange(60))
+    np.testing.assert_allclose(through_faiss(queries).numpy(), exact(queries).numpy(), rtol=1e-6)
+    # Graph mode (model.predict) and leave-one-out go through tf.py_function too.
+    ids = keras.Input((), dtype="int32")
+    inputs = keras.Input((8,))
+    graph_model = keras.Model([inputs, ids], through_faiss([inputs, ids]))
+    np.testing.assert_allclose(graph_model.predict([centers, np.arange(60)], verbose=0),
+                               exact([centers, np.arange(60)]).numpy(), rtol=1e-5, atol=1e-6)
+    # Switching to the exportable search gives the same answers.
+    through_faiss.set_search("exact")
+    np.testing.assert_allclose(through_faiss(queries).numpy(), exact(queries).numpy(), rtol=1e-6)
+
+
+def test_bad_input_errors(problem):
+    centers, labels, queries = problem
+    with pytest.raises(ValueError, match="num_neighbours=0"):
+        kn.layers.NNGKClassifier(3, num_neighbours=0)
+    with pytest.raises(ValueError, match="sigma=-1"):
+        kn.layers.NNGKClassifier(3, sigma=-1.0)
+    with pytest.raises(ValueError, match="Unknown search 'kdtree'"):
+        kn.layers.NNGKClassifier(3, search="kdtree")
+    with pytest.raises(ValueError, match="assign_centers"):
+        kn.layers.NNGKClassifier(3)(queries)
+    with pytest.raises(ValueError, match="no centers"):
+        kn.layers.NNGKClassifier(3, capacity=10)(queries)
+    head = kn.layers.NNGKClassifier(NUM_CLASSES)
+    with pytest.raises(ValueError, match="same length"):
+        head.assign_centers(centers, labels[:10])
+    with pytest.raises(ValueError, match=r"\[0, num_classes=4\)"):
+        head.assign_centers(centers, labels + 1)
+    with pytest.raises(ValueError, match="NaN or Inf"):
+        head.assign_centers(np.where(centers > 2, np.nan, centers), labels)
+    with pytest.raises(ValueError, match="sum to 1"):
+        head.assign_centers(centers, np.full((60, NUM_CLASSES), 0.5))
+    head.assign_centers(centers, labels)
+    with pytest.raises(ValueError, match=r"shape \(batch, 8\)"):
+        head(queries[:, :5])
+    with pytest.raises(ValueError, match="NaN or Inf"):
+        head(np.where(queries > 1, np.inf, queries).astype(np.float32))
+    with pytest.raises(ValueError, match="capacity 60"):
+        head.assign_centers(np.concatenate([centers, centers]), np.concatenate([labels, labels]))

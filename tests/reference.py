@@ -1,0 +1,82 @@
+"""Plain NumPy (float64) references of the review's equations, written independently of the library.
+
+No TensorFlow here: every function is the textbook formula, with neighbours found by
+a stable argsort of all distances.
+"""
+
+import numpy as np
+
+
+def squared_distances(queries, centers):
+    """|q - c|^2 by explicit differences, (B, N)."""
+    queries = np.asarray(queries, np.float64)
+    centers = np.asarray(centers, np.float64)
+    return ((queries[:, None, :] - centers[None, :, :]) ** 2).sum(-1)
+
+
+def nearest_neighbours(queries, centers, k, query_sample_ids=None, center_sample_ids=None):
+    """The k nearest centers by stable argsort, leaving out centers whose sample id equals the query's.
+
+    Returns (distances, ids) of shape (B, min(k, available)).
+    """
+    distances = squared_distances(queries, centers)
+    if query_sample_ids is not None:
+        query_sample_ids = np.asarray(query_sample_ids).reshape(-1, 1)
+        same = (np.asarray(center_sample_ids)[None, :] == query_sample_ids) & (query_sample_ids >= 0)
+        distances = np.where(same, np.inf, distances)
+    order = np.argsort(distances, axis=1, kind="stable")
+    available = int(np.isfinite(distances).sum(1).min())
+    order = order[:, :min(k, available)]
+    return np.take_along_axis(distances, order, 1), order
+
+
+def one_hot(labels, num_classes):
+    return np.eye(num_classes)[np.asarray(labels)]
+
+
+def dense_classifier(embeddings, kernel, bias):
+    """Eq. 2 with a softmax activation: softmax(W z + b)."""
+    logits = np.asarray(embeddings, np.float64) @ np.asarray(kernel, np.float64) + np.asarray(bias, np.float64)
+    logits -= logits.max(1, keepdims=True)
+    exp = np.exp(logits)
+    return exp / exp.sum(1, keepdims=True)
+
+
+def gaussian_kernel(squared_distance, sigma):
+    """Eq. 5."""
+    return np.exp(-np.asarray(squared_distance, np.float64) / (2.0 * sigma ** 2))
+
+
+def nngk_classifier(queries, centers, center_labels, k, sigma, weights=None, query_sample_ids=None,
+                    center_sample_ids=None):
+    """Eq. 7: sum_i w_i y_i k(z, c_i) / sum_i w_i k(z, c_i) over the k nearest centers.
+
+    The kernel values are divided by that of the nearest neighbour before summing
+    (the ratio is unchanged), so tiny sigma does not underflow to 0/0 in float64.
+    """
+    center_labels = np.asarray(center_labels, np.float64)
+    weights = np.ones(len(centers)) if weights is None else np.asarray(weights, np.float64)
+    distances, ids = nearest_neighbours(queries, centers, k, query_sample_ids, center_sample_ids)
+    relative = gaussian_kernel(distances - distances[:, :1], sigma)  # k(z, c_i) / k(z, c_nearest)
+    terms = weights[ids] * relative
+    return np.einsum("bk,bkc->bc", terms, center_labels[ids]) / terms.sum(1, keepdims=True)
+
+
+def knn_classifier(queries, centers, labels, k, num_classes, query_sample_ids=None, center_sample_ids=None):
+    """Eq. 3: majority class among the k nearest; ties go to the class with the nearest member."""
+    _, ids = nearest_neighbours(queries, centers, k, query_sample_ids, center_sample_ids)
+    labels = np.asarray(labels)
+    predictions = []
+    for row in ids:
+        neighbour_labels = labels[row]
+        counts = np.bincount(neighbour_labels, minlength=num_classes)
+        tied = np.flatnonzero(counts == counts.max())
+        first_seen = {label: position for position, label in reversed(list(enumerate(neighbour_labels)))}
+        predictions.append(min(tied, key=lambda label: first_seen[label]))
+    return np.array(predictions)
+
+
+def cross_entropy(probabilities, labels):
+    """Mean of -log y_true (eq. 1)."""
+    probabilities = np.asarray(probabilities, np.float64)
+    return float(-np.mean(np.log(probabilities[np.arange(len(labels)), labels])))

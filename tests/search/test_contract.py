@@ -1,0 +1,164 @@
+"""One contract for every search backend, against a NumPy argsort reference."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from keras_nngk import search
+from tests import reference
+from tests.conftest import clustered
+
+# Settings that make the approximate indexes exact on these small sets, so ids can be compared one to one.
+EXACT_SETTINGS = {
+    "exact": "exact",
+    "faiss-flat": "faiss-flat",
+    "faiss-hnsw": {"class_name": "faiss", "config": {"factory": "HNSW32", "ef_search": 1000}},
+    "faiss-ivf": {"class_name": "faiss", "config": {"factory": "IVF{nlist},Flat", "nprobe": 100000}},
+    "faiss-opq-ivf-flat": {"class_name": "faiss", "config": {"factory": "OPQ8,IVF8,Flat", "nprobe": 8}},
+}
+
+
+@pytest.fixture(params=sorted(EXACT_SETTINGS))
+def backend(request):
+    return EXACT_SETTINGS[request.param]
+
+
+@pytest.fixture
+def data(rng):
+    vectors, _ = clustered(rng, 1200, 16)
+    queries, _ = clustered(np.random.default_rng(1), 40, 16)
+    ids = rng.permutation(10_000)[:1200]
+    return vectors, ids, queries
+
+
+def check_against_reference(index, vectors, ids, queries, k):
+    distances, found = index.search(queries, k)
+    expected_distances, positions = reference.nearest_neighbours(queries, vectors, k)
+    assert distances.shape == (len(queries), k) and found.shape == (len(queries), k)
+    assert found.dtype == np.int64 and distances.dtype == np.float32
+    np.testing.assert_array_equal(found, ids[positions])
+    np.testing.assert_allclose(distances, expected_distances, rtol=1e-4, atol=1e-3)
+
+
+def test_search_matches_reference(backend, data):
+    vectors, ids, queries = data
+    index = search.get(backend)
+    index.add(vectors, ids)
+    check_against_reference(index, vectors, ids, queries, k=10)
+    assert index.size == 1200 and index.dimension == 16
+
+
+def test_add_after_search_and_remove(backend, data):
+    vectors, ids, queries = data
+    index = search.get(backend)
+    index.add(vectors[:1000], ids[:1000])
+    index.search(queries, 5)  # Builds the index; later changes must reach it.
+    index.add(vectors[1000:], ids[1000:])
+    check_against_reference(index, vectors, ids, queries, k=5)
+    gone = ids[::3]
+    assert index.remove(np.concatenate([gone, [10_000_001]])) == len(gone)
+    keep = ~np.isin(ids, gone)
+    check_against_reference(index, vectors[keep], ids[keep], queries, k=5)
+
+
+def test_save_and_load_round_trip(backend, data, tmp_path):
+    vectors, ids, queries = data
+    index = search.get(backend)
+    index.add(vectors, ids)
+    before = index.search(queries, 8)
+    index.save(str(tmp_path / "index"))
+    reloaded = search.load(str(tmp_path / "index"))
+    assert type(reloaded) is type(index) and reloaded.get_config() == index.get_config()
+    after = reloaded.search(queries, 8)
+    np.testing.assert_array_equal(after[1], before[1])
+    np.testing.assert_allclose(after[0], before[0], rtol=1e-6)
+    check_against_reference(reloaded, vectors, ids, queries, k=8)
+    # The reloaded object keeps working as an index.
+    reloaded.remove(ids[:600])
+    check_against_reference(reloaded, vectors[600:], ids[600:], queries, k=8)
+
+
+def test_k_larger_than_size_pads(backend, rng):
+    vectors = rng.normal(size=(3, 4)).astype(np.float32)
+    index = search.get("exact" if backend == "exact" else "faiss-flat")
+    index.add(vectors, [7, 8, 9])
+    distances, ids = index.search(vectors[:2], 5)
+    assert np.all(ids[:, 3:] == -1) and np.all(np.isinf(distances[:, 3:]))
+    np.testing.assert_array_equal(ids[:, 0], [7, 8])
+
+
+def test_bad_input_errors(backend, data):
+    vectors, ids, queries = data
+    index = search.get(backend)
+    with pytest.raises(ValueError, match="empty"):
+        index.search(queries, 3)
+    with pytest.raises(ValueError, match="NaN"):
+        index.add(np.full((2, 16), np.nan), [1, 2])
+    index.add(vectors, ids)
+    with pytest.raises(ValueError, match="dimension 16"):
+        index.search(queries[:, :5], 3)
+    with pytest.raises(ValueError, match="positive integer"):
+        index.search(queries, 0)
+    with pytest.raises(ValueError, match="unique"):
+        index.add(vectors[:1], ids[:1])
+    with pytest.raises(ValueError, match="NaN or Inf"):
+        index.search(np.full((1, 16), np.inf), 3)
+
+
+@pytest.mark.parametrize("name", ["faiss-hnsw", "faiss-ivf", "faiss:IVF16,PQ16"])
+def test_approximate_defaults_have_high_recall_on_clustered_data(name, rng):
+    vectors, _ = clustered(rng, 4000, 32, num_clusters=40)
+    queries, _ = clustered(np.random.default_rng(1), 100, 32, num_clusters=40)
+    index = search.get(name)
+    index.add(vectors)
+    _, found = index.search(queries, 10)
+    _, expected = reference.nearest_neighbours(queries, vectors, 10)
+    recall = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(found, expected)])
+    assert recall >= (0.5 if "PQ" in name else 0.9), recall
+
+
+def test_exact_search_chunks_and_mask_match_reference(rng):
+    centers = rng.normal(size=(103, 6)).astype(np.float32)
+    queries = rng.normal(size=(9, 6)).astype(np.float32)
+    mask = rng.uniform(size=103) > 0.3
+    for chunk_size in (7, 50, 103, 1000):
+        distances, ids = search.exact_search(tf.constant(queries), tf.constant(centers), 12, tf.constant(mask),
+                                             chunk_size=chunk_size)
+        expected_distances, positions = reference.nearest_neighbours(queries, centers[mask], 12)
+        np.testing.assert_array_equal(ids.numpy(), np.flatnonzero(mask)[positions])
+        np.testing.assert_allclose(distances.numpy(), expected_distances, rtol=1e-5, atol=1e-5)
+
+
+def test_exact_search_more_neighbours_than_valid_centers(rng):
+    centers = rng.normal(size=(5, 3)).astype(np.float32)
+    mask = np.array([True, False, True, False, False])
+    distances, ids = search.exact_search(tf.constant(centers[:2]), tf.constant(centers), 4, tf.constant(mask))
+    np.testing.assert_array_equal(ids.numpy()[:, 2:], -1)
+    assert np.all(np.isinf(distances.numpy()[:, 2:]))
+    np.testing.assert_array_equal(ids.numpy()[0, 0], 0)
+
+
+def test_registry_names_configs_and_errors():
+    assert isinstance(search.get("exact"), search.ExactSearch)
+    index = search.get("faiss-hnsw")
+    clone = search.get(search.serialize(index))
+    assert clone.get_config() == index.get_config() and clone is not index
+    assert search.get(index) is index
+    with pytest.raises(ValueError, match="faiss-flat"):
+        search.get("annoy")
+    with pytest.raises(ValueError, match="factory"):
+        search.get("faiss:NotAnIndex99")
+    with pytest.raises(ValueError, match="Unknown search class"):
+        search.get({"class_name": "nope"})
+    with pytest.raises(ValueError, match="No saved search index"):
+        search.load("/nonexistent/index")
+
+
+def test_corrupt_faiss_file_gets_clear_error(data, tmp_path):
+    vectors, ids, _ = data
+    index = search.get("faiss-flat")
+    index.add(vectors, ids)
+    index.save(str(tmp_path))
+    (tmp_path / "faiss.index").write_bytes(b"garbage")
+    with pytest.raises(ValueError, match="corrupt"):
+        search.load(str(tmp_path))
