@@ -1,0 +1,30 @@
+"""Every Python example in README.md runs as written, in a fresh interpreter."""
+
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _examples():
+    with open(os.path.join(ROOT, "README.md")) as handle:
+        return re.findall(r"```python\n(.*?)```", handle.read(), flags=re.S)
+
+
+def test_readme_has_examples():
+    assert len(_examples()) >= 2
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("index", range(len(_examples())))
+def test_readme_example_runs(index):
+    result = subprocess.run([sys.executable, "-c", _examples()[index]], cwd=ROOT, capture_output=True, text=True,
+                            timeout=600, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    if index == 1:
+        accuracy = float(re.search(r"test accuracy ([0-9.]+)", result.stdout).group(1))
+        assert accuracy > 0.85, result.stdout

@@ -1,0 +1,48 @@
+"""CenterRefresh inside plain model.fit, with leave-one-out through a sample-id input."""
+
+import numpy as np
+import pytest
+import tf_keras as keras
+
+import keras_nngk as kn
+from tests.conftest import clustered
+
+
+def _setup(rng, search="exact", num_points=240):
+    x, clusters = clustered(rng, num_points, 10, num_clusters=6, spread=0.6)
+    y = clusters % 3
+    backbone = keras.Sequential([keras.Input((10,)), keras.layers.Dense(16, activation="relu"), keras.layers.Dense(4)])
+    head = kn.layers.NNGKClassifier(3, num_neighbours=8, sigma=1.0, capacity=num_points, search=search)
+    image = keras.Input((10,), name="image")
+    sample_id = keras.Input((), dtype="int32", name="sample_id")
+    train_model = keras.Model([image, sample_id], head([backbone(image), sample_id]))
+    train_model.compile(keras.optimizers.Adam(1e-2), "sparse_categorical_crossentropy", metrics=["accuracy"],
+                        jit_compile=False)
+    return x, y, backbone, head, train_model
+
+
+@pytest.mark.parametrize("search", ["exact", "faiss-flat"])
+def test_fit_refreshes_centers_and_learns(rng, search):
+    x, y, backbone, head, train_model = _setup(rng, search)
+    ids = np.arange(len(x))
+    refresh = kn.callbacks.CenterRefresh(head, backbone, x, y, every_n_epochs=1, verbose=0)
+    history = train_model.fit([x, ids], y, epochs=4, batch_size=32, callbacks=[refresh], verbose=0)
+    assert refresh.refresh_count == 1 + 4  # At the start, then after every epoch (the end needs none).
+    np.testing.assert_allclose(head.centers.numpy(), backbone.predict(x, verbose=0), rtol=1e-5, atol=1e-5)
+    assert history.history["loss"][-1] < history.history["loss"][0]
+    # Per-center weights learned during training survive the refreshes.
+    assert np.abs(head.log_weights.numpy()).max() > 0
+    inference = keras.Model(backbone.input, head(backbone.output))
+    leave_one_out = head([backbone.predict(x, verbose=0), ids]).numpy().argmax(1)
+    assert np.mean(leave_one_out == y) > 0.9
+    assert inference.predict(x[:5], verbose=0).shape == (5, 3)
+
+
+def test_refresh_interval_and_final_refresh(rng):
+    x, y, backbone, head, train_model = _setup(rng)
+    refresh = kn.callbacks.CenterRefresh(head, backbone, x, y, every_n_epochs=2, verbose=0)
+    train_model.fit([x, np.arange(len(x))], y, epochs=3, batch_size=64, callbacks=[refresh], verbose=0)
+    assert refresh.refresh_count == 3  # Start, after epoch 2, and at the end since epoch 3 did not refresh.
+    np.testing.assert_allclose(head.centers.numpy(), backbone.predict(x, verbose=0), rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="every_n_epochs=0"):
+        kn.callbacks.CenterRefresh(head, backbone, x, y, every_n_epochs=0)
