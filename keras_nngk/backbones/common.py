@@ -1,0 +1,50 @@
+"""Pieces every backbone shares: the embedding projection, L2 normalisation, weight-file checks."""
+
+import os
+
+import tensorflow as tf
+import tf_keras as keras
+
+
+@keras.saving.register_keras_serializable(package="keras_nngk")
+class L2Normalize(keras.layers.Layer):
+    """Scales each embedding to unit Euclidean norm (with `epsilon` against division by zero)."""
+
+    def __init__(self, epsilon=1e-12, **kwargs):
+        super().__init__(**kwargs)
+        self.epsilon = epsilon
+
+    def call(self, inputs):
+        return tf.math.l2_normalize(inputs, axis=-1, epsilon=self.epsilon)
+
+    def get_config(self):
+        return {**super().get_config(), "epsilon": self.epsilon}
+
+
+@keras.saving.register_keras_serializable(package="keras_nngk")
+class CaffePreprocessing(keras.layers.Layer):
+    """ImageNet "caffe" preprocessing inside the model (VGG16, ResNet50): [0, 1] RGB -> BGR minus the mean pixel."""
+
+    def call(self, inputs):
+        bgr = tf.reverse(inputs * 255.0, axis=[-1])
+        return bgr - tf.constant([103.939, 116.779, 123.68], dtype=inputs.dtype)
+
+
+def check_weights_file(weights):
+    """`weights` must be None or an existing local file: nothing is downloaded."""
+    if weights is None:
+        return None
+    if weights == "imagenet":
+        raise ValueError("weights='imagenet' would download from the internet; pass the path of a local weights file "
+                         "(e.g. resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5). Received: weights='imagenet'")
+    if not os.path.isfile(weights):
+        raise ValueError(f"Weights file not found: {weights!r}; pass an existing local .h5 file or weights=None.")
+    return weights
+
+
+def embedding_head(features, embedding_dim, l2_normalize):
+    """Projection of pooled features to `embedding_dim`, optionally L2-normalised."""
+    embeddings = keras.layers.Dense(embedding_dim, name="embedding")(features)
+    if l2_normalize:
+        embeddings = L2Normalize(name="l2_normalize")(embeddings)
+    return embeddings
