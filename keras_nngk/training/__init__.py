@@ -1,5 +1,10 @@
-"""Training utilities: the center-refresh callback (and, later, loops)."""
+"""Training: configuration, the run (`fit`, `evaluate_run`), the custom loop and callbacks."""
 
 from keras_nngk.training import callbacks
+from keras_nngk.training.config import Config
+from keras_nngk.training.config import PRESETS
+from keras_nngk.training.loop import CustomLoop
+from keras_nngk.training.run import evaluate_run
+from keras_nngk.training.run import fit
 
-__all__ = ["callbacks"]
+__all__ = ["Config", "PRESETS", "CustomLoop", "fit", "evaluate_run", "callbacks"]

@@ -29,6 +29,9 @@ class CenterRefresh(keras.callbacks.Callback):
         every_n_epochs: refresh interval in epochs.
         batch_size: batch size of the embedding pass (ignored for datasets).
         verbose: 1 shows a progress bar for the embedding pass, 0 is silent.
+        recalibration: optional `BatchNormRecalibration`, run before every embedding
+            pass so that centers (computed in inference mode) see the same BatchNorm
+            statistics as the training-mode queries they are compared with.
 
     Example:
 
@@ -37,7 +40,7 @@ class CenterRefresh(keras.callbacks.Callback):
     """
 
     def __init__(self, head, embedding_model, x, labels, sample_ids=None, every_n_epochs=1, batch_size=256,
-                 verbose=1, refresh_on_train_begin=True, refresh_on_train_end=True):
+                 verbose=1, refresh_on_train_begin=True, refresh_on_train_end=True, recalibration=None):
         super().__init__()
         if isinstance(every_n_epochs, bool) or not isinstance(every_n_epochs, int) or every_n_epochs < 1:
             raise ValueError(f"`every_n_epochs` must be a positive integer. Received: every_n_epochs={every_n_epochs!r}")
@@ -51,6 +54,7 @@ class CenterRefresh(keras.callbacks.Callback):
         self.verbose = verbose
         self.refresh_on_train_begin = refresh_on_train_begin
         self.refresh_on_train_end = refresh_on_train_end
+        self.recalibration = recalibration
         self._refreshed_after_last_epoch = False
         self.refresh_count = 0
 
@@ -58,6 +62,8 @@ class CenterRefresh(keras.callbacks.Callback):
         """Embeds the training inputs with the current network and stores them as the centers."""
         if self.verbose:
             logging.info("Refreshing %d centers of %s.", len(self.labels), self.head.name)
+        if self.recalibration is not None:
+            self.recalibration.recalibrate()
         embeddings = self.embedding_model.predict(self.x, batch_size=self.batch_size, verbose=self.verbose)
         self.head.assign_centers(embeddings, self.labels, self.sample_ids, reset_weights=not self.head.built)
         self.refresh_count += 1
@@ -71,6 +77,84 @@ class CenterRefresh(keras.callbacks.Callback):
         if self._refreshed_after_last_epoch:
             self.refresh()
 
+    def mark_stale(self):
+        """Makes the end-of-training refresh happen even if the last epoch refreshed (the network changed)."""
+        self._refreshed_after_last_epoch = False
+
     def on_train_end(self, logs=None):
         if self.refresh_on_train_end and not self._refreshed_after_last_epoch:
             self.refresh()
+
+
+class BatchNormRecalibration(keras.callbacks.Callback):
+    """At the end of training, re-estimates BatchNorm statistics as exact averages over training batches.
+
+    BatchNorm's running statistics lag the weights (momentum 0.99 remembers ~100
+    steps); centers and predictions computed in inference mode inherit that lag.
+    This pass runs `num_batches` training batches through `model` in training mode
+    with the momentum of each BatchNormalization layer set so that the running
+    statistics become the plain mean over those batches, then restores the
+    momentum. Only BatchNorm statistics change. Place it before `CenterRefresh`
+    so the final centers use the recalibrated network.
+
+    Args:
+        model: the network containing BatchNormalization layers (the backbone).
+        images: a dataset of image batches (no labels), e.g. the training images.
+        num_batches: how many batches to average over.
+        center_refresh: an optional `CenterRefresh` (placed after this callback) whose
+            end-of-training refresh must then run on the recalibrated network.
+    """
+
+    def __init__(self, model, images, num_batches=100, center_refresh=None):
+        super().__init__()
+        self.network = model
+        self.images = images
+        self.num_batches = num_batches
+        self.center_refresh = center_refresh
+
+    def recalibrate(self):
+        bn_layers = [layer for layer in _all_layers(self.network) if isinstance(layer, keras.layers.BatchNormalization)]
+        if not bn_layers:
+            return 0
+        momenta = [layer.momentum for layer in bn_layers]
+        count = 0
+        try:
+            for count, batch in enumerate(self.images.take(self.num_batches)):
+                for layer in bn_layers:
+                    layer.momentum = count / (count + 1.0)
+                self.network(batch, training=True)
+            count += 1
+        finally:
+            for layer, momentum in zip(bn_layers, momenta):
+                layer.momentum = momentum
+        logging.info("Recalibrated %d BatchNorm layers over %d batches.", len(bn_layers), count)
+        return count
+
+    def on_train_end(self, logs=None):
+        if self.recalibrate() and self.center_refresh is not None:
+            self.center_refresh.mark_stale()
+
+
+def _all_layers(model):
+    for layer in model.layers:
+        yield layer
+        if hasattr(layer, "layers"):
+            yield from _all_layers(layer)
+
+
+class EpochCheckpoint(keras.callbacks.Callback):
+    """Saves a `tf.train.CheckpointManager` checkpoint after every epoch (numbered by epochs done).
+
+    TensorFlow writes the checkpoint files first and then swaps the small
+    `checkpoint` index file in one rename, so a run killed mid-save still resumes
+    from the previous checkpoint.
+    """
+
+    def __init__(self, manager, epoch_variable):
+        super().__init__()
+        self.manager = manager
+        self.epoch_variable = epoch_variable
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.epoch_variable.assign(epoch + 1)
+        self.manager.save(checkpoint_number=epoch + 1)

@@ -1,0 +1,61 @@
+"""Evaluation metrics on embeddings and predictions: Recall@K (leave-one-out), accuracy, kNN accuracy."""
+
+import numpy as np
+
+from keras_nngk import search as search_lib
+
+
+def _labels(labels):
+    return np.asarray(labels).reshape(-1)
+
+
+def recall_at_k(embeddings, labels, ks=(1, 2, 4, 8)):
+    """Recall@K over a query set, leave-one-out (the metric-learning protocol of Cars196 / CUB).
+
+    For every embedding, its `K` nearest other embeddings of the same set are
+    found (exact search, squared Euclidean); Recall@K is the fraction of queries
+    with at least one of the same label among them.
+
+    Returns:
+        `{K: recall}` for each K.
+    """
+    embeddings = np.asarray(embeddings, np.float32)
+    labels = _labels(labels)
+    if len(embeddings) != len(labels):
+        raise ValueError(f"One label per embedding expected. Received: {len(embeddings)} embeddings and "
+                         f"{len(labels)} labels")
+    largest = max(ks)
+    if largest >= len(labels):
+        raise ValueError(f"Recall@{largest} needs more than {largest} embeddings. Received: {len(labels)}")
+    index = search_lib.ExactSearch()
+    index.add(embeddings)
+    _, ids = index.search(embeddings, largest + 1)
+    own = ids == np.arange(len(labels))[:, None]
+    # Drop each query's own entry (or the last column when a duplicate pushed it out), keeping the order.
+    order = np.argsort(own, axis=1, kind="stable")[:, :largest]
+    neighbours = np.take_along_axis(ids, order, axis=1)
+    hits = labels[neighbours] == labels[:, None]
+    return {int(k): float(np.mean(hits[:, :k].any(axis=1))) for k in ks}
+
+
+def accuracy(probabilities, labels):
+    """Fraction of rows whose argmax is the label."""
+    return float(np.mean(np.argmax(probabilities, axis=-1) == _labels(labels)))
+
+
+def knn_accuracy(train_embeddings, train_labels, test_embeddings, test_labels, num_neighbours=1):
+    """Accuracy of the majority vote of the `num_neighbours` nearest training embeddings (ties: nearer wins)."""
+    train_labels = _labels(train_labels)
+    index = search_lib.ExactSearch()
+    index.add(train_embeddings)
+    _, ids = index.search(test_embeddings, num_neighbours)
+    neighbour_labels = train_labels[ids]
+    num_classes = int(max(train_labels.max(), _labels(test_labels).max()) + 1)
+    counts = np.zeros((len(ids), num_classes))
+    first = np.full((len(ids), num_classes), num_neighbours, dtype=np.float64)
+    rows = np.arange(len(ids))
+    for position in range(num_neighbours - 1, -1, -1):
+        counts[rows, neighbour_labels[:, position]] += 1
+        first[rows, neighbour_labels[:, position]] = position
+    predictions = np.argmax(counts * (num_neighbours + 1) - first, axis=1)
+    return float(np.mean(predictions == _labels(test_labels)))

@@ -1,0 +1,7 @@
+"""Model builders (functional API)."""
+
+from keras_nngk.models.classifier import ClassifierModels
+from keras_nngk.models.classifier import HEADS
+from keras_nngk.models.classifier import nngk_classifier
+
+__all__ = ["nngk_classifier", "ClassifierModels", "HEADS"]

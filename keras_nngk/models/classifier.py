@@ -1,0 +1,66 @@
+"""Builders that put a head on a backbone: the training model (with sample ids) and the inference model."""
+
+import dataclasses
+
+import tf_keras as keras
+
+from keras_nngk import layers
+
+HEADS = ("nngk", "dense", "knn")
+
+
+@dataclasses.dataclass
+class ClassifierModels:
+    """The models of one classifier, sharing their layers.
+
+    Attributes:
+        train_model: `{"image", "sample_id"} -> probabilities`, for `fit` (the ids give leave-one-out).
+        inference_model: `image -> probabilities`, what is evaluated, saved and exported.
+        backbone: `image -> embedding`.
+        head: the head used for training (for "knn", the dense head that trains the backbone).
+        center_head: the head holding centers that need refreshing (None for "dense").
+    """
+
+    train_model: keras.Model
+    inference_model: keras.Model
+    backbone: keras.Model
+    head: keras.layers.Layer
+    center_head: object = None
+
+
+def nngk_classifier(backbone, num_classes, head="nngk", capacity=None, num_neighbours=32, sigma=1.0,
+                    learn_sigma=True, sample_weights=True, search="exact", knn_neighbours=5):
+    """Puts a classification head on `backbone`.
+
+    Args:
+        backbone: model from images to embeddings.
+        num_classes: number of classes.
+        head: "nngk" (eq. 7), "dense" (eq. 2, softmax), or "knn" (eq. 3: the
+            backbone is trained with a dense softmax head, and the inference model
+            votes among the `knn_neighbours` nearest training embeddings).
+        capacity: number of centers (the training set size) for "nngk" and "knn".
+        num_neighbours, sigma, learn_sigma, sample_weights, search: NNGK settings.
+
+    Returns:
+        `ClassifierModels`.
+    """
+    if head not in HEADS:
+        raise ValueError(f"Unknown head {head!r}; valid: {', '.join(HEADS)}. Received: head={head!r}")
+    image = keras.Input(backbone.input_shape[1:], name="image")
+    sample_id = keras.Input((), dtype="int32", name="sample_id")
+    embedding = backbone(image)
+    center_head = None
+    if head == "nngk":
+        train_head = layers.NNGKClassifier(num_classes, num_neighbours=num_neighbours, sigma=sigma,
+                                           learn_sigma=learn_sigma, sample_weights=sample_weights, capacity=capacity,
+                                           search=search, name="nngk_head")
+        center_head = inference_head = train_head
+    else:
+        train_head = inference_head = layers.DenseClassifier(num_classes, name="dense_head")
+        if head == "knn":
+            inference_head = center_head = layers.KNNClassifier(num_classes, num_neighbours=knn_neighbours,
+                                                                capacity=capacity, search=search, name="knn_head")
+    train_model = keras.Model({"image": image, "sample_id": sample_id}, train_head([embedding, sample_id]),
+                              name="train_model")
+    inference_model = keras.Model(image, inference_head(embedding), name="classifier")
+    return ClassifierModels(train_model, inference_model, backbone, train_head, center_head)

@@ -1,0 +1,124 @@
+"""One configuration object for a training run, with presets per data set.
+
+    config = Config.for_dataset("fashion_mnist", head="dense", epochs=3)
+
+Resolution order: the defaults below, then the data set's preset, then explicit
+overrides (command-line flags or a config file).
+"""
+
+import dataclasses
+import json
+from typing import Optional
+
+from keras_nngk import backbones
+from keras_nngk import data
+from keras_nngk import models
+from keras_nngk import search as search_lib
+
+TASKS = ("classification", "retrieval")
+STRATEGIES = ("default", "mirrored", "multi_worker")
+LOOPS = ("fit", "custom")
+
+
+@dataclasses.dataclass
+class Config:
+    """Hyperparameters and choices of one run (see `trainers/fit.py --help`)."""
+
+    dataset: str = data.DEFAULT
+    task: str = "classification"
+    head: str = "nngk"
+    backbone: str = "small_conv"
+    weights: Optional[str] = None
+    embedding_dim: int = 64
+    l2_normalize: bool = True
+    image_size: Optional[int] = None
+    examples_per_class: Optional[int] = None
+    data_dir: Optional[str] = None
+    epochs: int = 5
+    batch_size: int = 128
+    learning_rate: float = 1e-3
+    num_neighbours: int = 32
+    sigma: float = 1.0
+    learn_sigma: bool = True
+    sample_weights: bool = True
+    refresh_every: int = 1
+    search: str = "exact"
+    knn_neighbours: int = 5
+    recalibrate_batchnorm: bool = True
+    strategy: str = "default"
+    loop: str = "fit"
+    seed: int = 0
+
+    @classmethod
+    def for_dataset(cls, dataset=data.DEFAULT, **overrides):
+        """Defaults, then `PRESETS[dataset]`, then `overrides` (None values are ignored)."""
+        values = {"dataset": dataset, **PRESETS.get(dataset, {})}
+        values.update({key: value for key, value in overrides.items() if value is not None})
+        unknown = sorted(set(values) - {field.name for field in dataclasses.fields(cls)})
+        if unknown:
+            raise ValueError(f"Unknown config fields {unknown}; valid: {', '.join(cls.field_names())}.")
+        config = cls(**values)
+        config.validate()
+        return config
+
+    @classmethod
+    def field_names(cls):
+        return tuple(field.name for field in dataclasses.fields(cls))
+
+    def validate(self):
+        """Raises a ValueError naming the field, the valid choices and the value received."""
+        choices = {"dataset": data.NAMES, "task": TASKS, "head": models.HEADS, "backbone": tuple(backbones.BACKBONES),
+                   "strategy": STRATEGIES, "loop": LOOPS}
+        for name, valid in choices.items():
+            value = getattr(self, name)
+            if value not in valid:
+                raise ValueError(f"Unknown {name} {value!r}; valid: {', '.join(valid)}. Received: {name}={value!r}")
+        for name in ("embedding_dim", "epochs", "batch_size", "num_neighbours", "refresh_every", "knn_neighbours"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"`{name}` must be a positive integer. Received: {name}={value!r}")
+        for name in ("learning_rate", "sigma"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"`{name}` must be positive. Received: {name}={getattr(self, name)!r}")
+        search_lib.get(self.search)
+        return self
+
+    def to_dict(self):
+        return dataclasses.asdict(self)
+
+    def to_json(self):
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, values):
+        known = {key: value for key, value in values.items() if key in cls.field_names()}
+        return cls(**known).validate()
+
+    @classmethod
+    def from_file(cls, path):
+        try:
+            with open(path) as handle:
+                values = json.load(handle)
+        except (OSError, json.JSONDecodeError) as error:
+            raise ValueError(f"Cannot read config file {path!r}: {error}") from error
+        return cls.from_dict(values)
+
+    def differences(self, other):
+        """`{field: (self value, other value)}` for the fields that differ."""
+        mine, theirs = self.to_dict(), other.to_dict()
+        return {key: (mine[key], theirs[key]) for key in mine if mine[key] != theirs[key]}
+
+
+_FINE_GRAINED = {"task": "retrieval", "backbone": "resnet50", "embedding_dim": 512, "image_size": 224,
+                 "batch_size": 64, "epochs": 50, "learning_rate": 1e-4, "refresh_every": 2}
+
+PRESETS = {
+    "mnist5k": {"epochs": 5},
+    "digits": {"epochs": 20, "batch_size": 64},
+    "fashion_mnist": {"epochs": 10},
+    "mnist": {"epochs": 5},
+    "cifar10": {"epochs": 30},
+    "cifar100": {"epochs": 30, "embedding_dim": 128},
+    "cars196": dict(_FINE_GRAINED),
+    "caltech_birds2011": dict(_FINE_GRAINED),
+}

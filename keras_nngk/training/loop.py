@@ -1,0 +1,82 @@
+"""A custom training loop with the same callbacks (center refresh, checkpoints) and results as `model.fit`."""
+
+import tensorflow as tf
+import tf_keras as keras
+
+
+class CustomLoop:
+    """Trains a compiled-free `train_model` with an explicit `tf.function` step under a distribution strategy.
+
+    It runs the same callbacks as `model.fit` (`CenterRefresh`, `EpochCheckpoint`,
+    `BatchNormRecalibration`) through a `keras.callbacks.CallbackList`, computes the
+    loss exactly as a compiled model does (mean over the global batch plus the
+    layers' regularisation losses), and updates with the same optimizer, so on one
+    device it reproduces `model.fit` step for step.
+
+    Args:
+        train_model: model from `{"image", "sample_id"}` to probabilities.
+        optimizer: a `keras.optimizers.Optimizer`.
+        strategy: a `tf.distribute.Strategy` (the model must have been built in its scope).
+        verbose: 1 for a progress bar per epoch.
+    """
+
+    def __init__(self, train_model, optimizer, strategy=None, verbose=1):
+        self.train_model = train_model
+        self.optimizer = optimizer
+        self.strategy = strategy or tf.distribute.get_strategy()
+        self.verbose = verbose
+        self._loss = keras.losses.SparseCategoricalCrossentropy(reduction=keras.losses.Reduction.NONE)
+        self._step = None
+
+    def _replica_step(self, inputs, labels, global_batch_size):
+        with tf.GradientTape() as tape:
+            probabilities = self.train_model(inputs, training=True)
+            per_example = self._loss(labels, probabilities)
+            loss = tf.nn.compute_average_loss(per_example, global_batch_size=global_batch_size)
+            if self.train_model.losses:
+                loss += tf.nn.scale_regularization_loss(tf.add_n(self.train_model.losses))
+        variables = self.train_model.trainable_variables
+        self.optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
+        correct = tf.reduce_sum(tf.cast(tf.equal(tf.argmax(probabilities, -1, output_type=tf.int64),
+                                                 tf.cast(tf.reshape(labels, [-1]), tf.int64)), tf.float32))
+        return loss, correct
+
+    def _build_step(self):
+        @tf.function
+        def step(inputs, labels):
+            global_batch_size = tf.shape(labels)[0]
+            if self.strategy.num_replicas_in_sync > 1:
+                global_batch_size = self.strategy.reduce(
+                    tf.distribute.ReduceOp.SUM,
+                    self.strategy.run(lambda y: tf.shape(y)[0], args=(labels,)), axis=None)
+            loss, correct = self.strategy.run(self._replica_step, args=(inputs, labels, global_batch_size))
+            return (self.strategy.reduce(tf.distribute.ReduceOp.SUM, loss, axis=None),
+                    self.strategy.reduce(tf.distribute.ReduceOp.SUM, correct, axis=None),
+                    tf.cast(global_batch_size, tf.float32))
+
+        return step
+
+    def fit(self, dataset, epochs, initial_epoch=0, callbacks=(), steps_per_epoch=None):
+        """Trains from `initial_epoch` to `epochs`; returns a `keras.callbacks.History`-like dict of lists."""
+        history = {"loss": [], "accuracy": []}
+        callback_list = keras.callbacks.CallbackList(list(callbacks), model=self.train_model)
+        if self._step is None:
+            self._step = self._build_step()
+        distributed = self.strategy.experimental_distribute_dataset(dataset)
+        callback_list.on_train_begin()
+        for epoch in range(initial_epoch, epochs):
+            callback_list.on_epoch_begin(epoch)
+            progress = keras.utils.Progbar(steps_per_epoch, verbose=self.verbose, stateful_metrics=["loss", "accuracy"])
+            total_loss = total_correct = total_seen = 0.0
+            for batch_index, (inputs, labels) in enumerate(distributed):
+                loss, correct, seen = self._step(inputs, labels)
+                total_loss += float(loss) * float(seen)
+                total_correct += float(correct)
+                total_seen += float(seen)
+                logs = {"loss": total_loss / total_seen, "accuracy": total_correct / total_seen}
+                progress.update(batch_index + 1, list(logs.items()))
+            callback_list.on_epoch_end(epoch, logs)
+            for key in history:
+                history[key].append(logs[key])
+        callback_list.on_train_end()
+        return history

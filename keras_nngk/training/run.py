@@ -1,0 +1,230 @@
+"""A whole training run: data, model, training with center refresh and checkpoints, evaluation, saved outputs.
+
+`fit(config, workdir)` is what `python -m trainers.fit` calls; `evaluate_run(workdir)`
+recomputes the metrics of a finished run from its saved models.
+"""
+
+import json
+import os
+import shutil
+import tempfile
+import time
+
+from absl import logging
+import numpy as np
+import tensorflow as tf
+import tf_keras as keras
+
+from keras_nngk import backbones
+from keras_nngk import data as data_lib
+from keras_nngk import metrics
+from keras_nngk import models
+from keras_nngk.training import callbacks as callbacks_lib
+from keras_nngk.training import loop as loop_lib
+from keras_nngk.training.config import Config
+
+CONFIG_FILE = "config.json"
+METRICS_FILE = "metrics.json"
+EVAL_BATCH_SIZE = 512
+
+
+def write_json_atomically(path, values):
+    """Writes JSON to a temporary file in the same folder, then renames it over `path`."""
+    directory = os.path.dirname(os.path.abspath(path))
+    handle, temporary = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".json")
+    with os.fdopen(handle, "w") as stream:
+        json.dump(values, stream, indent=2, sort_keys=True, default=float)
+    os.replace(temporary, path)
+
+
+def make_strategy(name):
+    """The `tf.distribute` strategy for a config's `strategy` field."""
+    if name == "mirrored":
+        return tf.distribute.MirroredStrategy()
+    if name == "multi_worker":
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    return tf.distribute.get_strategy()
+
+
+def _is_chief(strategy):
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not resolver.cluster_spec().as_dict():
+        return True
+    return resolver.task_type in (None, "chief") or (resolver.task_type == "worker" and resolver.task_id == 0
+                                                      and "chief" not in resolver.cluster_spec().as_dict())
+
+
+def training_pipeline(data, batch_size, seed):
+    """`({"image", "sample_id"}, label)` batches: sample ids are positions in `data.train`, shuffled, augmented."""
+    dataset = data.train.enumerate().map(
+        lambda index, example: ({"image": example[0], "sample_id": tf.cast(index, tf.int32)}, example[1]),
+        num_parallel_calls=tf.data.AUTOTUNE)
+    if data.num_train <= 100_000:
+        dataset = dataset.cache()
+    dataset = dataset.shuffle(min(data.num_train, 20_000), seed=seed, reshuffle_each_iteration=True).batch(batch_size)
+    if data.augment is not None:
+        augment = data.augment
+        dataset = dataset.map(lambda inputs, labels: ({**inputs, "image": augment(inputs["image"])}, labels),
+                              num_parallel_calls=tf.data.AUTOTUNE)
+    return dataset.prefetch(tf.data.AUTOTUNE)
+
+
+def image_batches(dataset, batch_size=EVAL_BATCH_SIZE):
+    """Images only, in order, batched: for embedding passes and prediction."""
+    return dataset.map(lambda image, label: image).batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+
+def labels_of(dataset):
+    return np.concatenate([batch for batch in dataset.map(lambda image, label: label).batch(4096).as_numpy_iterator()])
+
+
+def build_models(config, data):
+    backbone = backbones.get(config.backbone, input_shape=data.image_shape, embedding_dim=config.embedding_dim,
+                             l2_normalize=config.l2_normalize, weights=config.weights)
+    return models.nngk_classifier(backbone, data.num_classes, head=config.head, capacity=data.num_train,
+                                  num_neighbours=config.num_neighbours, sigma=config.sigma,
+                                  learn_sigma=config.learn_sigma, sample_weights=config.sample_weights,
+                                  search=config.search, knn_neighbours=config.knn_neighbours)
+
+
+def _check_workdir(workdir, config, allow_config_change):
+    path = os.path.join(workdir, CONFIG_FILE)
+    if not os.path.exists(path):
+        return
+    saved = Config.from_file(path)
+    changed = {key: values for key, values in saved.differences(config).items() if key != "epochs"}
+    if changed and not allow_config_change:
+        summary = ", ".join(f"{key}: {old!r} -> {new!r}" for key, (old, new) in sorted(changed.items()))
+        raise ValueError(f"Workdir {workdir} holds a run with another config ({summary}); choose a new --workdir, "
+                         "or pass --allow_config_change to resume it with the new config.")
+
+
+def _restore(checkpoint, manager):
+    path = manager.latest_checkpoint
+    if not path:
+        return 0
+    try:
+        checkpoint.restore(path).expect_partial()
+    except (tf.errors.OpError, ValueError, AssertionError) as error:
+        reason = str(error).strip().splitlines()[0][:200]
+        raise ValueError(f"Checkpoint {path} is corrupt or does not match the model ({type(error).__name__}: "
+                         f"{reason}); delete {os.path.dirname(path)} to train from scratch.") from None
+    return int(checkpoint.epoch.numpy())
+
+
+def fit(config, workdir, allow_config_change=False, verbose=1):
+    """Trains and evaluates one run, writing everything into `workdir`; returns the metrics dict.
+
+    Writes `config.json`, `checkpoints/` (every epoch; a rerun on the same
+    workdir resumes from the last one), `logs/` (TensorBoard), `model.keras`
+    (image -> class probabilities), `backbone.keras` (image -> embedding),
+    `saved_model/` (the classifier with in-graph exact search), `metrics.json`
+    and plots.
+    """
+    config.validate()
+    keras.utils.set_random_seed(config.seed)
+    strategy = make_strategy(config.strategy)
+    chief = _is_chief(strategy)
+    output_dir = workdir if chief else tempfile.mkdtemp(prefix="keras_nngk_worker_")
+    os.makedirs(output_dir, exist_ok=True)
+    _check_workdir(output_dir, config, allow_config_change)
+    data = data_lib.load(config.dataset, task=config.task, data_dir=config.data_dir, image_size=config.image_size,
+                         examples_per_class=config.examples_per_class, seed=config.seed)
+    with strategy.scope():
+        built = build_models(config, data)
+        optimizer = keras.optimizers.Adam(config.learning_rate)
+        built.train_model.compile(optimizer, "sparse_categorical_crossentropy", metrics=["accuracy"],
+                                  jit_compile=False)
+        epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
+        checkpoint = tf.train.Checkpoint(model=built.train_model, optimizer=optimizer, epoch=epoch)
+    manager = tf.train.CheckpointManager(checkpoint, os.path.join(output_dir, "checkpoints"), max_to_keep=2)
+    initial_epoch = _restore(checkpoint, manager)
+    if initial_epoch:
+        logging.info("Resuming %s from the checkpoint of epoch %d.", output_dir, initial_epoch)
+    write_json_atomically(os.path.join(output_dir, CONFIG_FILE), config.to_dict())
+
+    embed_images = image_batches(data.train)
+    run_callbacks = []
+    recalibration = None
+    if config.recalibrate_batchnorm:
+        if config.strategy == "default":
+            recalibration = callbacks_lib.BatchNormRecalibration(built.backbone, image_batches(data.train, 128),
+                                                                 num_batches=50)
+        else:
+            logging.info("BatchNorm recalibration runs only with strategy=default; skipped.")
+    if config.head == "nngk":
+        run_callbacks.append(callbacks_lib.CenterRefresh(
+            built.center_head, built.backbone, embed_images, data.train_labels, every_n_epochs=config.refresh_every,
+            verbose=verbose, recalibration=recalibration))
+    elif recalibration is not None:
+        run_callbacks.append(recalibration)  # Dense and kNN heads: once, at the end of training.
+    run_callbacks.append(callbacks_lib.EpochCheckpoint(manager, epoch))
+
+    dataset = training_pipeline(data, config.batch_size, config.seed)
+    start = time.time()
+    if config.loop == "custom":
+        history = loop_lib.CustomLoop(built.train_model, optimizer, strategy, verbose=verbose).fit(
+            dataset, config.epochs, initial_epoch=initial_epoch, callbacks=run_callbacks)
+    else:
+        run_callbacks.append(keras.callbacks.TensorBoard(os.path.join(output_dir, "logs")))
+        history = built.train_model.fit(dataset, epochs=config.epochs, initial_epoch=initial_epoch,
+                                        callbacks=run_callbacks, verbose=verbose).history
+    train_seconds = time.time() - start
+
+    if config.head == "knn":
+        built.center_head.assign_centers(built.backbone.predict(embed_images, verbose=verbose), data.train_labels)
+    results = evaluate(config, data, built.backbone, built.inference_model, verbose=verbose)
+    results.update({
+        "dataset": config.dataset, "task": config.task, "head": config.head, "backbone": config.backbone,
+        "epochs": config.epochs, "initial_epoch": initial_epoch, "train_seconds": round(train_seconds, 2),
+        "num_train": data.num_train, "num_test": data.num_test, "num_classes": data.num_classes,
+        "history": {key: [float(value) for value in values] for key, values in history.items()},
+    })
+    if config.head == "nngk":
+        results["sigma"] = float(built.center_head.sigma.numpy())
+    _save_outputs(output_dir, built, results, data)
+    if not chief:
+        shutil.rmtree(output_dir, ignore_errors=True)
+    return results
+
+
+def evaluate(config, data, backbone, inference_model, verbose=1):
+    """Test metrics: accuracy and kNN accuracy (classification) or Recall@K on unseen classes (retrieval)."""
+    test_images = image_batches(data.test)
+    test_labels = labels_of(data.test)
+    test_embeddings = backbone.predict(test_images, verbose=verbose)
+    if config.task == "retrieval":
+        recalls = metrics.recall_at_k(test_embeddings, test_labels, ks=(1, 2, 4, 8))
+        return {f"recall@{k}": value for k, value in recalls.items()}
+    train_embeddings = backbone.predict(image_batches(data.train), verbose=verbose)
+    probabilities = inference_model.predict(test_images, verbose=verbose)
+    return {"test_accuracy": metrics.accuracy(probabilities, test_labels),
+            "knn_accuracy": metrics.knn_accuracy(train_embeddings, data.train_labels, test_embeddings, test_labels,
+                                                 config.knn_neighbours)}
+
+
+def _save_outputs(output_dir, built, results, data):
+    built.inference_model.save(os.path.join(output_dir, "model.keras"))
+    built.backbone.save(os.path.join(output_dir, "backbone.keras"))
+    head = built.center_head
+    if head is not None and head.search != "exact":
+        head.set_search("exact")  # The SavedModel must not depend on faiss or Python callbacks.
+    built.inference_model.save(os.path.join(output_dir, "saved_model"), save_format="tf")
+    write_json_atomically(os.path.join(output_dir, "class_names.json"), list(data.class_names))
+    write_json_atomically(os.path.join(output_dir, METRICS_FILE), results)
+    from keras_nngk.training import plots  # pylint: disable=g-import-not-at-top
+    plots.plot_run(results, output_dir)
+
+
+def evaluate_run(workdir, verbose=1):
+    """Reloads a finished run's saved models and data and recomputes its metrics."""
+    path = os.path.join(workdir, CONFIG_FILE)
+    if not os.path.exists(os.path.join(workdir, "model.keras")) or not os.path.exists(path):
+        raise ValueError(f"{workdir} is not a finished run (no config.json and model.keras); train one with "
+                         "python -m trainers.fit --workdir=...")
+    config = Config.from_file(path)
+    data = data_lib.load(config.dataset, task=config.task, data_dir=config.data_dir, image_size=config.image_size,
+                         examples_per_class=config.examples_per_class, seed=config.seed)
+    inference_model = keras.models.load_model(os.path.join(workdir, "model.keras"))
+    backbone = keras.models.load_model(os.path.join(workdir, "backbone.keras"))
+    return evaluate(config, data, backbone, inference_model, verbose=verbose)

@@ -1,0 +1,49 @@
+import numpy as np
+import pytest
+
+from keras_nngk import metrics
+from tests import reference
+
+
+def reference_recall(embeddings, labels, k):
+    distances = reference.squared_distances(embeddings, embeddings)
+    np.fill_diagonal(distances, np.inf)
+    order = np.argsort(distances, axis=1, kind="stable")[:, :k]
+    return float(np.mean((labels[order] == labels[:, None]).any(1)))
+
+
+def test_recall_at_k_matches_reference(rng):
+    embeddings = rng.normal(size=(300, 5)).astype(np.float32)
+    labels = rng.integers(0, 8, 300)
+    got = metrics.recall_at_k(embeddings, labels, ks=(1, 2, 4, 8))
+    for k in (1, 2, 4, 8):
+        assert got[k] == pytest.approx(reference_recall(embeddings, labels, k), abs=1e-12)
+    assert got[1] <= got[2] <= got[4] <= got[8]
+
+
+def test_recall_hand_computed():
+    # 1-D points 0, 1, 3, 10 with labels a, b, a, b: nearest others are 1, 0, 1, 3.
+    embeddings = np.array([[0.0], [1.0], [3.0], [10.0]], np.float32)
+    labels = np.array([0, 1, 0, 1])
+    assert metrics.recall_at_k(embeddings, labels, ks=(1, 2))[1] == 0.0
+    # Two nearest: {1, 3}->a hit for 0; {0, 3}? for 1: 0 (d=1), 3 (d=4): no b -> miss; for 3: 1, 0 -> hit; for 10: 3, 1 -> hit.
+    assert metrics.recall_at_k(embeddings, labels, ks=(1, 2))[2] == 0.75
+
+
+def test_accuracy_and_knn_accuracy(rng):
+    probabilities = np.array([[0.1, 0.9], [0.8, 0.2], [0.3, 0.7]])
+    assert metrics.accuracy(probabilities, [1, 1, 1]) == pytest.approx(2 / 3)
+    train = rng.normal(size=(100, 4)).astype(np.float32)
+    train_labels = rng.integers(0, 3, 100)
+    test = rng.normal(size=(30, 4)).astype(np.float32)
+    test_labels = rng.integers(0, 3, 30)
+    for k in (1, 5):
+        expected = np.mean(reference.knn_classifier(test, train, train_labels, k, 3) == test_labels)
+        assert metrics.knn_accuracy(train, train_labels, test, test_labels, k) == pytest.approx(expected)
+
+
+def test_bad_input():
+    with pytest.raises(ValueError, match="One label per embedding"):
+        metrics.recall_at_k(np.zeros((5, 2)), [0, 1])
+    with pytest.raises(ValueError, match="more than 8"):
+        metrics.recall_at_k(np.random.default_rng(0).normal(size=(5, 2)), [0, 1, 0, 1, 0])

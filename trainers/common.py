@@ -1,0 +1,54 @@
+"""Flags for every field of `keras_nngk.training.Config`, defined in one loop (no hand-written flag lists)."""
+
+import dataclasses
+import os
+import sys
+import typing
+
+from absl import flags
+
+from keras_nngk.training import config as config_lib
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+_HELP = {
+    "dataset": "data set (" + ", ".join(config_lib.data.NAMES) + ")",
+    "task": "classification | retrieval (Recall@K on unseen classes)",
+    "head": "nngk | dense | knn",
+    "backbone": "small_conv | squeezenet | vgg16 | resnet50",
+    "weights": "local weights file for the backbone (nothing is downloaded)",
+    "strategy": "tf.distribute strategy: default | mirrored | multi_worker (TF_CONFIG)",
+    "loop": "fit (model.fit) | custom (explicit training loop)",
+}
+
+
+def define_config_flags():
+    """One flag per config field; each defaults to None, meaning "the data set's preset"."""
+    hints = typing.get_type_hints(config_lib.Config)
+    for field in dataclasses.fields(config_lib.Config):
+        kind = hints[field.name]
+        if typing.get_origin(kind) is typing.Union:
+            kind = next(arg for arg in typing.get_args(kind) if arg is not type(None))
+        help_text = _HELP.get(field.name, field.name.replace("_", " ")) + f" (default {field.default!r} or preset)"
+        define = {bool: flags.DEFINE_boolean, int: flags.DEFINE_integer, float: flags.DEFINE_float}.get(
+            kind, flags.DEFINE_string)
+        define(field.name, None, help_text)
+    flags.DEFINE_string("config", None, "JSON config file (e.g. written by trainers.tune); flags override it")
+
+
+def config_from_flags():
+    """The run's config: a --config file or the data set's preset, then every flag given on the command line."""
+    values = flags.FLAGS
+    given = {name: values[name].value for name in config_lib.Config.field_names() if values[name].present}
+    if values.config:
+        base = config_lib.Config.from_file(values.config).to_dict()
+        base.update(given)
+        return config_lib.Config.from_dict(base)
+    dataset = given.pop("dataset", config_lib.data.DEFAULT)
+    return config_lib.Config.for_dataset(dataset, **given)
+
+
+def fail(error):
+    """One clear line on stderr and exit status 2, instead of a traceback, for errors of the user's input."""
+    print(f"error: {error}", file=sys.stderr)
+    sys.exit(2)

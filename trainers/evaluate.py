@@ -1,0 +1,35 @@
+r"""Recomputes a finished run's test metrics from its saved models.
+
+    python -m trainers.evaluate --model=saved_models/<run>
+"""
+
+import json
+import os
+
+from absl import app
+from absl import flags
+
+from trainers import common
+
+flags.DEFINE_string("model", None, "a run directory written by trainers.fit", required=True)
+flags.DEFINE_integer("verbose", 1, "1: progress bars, 0: quiet")
+FLAGS = flags.FLAGS
+
+
+def main(argv):
+    del argv
+    from keras_nngk import training  # pylint: disable=g-import-not-at-top
+    try:
+        results = training.evaluate_run(FLAGS.model, verbose=FLAGS.verbose)
+    except ValueError as error:
+        common.fail(error)
+    saved_path = os.path.join(FLAGS.model, "metrics.json")
+    saved = json.load(open(saved_path)) if os.path.exists(saved_path) else {}
+    for key, value in sorted(results.items()):
+        before = saved.get(key)
+        note = f"  (at training: {before:.4f})" if isinstance(before, float) else ""
+        print(f"{key}: {value:.4f}{note}")
+
+
+if __name__ == "__main__":
+    app.run(main)
