@@ -56,25 +56,29 @@ class CustomLoop:
 
         return step
 
-    def fit(self, dataset, epochs, initial_epoch=0, callbacks=(), steps_per_epoch=None):
-        """Trains from `initial_epoch` to `epochs`; returns a `keras.callbacks.History`-like dict of lists."""
+    def fit(self, dataset, epochs, steps_per_epoch, initial_epoch=0, callbacks=()):
+        """Trains epochs `initial_epoch..epochs-1`, reading `steps_per_epoch` batches of one iterator per epoch.
+
+        Returns `{"loss": [...], "accuracy": [...]}` per epoch, as `History.history`.
+        """
         history = {"loss": [], "accuracy": []}
         callback_list = keras.callbacks.CallbackList(list(callbacks), model=self.train_model)
         if self._step is None:
             self._step = self._build_step()
-        distributed = self.strategy.experimental_distribute_dataset(dataset)
+        iterator = iter(self.strategy.experimental_distribute_dataset(dataset))
         callback_list.on_train_begin()
         for epoch in range(initial_epoch, epochs):
             callback_list.on_epoch_begin(epoch)
             progress = keras.utils.Progbar(steps_per_epoch, verbose=self.verbose, stateful_metrics=["loss", "accuracy"])
             total_loss = total_correct = total_seen = 0.0
-            for batch_index, (inputs, labels) in enumerate(distributed):
+            for step in range(steps_per_epoch):
+                inputs, labels = next(iterator)
                 loss, correct, seen = self._step(inputs, labels)
                 total_loss += float(loss) * float(seen)
                 total_correct += float(correct)
                 total_seen += float(seen)
                 logs = {"loss": total_loss / total_seen, "accuracy": total_correct / total_seen}
-                progress.update(batch_index + 1, list(logs.items()))
+                progress.update(step + 1, list(logs.items()))
             callback_list.on_epoch_end(epoch, logs)
             for key in history:
                 history[key].append(logs[key])

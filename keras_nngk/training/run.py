@@ -54,19 +54,28 @@ def _is_chief(strategy):
                                                       and "chief" not in resolver.cluster_spec().as_dict())
 
 
-def training_pipeline(data, batch_size, seed):
-    """`({"image", "sample_id"}, label)` batches: sample ids are positions in `data.train`, shuffled, augmented."""
-    dataset = data.train.enumerate().map(
+def training_pipeline(data, batch_size, seed, initial_epoch, epochs):
+    """`({"image", "sample_id"}, label)` batches for epochs `initial_epoch..epochs-1`, and the steps per epoch.
+
+    Sample ids are positions in `data.train`. The pipeline is one endless,
+    seeded sequence of shuffled epochs read through a single iterator, so both
+    loops see the same batches, and a resumed run skips the epochs already done
+    and continues with exactly the batches the interrupted run would have seen.
+    """
+    examples = data.train.enumerate().map(
         lambda index, example: ({"image": example[0], "sample_id": tf.cast(index, tf.int32)}, example[1]),
         num_parallel_calls=tf.data.AUTOTUNE)
     if data.num_train <= 100_000:
-        dataset = dataset.cache()
-    dataset = dataset.shuffle(min(data.num_train, 20_000), seed=seed, reshuffle_each_iteration=True).batch(batch_size)
+        examples = examples.cache()
+    steps_per_epoch = -(-data.num_train // batch_size)
+    dataset = examples.shuffle(min(data.num_train, 20_000), seed=seed, reshuffle_each_iteration=True)
+    dataset = dataset.batch(batch_size).repeat().skip(initial_epoch * steps_per_epoch)
     if data.augment is not None:
         augment = data.augment
         dataset = dataset.map(lambda inputs, labels: ({**inputs, "image": augment(inputs["image"])}, labels),
                               num_parallel_calls=tf.data.AUTOTUNE)
-    return dataset.prefetch(tf.data.AUTOTUNE)
+    del epochs  # The sequence is endless; the loops stop after their number of epochs.
+    return dataset.prefetch(tf.data.AUTOTUNE), steps_per_epoch
 
 
 def image_batches(dataset, batch_size=EVAL_BATCH_SIZE):
@@ -105,7 +114,7 @@ def _restore(checkpoint, manager):
         return 0
     try:
         checkpoint.restore(path).expect_partial()
-    except (tf.errors.OpError, ValueError, AssertionError) as error:
+    except Exception as error:  # pylint: disable=broad-except  (any failure to read means the same to the user)
         reason = str(error).strip().splitlines()[0][:200]
         raise ValueError(f"Checkpoint {path} is corrupt or does not match the model ({type(error).__name__}: "
                          f"{reason}); delete {os.path.dirname(path)} to train from scratch.") from None
@@ -160,15 +169,16 @@ def fit(config, workdir, allow_config_change=False, verbose=1):
         run_callbacks.append(recalibration)  # Dense and kNN heads: once, at the end of training.
     run_callbacks.append(callbacks_lib.EpochCheckpoint(manager, epoch))
 
-    dataset = training_pipeline(data, config.batch_size, config.seed)
+    dataset, steps_per_epoch = training_pipeline(data, config.batch_size, config.seed, initial_epoch, config.epochs)
     start = time.time()
     if config.loop == "custom":
         history = loop_lib.CustomLoop(built.train_model, optimizer, strategy, verbose=verbose).fit(
-            dataset, config.epochs, initial_epoch=initial_epoch, callbacks=run_callbacks)
+            dataset, config.epochs, steps_per_epoch, initial_epoch=initial_epoch, callbacks=run_callbacks)
     else:
         run_callbacks.append(keras.callbacks.TensorBoard(os.path.join(output_dir, "logs")))
         history = built.train_model.fit(dataset, epochs=config.epochs, initial_epoch=initial_epoch,
-                                        callbacks=run_callbacks, verbose=verbose).history
+                                        steps_per_epoch=steps_per_epoch, callbacks=run_callbacks,
+                                        verbose=verbose).history
     train_seconds = time.time() - start
 
     if config.head == "knn":

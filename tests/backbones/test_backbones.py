@@ -1,0 +1,44 @@
+import numpy as np
+import pytest
+import tf_keras as keras
+
+from keras_nngk import backbones
+
+
+@pytest.mark.parametrize("name,shape,dim", [("small_conv", (28, 28, 1), 16), ("squeezenet", (64, 64, 3), 32),
+                                            ("vgg16", (32, 32, 3), 8), ("resnet50", (32, 32, 3), 8)])
+def test_shapes_and_normalisation(name, shape, dim, rng):
+    model = backbones.get(name, input_shape=shape, embedding_dim=dim, l2_normalize=True)
+    out = model.predict(rng.uniform(size=(2,) + shape).astype(np.float32), verbose=0)
+    assert out.shape == (2, dim)
+    np.testing.assert_allclose(np.linalg.norm(out, axis=1), 1.0, rtol=1e-5)
+
+
+def test_squeezenet_has_the_published_feature_size():
+    model = backbones.get("squeezenet", input_shape=(224, 224, 3), embedding_dim=512)
+    features = sum(layer.count_params() for layer in model.layers if layer.name != "embedding")
+    # SqueezeNet 1.1: 1,235,496 parameters, of which the 1000-way classifier conv holds 513,000.
+    assert features == 1_235_496 - 513_000
+
+
+def test_weights_file_round_trip_and_errors(tmp_path, rng):
+    model = backbones.get("small_conv", input_shape=(28, 28, 1), embedding_dim=8, l2_normalize=False)
+    path = str(tmp_path / "small.weights.h5")
+    model.save_weights(path)
+    clone = backbones.get("small_conv", input_shape=(28, 28, 1), embedding_dim=8, l2_normalize=False, weights=path)
+    x = rng.uniform(size=(3, 28, 28, 1)).astype(np.float32)
+    np.testing.assert_allclose(clone.predict(x, verbose=0), model.predict(x, verbose=0), rtol=1e-6)
+    with pytest.raises(ValueError, match="Weights file not found"):
+        backbones.get("resnet50", input_shape=(32, 32, 3), weights=str(tmp_path / "missing.h5"))
+    with pytest.raises(ValueError, match="download"):
+        backbones.get("vgg16", input_shape=(32, 32, 3), weights="imagenet")
+    with pytest.raises(ValueError, match="valid: resnet50, small_conv, squeezenet, vgg16"):
+        backbones.get("alexnet", input_shape=(32, 32, 3))
+
+
+def test_l2_normalize_layer_serializes(tmp_path):
+    inputs = keras.Input((3,))
+    model = keras.Model(inputs, backbones.L2Normalize()(inputs))
+    model.save(str(tmp_path / "m.keras"))
+    reloaded = keras.models.load_model(str(tmp_path / "m.keras"))
+    np.testing.assert_allclose(reloaded.predict(np.array([[3.0, 4.0, 0.0]]), verbose=0), [[0.6, 0.8, 0.0]], rtol=1e-6)

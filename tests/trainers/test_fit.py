@@ -1,0 +1,122 @@
+"""End to end: the real entry points on tiny configs, resume after a kill, bad input, loops and heads."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+import keras_nngk as kn
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": ROOT}
+
+
+def run_entry(module, *args, timeout=600):
+    return subprocess.run([sys.executable, "-m", module, *args], cwd=ROOT, capture_output=True, text=True,
+                          timeout=timeout, env=ENV)
+
+
+@pytest.mark.slow
+def test_fit_writes_everything_and_evaluate_reproduces(tmp_path):
+    workdir = str(tmp_path / "run")
+    result = run_entry("trainers.fit", "--epochs=1", f"--workdir={workdir}", "--verbose=0")
+    assert result.returncode == 0, result.stderr[-3000:]
+    for name in ("config.json", "metrics.json", "model.keras", "backbone.keras", "saved_model/saved_model.pb",
+                 "training.png", "class_names.json", "checkpoints/checkpoint"):
+        assert os.path.exists(os.path.join(workdir, name)), name
+    assert os.listdir(os.path.join(workdir, "logs"))
+    saved = json.load(open(os.path.join(workdir, "metrics.json")))
+    assert saved["dataset"] == "mnist5k" and saved["head"] == "nngk" and saved["test_accuracy"] > 0.8
+    evaluation = run_entry("trainers.evaluate", f"--model={workdir}", "--verbose=0")
+    assert evaluation.returncode == 0, evaluation.stderr[-3000:]
+    reported = dict(line.split(": ")[:2] for line in evaluation.stdout.splitlines() if ": " in line)
+    assert float(reported["test_accuracy"].split()[0]) == pytest.approx(saved["test_accuracy"], abs=1e-4)
+    assert float(reported["knn_accuracy"].split()[0]) == pytest.approx(saved["knn_accuracy"], abs=1e-4)
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_from_last_checkpoint(tmp_path):
+    workdir = str(tmp_path / "run")
+    args = ["-m", "trainers.fit", "--dataset=digits", "--epochs=40", f"--workdir={workdir}", "--verbose=0"]
+    process = subprocess.Popen([sys.executable, *args], cwd=ROOT, env=ENV, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    state = os.path.join(workdir, "checkpoints", "checkpoint")
+    deadline = time.time() + 300
+    while not os.path.exists(state) and time.time() < deadline and process.poll() is None:
+        time.sleep(0.2)
+    time.sleep(1.0)  # Mid-way through a later epoch.
+    assert process.poll() is None, "the run finished before it could be killed"
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert not os.path.exists(os.path.join(workdir, "metrics.json"))
+    resumed = subprocess.run([sys.executable, *args], cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    metrics = json.load(open(os.path.join(workdir, "metrics.json")))
+    assert metrics["initial_epoch"] >= 1
+    assert len(metrics["history"]["loss"]) == 40 - metrics["initial_epoch"]
+    assert "Resuming" in resumed.stderr
+
+
+def test_bad_input_gets_one_clear_line(tmp_path):
+    for args, message in [(["--dataset=imagenet"], "Unknown dataset 'imagenet'; valid: digits"),
+                          (["--head=svm"], "Unknown head 'svm'; valid: nngk, dense, knn"),
+                          (["--backbone=alexnet"], "Unknown backbone 'alexnet'"),
+                          (["--dataset=cifar100", f"--data_dir={tmp_path}"], "tfds build cifar100"),
+                          (["--weights=/no/such/file.h5"], "Weights file not found"),
+                          (["--epochs=0"], "`epochs` must be a positive integer")]:
+        result = run_entry("trainers.fit", *args, f"--workdir={tmp_path / 'w'}", timeout=120)
+        assert result.returncode == 2, (args, result.stderr[-2000:])
+        last = result.stderr.strip().splitlines()[-1]
+        assert last.startswith("error: ") and message in last, (args, last)
+        assert "Traceback" not in result.stderr
+
+
+def _tiny(**overrides):
+    return kn.training.Config.for_dataset("digits", **{"epochs": 1, **overrides})
+
+
+def test_workdir_with_other_config_is_refused(tmp_path):
+    kn.training.fit(_tiny(), str(tmp_path), verbose=0)
+    with pytest.raises(ValueError, match=r"another config \(head: 'nngk' -> 'dense'\)"):
+        kn.training.fit(_tiny(head="dense"), str(tmp_path), verbose=0)
+    results = kn.training.fit(_tiny(head="dense"), str(tmp_path), allow_config_change=True, verbose=0)
+    assert results["head"] == "dense"
+
+
+def test_corrupt_checkpoint_gets_clear_error(tmp_path):
+    kn.training.fit(_tiny(epochs=1), str(tmp_path), verbose=0)
+    checkpoints = tmp_path / "checkpoints"
+    for path in checkpoints.iterdir():
+        if path.name.endswith(".data-00000-of-00001"):
+            path.write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match="is corrupt or does not match the model.*delete"):
+        kn.training.fit(_tiny(epochs=2), str(tmp_path), verbose=0)
+
+
+@pytest.mark.parametrize("head", ["dense", "knn"])
+def test_baseline_heads(tmp_path, head):
+    results = kn.training.fit(_tiny(head=head, epochs=3), str(tmp_path), verbose=0)
+    assert results["head"] == head and results["test_accuracy"] > 0.5
+    if head == "knn":  # The inference model is the eq. 3 vote over the training embeddings.
+        assert results["test_accuracy"] == pytest.approx(results["knn_accuracy"])
+
+
+def test_retrieval_task_reports_recall(tmp_path):
+    results = kn.training.fit(_tiny(task="retrieval", epochs=2), str(tmp_path), verbose=0)
+    recalls = [results[f"recall@{k}"] for k in (1, 2, 4, 8)]
+    assert recalls == sorted(recalls) and 0.5 < recalls[0] <= 1.0
+    assert os.path.exists(tmp_path / "recall_at_k.png")
+
+
+def test_custom_loop_matches_model_fit(tmp_path):
+    config = dict(epochs=2, recalibrate_batchnorm=False)
+    fitted = kn.training.fit(_tiny(**config), str(tmp_path / "fit"), verbose=0)
+    custom = kn.training.fit(_tiny(loop="custom", **config), str(tmp_path / "custom"), verbose=0)
+    np.testing.assert_allclose(custom["history"]["loss"], fitted["history"]["loss"], rtol=1e-4)
+    assert custom["test_accuracy"] == pytest.approx(fitted["test_accuracy"], abs=2e-3)
+    assert custom["sigma"] == pytest.approx(fitted["sigma"], rel=1e-4)
