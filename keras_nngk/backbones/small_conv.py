@@ -22,7 +22,9 @@ def small_conv(input_shape=(28, 28, 1), embedding_dim=64, l2_normalize=True, wei
     x = images
     for index, filters in enumerate((32, 64, 128)):
         x = keras.layers.Conv2D(filters, 3, padding="same", use_bias=False, name=f"conv{index + 1}")(x)
-        x = keras.layers.BatchNormalization(name=f"bn{index + 1}")(x)
+        # Synchronized: under a multi-replica strategy the statistics cover the global batch, so a distributed
+        # step equals a single-device one (a no-op with one replica).
+        x = keras.layers.BatchNormalization(synchronized=True, name=f"bn{index + 1}")(x)
         x = keras.layers.ReLU(name=f"relu{index + 1}")(x)
         if index < 2:
             x = keras.layers.MaxPooling2D(name=f"pool{index + 1}")(x)
