@@ -18,15 +18,17 @@ class CustomLoop:
         optimizer: a `keras.optimizers.Optimizer`.
         strategy: a `tf.distribute.Strategy` (the model must have been built in its scope).
         verbose: 1 for a progress bar per epoch.
+        log_dir: optional folder for TensorBoard scalars (epoch loss and accuracy, as `model.fit` writes).
     """
 
-    def __init__(self, train_model, optimizer, strategy=None, verbose=1):
+    def __init__(self, train_model, optimizer, strategy=None, verbose=1, log_dir=None):
         self.train_model = train_model
         self.optimizer = optimizer
         self.strategy = strategy or tf.distribute.get_strategy()
         self.verbose = verbose
         self._loss = keras.losses.SparseCategoricalCrossentropy(reduction=keras.losses.Reduction.NONE)
         self._step = None
+        self.log_dir = log_dir
 
     def _replica_step(self, inputs, labels, global_batch_size):
         with tf.GradientTape() as tape:
@@ -66,6 +68,7 @@ class CustomLoop:
         if self._step is None:
             self._step = self._build_step()
         iterator = iter(self.strategy.experimental_distribute_dataset(dataset))
+        writer = tf.summary.create_file_writer(self.log_dir + "/train") if self.log_dir else None
         callback_list.on_train_begin()
         for epoch in range(initial_epoch, epochs):
             callback_list.on_epoch_begin(epoch)
@@ -82,5 +85,8 @@ class CustomLoop:
             callback_list.on_epoch_end(epoch, logs)
             for key in history:
                 history[key].append(logs[key])
+                if writer is not None:
+                    with writer.as_default():
+                        tf.summary.scalar(f"epoch_{key}", logs[key], step=epoch)
         callback_list.on_train_end()
         return history

@@ -3,6 +3,7 @@
 import os
 
 import matplotlib
+import matplotlib.ticker
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  pylint: disable=g-import-not-at-top,wrong-import-position
@@ -23,6 +24,8 @@ def plot_run(results, output_dir):
             axes[1].axhline(results["test_accuracy"], color="C1", linestyle="--", label="test (final)")
         axes[1].set(xlabel="epoch", ylabel="accuracy", title="accuracy")
         axes[1].legend()
+        for axis in axes:
+            axis.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
         figure.suptitle(f"{results.get('dataset')} / {results.get('backbone')} / {results.get('head')} head")
         figure.tight_layout()
         paths.append(os.path.join(output_dir, "training.png"))

@@ -172,7 +172,8 @@ def fit(config, workdir, allow_config_change=False, verbose=1):
     dataset, steps_per_epoch = training_pipeline(data, config.batch_size, config.seed, initial_epoch, config.epochs)
     start = time.time()
     if config.loop == "custom":
-        history = loop_lib.CustomLoop(built.train_model, optimizer, strategy, verbose=verbose).fit(
+        history = loop_lib.CustomLoop(built.train_model, optimizer, strategy, verbose=verbose,
+                                      log_dir=os.path.join(output_dir, "logs")).fit(
             dataset, config.epochs, steps_per_epoch, initial_epoch=initial_epoch, callbacks=run_callbacks)
     else:
         run_callbacks.append(keras.callbacks.TensorBoard(os.path.join(output_dir, "logs")))

@@ -59,12 +59,12 @@ def test_unknown_and_unprepared_data_sets_fail_fast(tmp_path):
 def fake_as_dataset(self, split, decoders=None, **kwargs):
     """Valid random examples for tfds' mock (its own generator draws invalid bounding boxes for cars196/CUB).
 
-    Eight examples per split named in `split` ("train+test" gives 16), labels spread over all classes, images of
+    Twelve examples per split named in `split` ("train+test" gives 24), labels spread over all classes, images of
     varying size; encoded PNG bytes where the caller skips image decoding, as real tfds does.
     """
     del kwargs
     num_classes = self.info.features["label"].num_classes
-    count = 8 * (str(split).count("+") + 1)
+    count = 12 * (str(split).count("+") + 1)
     skip_image = bool(decoders) and isinstance(decoders.get("image"), tfds.decode.SkipDecoding)
 
     def generate():
@@ -89,9 +89,9 @@ def test_tfds_fine_grained_loading_with_mock_data(name, num_classes):
         assert len(train) == splits.num_train
         for image, label in train:
             assert image.shape == (48, 48, 3) and int(label) < num_classes
-        # Retrieval uses all 16 images (train+test), split by class; test labels are shifted to start at 0.
+        # Retrieval uses all 24 images (train+test), split by class; test labels are shifted to start at 0.
         test_labels = [int(label) for _, label in splits.test]
-        assert splits.num_train + len(test_labels) == 16 and len(test_labels) == splits.num_test
+        assert splits.num_train + len(test_labels) == 24 and len(test_labels) == splits.num_test
         assert all(0 <= label < num_classes for label in test_labels) and splits.num_train > 0
         batch = np.stack([image.numpy() for image, _ in train[:2]])
         assert splits.augment(batch).shape == batch.shape
