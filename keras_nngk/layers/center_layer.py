@@ -75,6 +75,7 @@ class CenterLayer(keras.layers.Layer):
         self.search = search if not isinstance(search, search_lib.SearchIndex) else search_lib.serialize(search)
         self._index = search if isinstance(search, search_lib.SearchIndex) else None
         self.embedding_dim = None
+        self._warned_about_k = False
 
     # -- variables -------------------------------------------------------------------------------
     def build(self, input_shape):
@@ -151,7 +152,8 @@ class CenterLayer(keras.layers.Layer):
         if num_centers > self.capacity:
             raise ValueError(f"{num_centers} centers do not fit the layer's capacity {self.capacity}; create the "
                              f"layer with capacity>={num_centers}. Received: embeddings.shape={embeddings.shape}")
-        if self.num_neighbours > num_centers:
+        if self.num_neighbours > num_centers and not self._warned_about_k:
+            self._warned_about_k = True  # Once per layer, not at every refresh.
             logging.warning("%s: num_neighbours=%d exceeds the %d centers; every center is used.", self.name,
                             self.num_neighbours, num_centers)
         pad = self.capacity - num_centers

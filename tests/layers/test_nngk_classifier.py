@@ -83,6 +83,7 @@ def test_more_neighbours_than_centers_uses_all_and_logs_once(problem, caplog):
     head = kn.layers.NNGKClassifier(NUM_CLASSES, num_neighbours=500, sigma=2.0)
     with caplog.at_level(logging.WARNING):
         head.assign_centers(centers[:20], labels[:20])
+        head.assign_centers(centers[:20], labels[:20])  # A refresh: no second message.
     assert sum("exceeds the 20 centers" in record.getMessage() for record in caplog.records) == 1
     expected = reference.nngk_classifier(queries, centers[:20], reference.one_hot(labels[:20], NUM_CLASSES), 20, 2.0)
     np.testing.assert_allclose(head(queries).numpy(), expected, rtol=1e-5, atol=1e-6)
