@@ -11,6 +11,7 @@ os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 # pylint: disable=g-import-not-at-top,wrong-import-position
 from keras_nngk import backbones
 from keras_nngk import data
+from keras_nngk import export
 from keras_nngk import kernels
 from keras_nngk import layers
 from keras_nngk import metrics
@@ -21,5 +22,5 @@ from keras_nngk.training import callbacks
 
 __version__ = "0.1.0"
 
-__all__ = ["backbones", "callbacks", "data", "kernels", "layers", "metrics", "models", "search", "training",
+__all__ = ["backbones", "callbacks", "data", "export", "kernels", "layers", "metrics", "models", "search", "training",
            "__version__"]

@@ -49,6 +49,12 @@ class DataSplits:
     class_names: tuple
     augment: Optional[Callable] = None
     num_test: int = 0
+    central_crop: float = 1.0
+
+    @property
+    def preprocessing(self):
+        """How a raw image file becomes a model input (see `keras_nngk.data.images.load_image`)."""
+        return {"image_shape": list(self.image_shape), "central_crop": self.central_crop, "value_range": [0.0, 1.0]}
 
     @property
     def num_train(self):
@@ -223,7 +229,8 @@ def _load_tfds(name, task, data_dir, image_size):
     return DataSplits(name=name, train=train.map(preprocess, num_parallel_calls=autotune),
                       test=test.map(preprocess, num_parallel_calls=autotune), train_labels=train_labels.astype(np.int64),
                       num_classes=num_classes, image_shape=(image_size, image_size, channels), class_names=names,
-                      augment=random_crop_and_flip if spec.fine_grained or channels == 3 else None, num_test=num_test)
+                      augment=random_crop_and_flip if spec.fine_grained or channels == 3 else None, num_test=num_test,
+                      central_crop=224 / 256 if spec.fine_grained else 1.0)
 
 
 def _class_disjoint(train, test, train_labels, num_classes, data_dir, spec):

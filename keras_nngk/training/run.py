@@ -222,6 +222,7 @@ def _save_outputs(output_dir, built, results, data):
         head.set_search("exact")  # The SavedModel must not depend on faiss or Python callbacks.
     built.inference_model.save(os.path.join(output_dir, "saved_model"), save_format="tf")
     write_json_atomically(os.path.join(output_dir, "class_names.json"), list(data.class_names))
+    write_json_atomically(os.path.join(output_dir, "preprocessing.json"), data.preprocessing)
     write_json_atomically(os.path.join(output_dir, METRICS_FILE), results)
     from keras_nngk.training import plots  # pylint: disable=g-import-not-at-top
     plots.plot_run(results, output_dir)

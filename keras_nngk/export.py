@@ -1,0 +1,174 @@
+"""Export to SavedModel and TFLite (builtin ops only), with any faiss search replaced by the in-graph exact search.
+
+    kn.export.to_saved_model(model, "out/saved_model")
+    kn.export.to_tflite(model, "out/model.tflite", quantization="dynamic")
+    probabilities = kn.export.TFLiteModel("out/model.tflite").predict(images)
+
+Files are written under a temporary name and renamed, so an interrupted export never
+leaves a half-written file under the final name.
+"""
+
+import os
+import shutil
+import tempfile
+
+import numpy as np
+import tensorflow as tf
+
+from keras_nngk import layers
+
+QUANTIZATIONS = ("none", "dynamic", "int8")
+
+
+def center_layers(model):
+    """Every `CenterLayer` in a model, nested models included."""
+    found = []
+    for layer in model.layers:
+        if isinstance(layer, layers.CenterLayer):
+            found.append(layer)
+        elif hasattr(layer, "layers"):
+            found.extend(center_layers(layer))
+    return found
+
+
+def use_exact_search(model):
+    """Switches every center layer to the exportable in-graph search; returns the layers that changed."""
+    switched = [layer for layer in center_layers(model) if layer.search != "exact"]
+    for layer in switched:
+        layer.set_search("exact")
+    if switched and getattr(model, "predict_function", None) is not None:
+        model.make_predict_function(force=True)
+    return switched
+
+
+def to_saved_model(model, path):
+    """Writes a SavedModel that runs without keras_nngk, faiss or Python callbacks (reload with `tf.saved_model.load`)."""
+    use_exact_search(model)
+    path = os.path.abspath(path)
+    parent = os.path.dirname(path)
+    os.makedirs(parent, exist_ok=True)
+    staging = tempfile.mkdtemp(dir=parent, prefix=".tmp-saved_model-")
+    try:
+        model.save(staging, save_format="tf")
+        if os.path.exists(path):
+            shutil.rmtree(path)
+        os.rename(staging, path)
+    finally:
+        if os.path.exists(staging):
+            shutil.rmtree(staging)
+    return path
+
+
+def _representative_dataset(representative_data, num_samples):
+    samples = []
+    for batch in representative_data:
+        batch = np.asarray(batch, dtype=np.float32)
+        for sample in batch:
+            samples.append(sample[np.newaxis])
+            if len(samples) >= num_samples:
+                break
+        if len(samples) >= num_samples:
+            break
+    if not samples:
+        raise ValueError("The representative data set for int8 quantization is empty; pass some training images "
+                         "(e.g. 100 to 500).")
+    return lambda: ([sample] for sample in samples)
+
+
+def convert_to_tflite(model, quantization="none", representative_data=None, num_calibration_samples=300):
+    """Converts a Keras model to TFLite bytes with builtin ops only.
+
+    Args:
+        model: a tf_keras model (center layers are switched to exact search).
+        quantization: "none" (float32), "dynamic" (int8 weights, float
+            activations), or "int8" (weights and activations quantized with
+            `representative_data`; ops without int8 kernels, such as TOPK_V2, stay
+            float; inputs and outputs stay float32).
+        representative_data: iterable of image batches, required for "int8".
+        num_calibration_samples: images used to calibrate int8 ranges.
+    """
+    if quantization not in QUANTIZATIONS:
+        raise ValueError(f"Unknown quantization {quantization!r}; valid: {', '.join(QUANTIZATIONS)}. "
+                         f"Received: quantization={quantization!r}")
+    use_exact_search(model)
+    converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    if quantization != "none":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    if quantization == "int8":
+        if representative_data is None:
+            raise ValueError("quantization='int8' needs representative_data (training images) to calibrate.")
+        converter.representative_dataset = _representative_dataset(representative_data, num_calibration_samples)
+    content = converter.convert()
+    flex = [name for name in op_names(content) if name.startswith("Flex") or name == "CUSTOM"]
+    if flex:
+        raise ValueError(f"The TFLite model needs non-builtin ops {sorted(set(flex))}; it would not run on a plain "
+                         "TFLite runtime.")
+    return content
+
+
+def write_atomically(path, content):
+    """Writes bytes to a temporary file beside `path`, then renames it over `path`."""
+    path = os.path.abspath(path)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    handle, staging = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".tmp-", suffix=os.path.basename(path))
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            stream.write(content)
+        os.replace(staging, path)
+    finally:
+        if os.path.exists(staging):
+            os.remove(staging)
+    return path
+
+
+def to_tflite(model, path, quantization="none", representative_data=None, num_calibration_samples=300):
+    """Converts (see `convert_to_tflite`) and writes the `.tflite` file atomically; returns its path."""
+    content = convert_to_tflite(model, quantization, representative_data, num_calibration_samples)
+    return write_atomically(path, content)
+
+
+def _interpreter_class():
+    try:
+        from ai_edge_litert.interpreter import Interpreter  # pylint: disable=g-import-not-at-top
+    except ImportError:  # The TensorFlow copy is deprecated but identical.
+        Interpreter = tf.lite.Interpreter  # pylint: disable=invalid-name
+    return Interpreter
+
+
+def op_names(content):
+    """Names of the operators in a TFLite flatbuffer."""
+    interpreter = _interpreter_class()(model_content=content)
+    return [op["op_name"] for op in interpreter._get_ops_details()]  # pylint: disable=protected-access
+
+
+class TFLiteModel:
+    """Runs a `.tflite` classifier on batches of images (invoked one image at a time, as on a device)."""
+
+    def __init__(self, path_or_content):
+        if isinstance(path_or_content, (bytes, bytearray)):
+            self.interpreter = _interpreter_class()(model_content=bytes(path_or_content))
+        else:
+            if not os.path.isfile(path_or_content):
+                raise ValueError(f"No TFLite model at {path_or_content!r}; export one with "
+                                 "python -m trainers.export --model=<run> --format=tflite")
+            self.interpreter = _interpreter_class()(model_path=path_or_content)
+        self.input = self.interpreter.get_input_details()[0]
+        self.output = self.interpreter.get_output_details()[0]
+        shape = list(self.input["shape"])
+        if shape[0] != 1:
+            self.interpreter.resize_tensor_input(self.input["index"], [1] + shape[1:])
+        self.interpreter.allocate_tensors()
+
+    @property
+    def input_shape(self):
+        return tuple(int(value) for value in self.input["shape"][1:])
+
+    def predict(self, images):
+        images = np.asarray(images, dtype=np.float32)
+        outputs = []
+        for image in images:
+            self.interpreter.set_tensor(self.input["index"], image[np.newaxis])
+            self.interpreter.invoke()
+            outputs.append(self.interpreter.get_tensor(self.output["index"])[0].copy())
+        return np.stack(outputs)

@@ -1,0 +1,132 @@
+"""Exporting a finished run: SavedModel or TFLite, parity against Keras on test images, and a model card."""
+
+import datetime
+import json
+import os
+import shutil
+
+import numpy as np
+import tf_keras as keras
+
+from keras_nngk import data as data_lib
+from keras_nngk import export
+from keras_nngk.training import run as run_lib
+from keras_nngk.training.config import Config
+
+FORMATS = ("tflite", "saved_model")
+SIDECAR_FILES = ("class_names.json", "preprocessing.json")
+
+
+def _load_run(workdir):
+    model_path = os.path.join(workdir, "model.keras")
+    if not os.path.isfile(model_path) or not os.path.isfile(os.path.join(workdir, run_lib.CONFIG_FILE)):
+        raise ValueError(f"{workdir!r} holds no trained model (model.keras and config.json); train one with "
+                         "python -m trainers.fit --workdir=...")
+    config = Config.from_file(os.path.join(workdir, run_lib.CONFIG_FILE))
+    return config, keras.models.load_model(model_path)
+
+
+def _storage_report(model):
+    """Bytes of the backbone weights and of each center layer's stored state."""
+    report = {"backbone_bytes": 0, "centers": []}
+    heads = export.center_layers(model)
+    head_weights = {id(weight) for layer in heads for weight in layer.weights}
+    for weight in model.weights:
+        if id(weight) not in head_weights:
+            report["backbone_bytes"] += int(np.prod(weight.shape)) * weight.dtype.size
+    for layer in heads:
+        report["centers"].append({
+            "layer": layer.name, "num_centers": layer.num_centers, "capacity": layer.capacity,
+            "dimension": layer.embedding_dim,
+            "bytes": {weight.name.split("/")[-1].split(":")[0]: int(np.prod(weight.shape)) * weight.dtype.size
+                      for weight in layer.weights}})
+    return report
+
+
+def export_run(workdir, export_format="tflite", quantization="none", output=None, num_eval=1000, verbose=0):
+    """Exports the run's classifier and writes `model_card.md` beside it; returns the report dict.
+
+    Args:
+        workdir: a run directory written by `keras_nngk.training.fit`.
+        export_format: "tflite" or "saved_model".
+        quantization: "none", "dynamic" or "int8" (TFLite only).
+        output: output folder (default: `workdir`).
+        num_eval: test images on which Keras and the export are compared.
+    """
+    if export_format not in FORMATS:
+        raise ValueError(f"Unknown format {export_format!r}; valid: {', '.join(FORMATS)}.")
+    if export_format == "saved_model" and quantization != "none":
+        raise ValueError("Quantization applies to TFLite exports only; use --format=tflite.")
+    if quantization not in export.QUANTIZATIONS:
+        raise ValueError(f"Unknown quantization {quantization!r}; valid: {', '.join(export.QUANTIZATIONS)}. "
+                         f"Received: quantization={quantization!r}")
+    config, model = _load_run(workdir)
+    output = output or workdir
+    os.makedirs(output, exist_ok=True)
+    data = data_lib.load(config.dataset, task=config.task, data_dir=config.data_dir, image_size=config.image_size,
+                         seed=config.seed)
+    # A retrieval model classifies its training classes only: compare on training images then.
+    evaluation = data.test if config.task == "classification" else data.train
+    test = evaluation.take(num_eval).batch(num_eval)
+    test_images, test_labels = next(iter(test.as_numpy_iterator()))
+    keras_probabilities = model.predict(test_images, verbose=verbose)
+    report = {"dataset": config.dataset, "backbone": config.backbone, "head": config.head, "format": export_format,
+              "quantization": quantization, "date": datetime.date.today().isoformat(),
+              "num_eval": int(len(test_labels)),
+              "keras_accuracy": float(np.mean(keras_probabilities.argmax(1) == test_labels)),
+              **_storage_report(model)}
+    if export_format == "tflite":
+        name = "model.tflite" if quantization == "none" else f"model_{quantization}.tflite"
+        representative = (batch for batch, _ in data.train.batch(100).take(3).as_numpy_iterator())
+        path = export.to_tflite(model, os.path.join(output, name), quantization=quantization,
+                                representative_data=representative)
+        exported = export.TFLiteModel(path).predict(test_images)
+    else:
+        path = export.to_saved_model(model, os.path.join(output, "saved_model"))
+        import tensorflow as tf  # pylint: disable=g-import-not-at-top
+        serve = tf.saved_model.load(path).signatures["serving_default"]
+        exported = list(serve(tf.constant(test_images)).values())[0].numpy()
+    report.update({
+        "path": path,
+        "file_bytes": int(os.path.getsize(path)) if os.path.isfile(path) else _folder_size(path),
+        "export_accuracy": float(np.mean(exported.argmax(1) == test_labels)),
+        "argmax_agreement": float(np.mean(exported.argmax(1) == keras_probabilities.argmax(1))),
+        "max_abs_difference": float(np.abs(exported - keras_probabilities).max()),
+    })
+    for name in SIDECAR_FILES:
+        source = os.path.join(workdir, name)
+        if os.path.exists(source) and os.path.abspath(output) != os.path.abspath(workdir):
+            shutil.copy(source, os.path.join(output, name))
+    run_lib.write_json_atomically(os.path.join(output, f"export_{os.path.basename(path).split('.')[0]}.json"), report)
+    export.write_atomically(os.path.join(output, "model_card.md"), model_card(report).encode())
+    return report
+
+
+def _folder_size(path):
+    return sum(os.path.getsize(os.path.join(root, name)) for root, _, names in os.walk(path) for name in names)
+
+
+def model_card(report):
+    """A short Markdown model card from an export report."""
+    lines = [f"# Model card: {report['dataset']} / {report['backbone']} / {report['head']} head", "",
+             f"- Exported: {report['date']}, format `{report['format']}`, quantization `{report['quantization']}`",
+             f"- File: `{os.path.basename(report['path'])}`, {report['file_bytes']:,} bytes",
+             f"- Backbone weights: {report['backbone_bytes']:,} bytes (float32)", ""]
+    for head in report["centers"]:
+        lines.append(f"- Centers of `{head['layer']}`: {head['num_centers']:,} stored (capacity {head['capacity']:,}), "
+                     f"dimension {head['dimension']}, in float32")
+        for name, size in head["bytes"].items():
+            lines.append(f"  - `{name}`: {size:,} bytes")
+    lines += ["", f"Accuracy on {report['num_eval']:,} evaluation images:", "",
+              "| model | accuracy |", "| --- | --- |",
+              f"| Keras | {100 * report['keras_accuracy']:.2f}% |",
+              f"| {report['format']} ({report['quantization']}) | {100 * report['export_accuracy']:.2f}% |", "",
+              f"Argmax agreement with Keras: {100 * report['argmax_agreement']:.2f}%; largest probability difference "
+              f"{report['max_abs_difference']:.2e}.", "",
+              "Inputs: images as described in `preprocessing.json` (float32 in [0, 1]); class names in "
+              "`class_names.json`. Written by `python -m trainers.export`.", ""]
+    return "\n".join(lines)
+
+
+def report_json(report):
+    return json.dumps(report, indent=2, sort_keys=True, default=str)

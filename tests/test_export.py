@@ -1,0 +1,116 @@
+"""Export of a trained run: SavedModel and TFLite parity, quantization, predict on a PNG, model card, bad input."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import tf_keras as keras
+
+import keras_nngk as kn
+from keras_nngk.training import export_run
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": ROOT}
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory):
+    workdir = str(tmp_path_factory.mktemp("run"))
+    keras.utils.set_random_seed(0)
+    kn.training.fit(kn.training.Config.for_dataset("digits", epochs=4), workdir, verbose=0)
+    return workdir
+
+
+@pytest.fixture(scope="module")
+def test_images():
+    data = kn.data.load("digits")
+    return next(iter(data.test.batch(200).as_numpy_iterator()))
+
+
+def test_float_tflite_matches_keras_with_builtin_ops_only(trained_run, test_images, tmp_path):
+    model = keras.models.load_model(os.path.join(trained_run, "model.keras"))
+    path = kn.export.to_tflite(model, str(tmp_path / "model.tflite"))
+    ops = set(kn.export.op_names(open(path, "rb").read()))
+    assert "TOPK_V2" in ops and not any(name.startswith("Flex") or name == "CUSTOM" for name in ops)
+    images, _ = test_images
+    lite = kn.export.TFLiteModel(path).predict(images)
+    np.testing.assert_allclose(lite, model.predict(images, verbose=0), atol=1e-5)
+    assert not [name for name in os.listdir(tmp_path) if name.startswith(".tmp-")]
+
+
+@pytest.mark.parametrize("quantization,floor", [("dynamic", 0.99), ("int8", 0.85)])
+def test_quantized_tflite_agreement(trained_run, test_images, tmp_path, quantization, floor):
+    # int8 floor: ../shared/FACTS.md measured 94-98% argmax agreement once distances are ranked in 8 bits; on 200
+    # images of a 4-epoch digits model we accept 85% and report the measured value in the export's model card.
+    report = export_run.export_run(trained_run, "tflite", quantization, output=str(tmp_path), num_eval=200)
+    assert report["argmax_agreement"] >= floor, report
+    assert os.path.exists(tmp_path / f"model_{quantization}.tflite")
+    card = open(tmp_path / "model_card.md").read()
+    assert f"quantization `{quantization}`" in card and "Argmax agreement" in card
+    assert json.load(open(tmp_path / f"export_model_{quantization}.json"))["quantization"] == quantization
+
+
+@pytest.mark.slow
+def test_saved_model_export_in_fresh_process(trained_run, test_images, tmp_path):
+    report = export_run.export_run(trained_run, "saved_model", output=str(tmp_path), num_eval=200)
+    assert report["max_abs_difference"] < 1e-5
+    images, _ = test_images
+    np.save(tmp_path / "images.npy", images)
+    model = keras.models.load_model(os.path.join(trained_run, "model.keras"))
+    np.save(tmp_path / "expected.npy", model.predict(images, verbose=0))
+    script = textwrap.dedent(f"""
+        import numpy as np, tensorflow as tf
+        serve = tf.saved_model.load({str(tmp_path / "saved_model")!r}).signatures["serving_default"]
+        out = list(serve(tf.constant(np.load({str(tmp_path / "images.npy")!r}))).values())[0].numpy()
+        print(float(np.abs(out - np.load({str(tmp_path / "expected.npy")!r})).max()))
+    """)
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, env=ENV)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert float(result.stdout.strip().splitlines()[-1]) < 1e-5
+
+
+@pytest.mark.slow
+def test_export_and_predict_commands_on_a_png(trained_run, test_images, tmp_path):
+    from PIL import Image  # pylint: disable=g-import-not-at-top
+    output = str(tmp_path / "export")
+    result = subprocess.run([sys.executable, "-m", "trainers.export", f"--model={trained_run}", f"--output={output}",
+                             "--num_eval=100"], cwd=ROOT, capture_output=True, text=True, timeout=600, env=ENV)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "# Model card" in result.stdout
+    images, _ = test_images
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for index in range(3):
+        Image.fromarray(np.round(images[index, :, :, 0] * 255).astype(np.uint8)).save(folder / f"digit{index}.png")
+    predicted = subprocess.run([sys.executable, "-m", "trainers.predict", f"--model={output}/model.tflite", "--json",
+                                str(folder)], cwd=ROOT, capture_output=True, text=True, timeout=300, env=ENV)
+    assert predicted.returncode == 0, predicted.stderr[-3000:]
+    results = json.loads(predicted.stdout[predicted.stdout.index("["):])
+    model = keras.models.load_model(os.path.join(trained_run, "model.keras"))
+    reread = np.round(images[:3] * 255) / 255.0  # What the PNG holds.
+    expected = model.predict(reread.astype(np.float32), verbose=0).argmax(1)
+    assert [result["top"][0]["class"] for result in results] == expected.tolist()
+    assert all(len(result["top"]) == 5 for result in results)
+    text = subprocess.run([sys.executable, "-m", "trainers.predict", f"--model={output}/model.tflite",
+                           str(folder / "digit0.png")], cwd=ROOT, capture_output=True, text=True, timeout=300, env=ENV)
+    assert text.returncode == 0 and "%" in text.stdout
+
+
+def test_bad_input(trained_run, tmp_path):
+    with pytest.raises(ValueError, match="holds no trained model"):
+        export_run.export_run(str(tmp_path))
+    with pytest.raises(ValueError, match="Unknown quantization 'int4'"):
+        export_run.export_run(trained_run, quantization="int4")
+    model = keras.models.load_model(os.path.join(trained_run, "model.keras"))
+    with pytest.raises(ValueError, match="representative data set for int8 quantization is empty"):
+        kn.export.to_tflite(model, str(tmp_path / "m.tflite"), quantization="int8", representative_data=[])
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"not an image")
+    with pytest.raises(ValueError, match="Cannot decode image"):
+        kn.data.images.load_image(str(bad), (8, 8, 1))
+    with pytest.raises(ValueError, match="No TFLite model"):
+        kn.export.TFLiteModel(str(tmp_path / "missing.tflite"))

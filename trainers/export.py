@@ -1,0 +1,31 @@
+r"""Exports a trained run for serving or on-device use, and writes a model card beside it.
+
+    python -m trainers.export --model=saved_models/<run> --format=tflite --quantization=int8
+    python -m trainers.export --model=saved_models/<run> --format=saved_model --output=/tmp/serving
+"""
+
+from absl import app
+from absl import flags
+
+from trainers import common
+
+flags.DEFINE_string("model", None, "a run directory written by trainers.fit", required=True)
+flags.DEFINE_enum("format", "tflite", ["tflite", "saved_model"], "export format")
+flags.DEFINE_string("quantization", "none", "TFLite quantization: none | dynamic | int8")
+flags.DEFINE_string("output", None, "output folder (default: the run directory)")
+flags.DEFINE_integer("num_eval", 1000, "test images on which Keras and the export are compared")
+FLAGS = flags.FLAGS
+
+
+def main(argv):
+    del argv
+    from keras_nngk.training import export_run  # pylint: disable=g-import-not-at-top
+    try:
+        report = export_run.export_run(FLAGS.model, FLAGS.format, FLAGS.quantization, FLAGS.output, FLAGS.num_eval)
+    except ValueError as error:
+        common.fail(error)
+    print(export_run.model_card(report))
+
+
+if __name__ == "__main__":
+    app.run(main)
