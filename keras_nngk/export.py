@@ -17,7 +17,7 @@ import tensorflow as tf
 
 from keras_nngk import layers
 
-QUANTIZATIONS = ("none", "dynamic", "int8")
+QUANTIZATIONS = ("none", "dynamic", "int8", "int8-full")
 
 
 def center_layers(model):
@@ -80,11 +80,13 @@ def convert_to_tflite(model, quantization="none", representative_data=None, num_
 
     Args:
         model: a tf_keras model (center layers are switched to exact search).
-        quantization: "none" (float32), "dynamic" (int8 weights, float
-            activations), or "int8" (weights and activations quantized with
-            `representative_data`; ops without int8 kernels, such as TOPK_V2, stay
-            float; inputs and outputs stay float32).
-        representative_data: iterable of image batches, required for "int8".
+        quantization: "none" (float32); "dynamic" (int8 weights, float
+            activations); "int8" (the backbone's weights and activations in int8,
+            calibrated on `representative_data`, the nearest-neighbour heads kept
+            in float: 8-bit distances reorder neighbours); "int8-full" (every op
+            that has an int8 kernel, the heads included). Inputs and outputs stay
+            float32 in every case.
+        representative_data: iterable of image batches, required for the int8 modes.
         num_calibration_samples: images used to calibrate int8 ranges.
     """
     if quantization not in QUANTIZATIONS:
@@ -95,16 +97,34 @@ def convert_to_tflite(model, quantization="none", representative_data=None, num_
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
     if quantization != "none":
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    if quantization == "int8":
+    if quantization.startswith("int8"):
         if representative_data is None:
-            raise ValueError("quantization='int8' needs representative_data (training images) to calibrate.")
+            raise ValueError(f"quantization={quantization!r} needs representative_data (training images) to "
+                             "calibrate.")
         converter.representative_dataset = _representative_dataset(representative_data, num_calibration_samples)
-    content = converter.convert()
+    heads = [layer.name for layer in center_layers(model)]
+    if quantization == "int8" and heads:
+        content = _quantize_keeping_float(converter, model, heads)
+    else:
+        content = converter.convert()
     flex = [name for name in op_names(content) if name.startswith("Flex") or name == "CUSTOM"]
     if flex:
         raise ValueError(f"The TFLite model needs non-builtin ops {sorted(set(flex))}; it would not run on a plain "
                          "TFLite runtime.")
     return content
+
+
+def _quantize_keeping_float(converter, model, head_names):
+    """Full-integer quantization except for the ops of the named layers, which stay float32."""
+    float_converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    float_converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    interpreter = _interpreter_class()(model_content=float_converter.convert())
+    keep_float = [detail["name"] for detail in interpreter.get_tensor_details()
+                  if any(f"/{name}/" in detail["name"] for name in head_names)]
+    options = tf.lite.experimental.QuantizationDebugOptions(denylisted_nodes=keep_float)
+    debugger = tf.lite.experimental.QuantizationDebugger(
+        converter=converter, debug_dataset=converter.representative_dataset, debug_options=options)
+    return debugger.get_nondebug_quantized_model()
 
 
 def write_atomically(path, content):

@@ -42,10 +42,11 @@ def test_float_tflite_matches_keras_with_builtin_ops_only(trained_run, test_imag
     assert not [name for name in os.listdir(tmp_path) if name.startswith(".tmp-")]
 
 
-@pytest.mark.parametrize("quantization,floor", [("dynamic", 0.99), ("int8", 0.85)])
+@pytest.mark.parametrize("quantization,floor", [("dynamic", 0.97), ("int8", 0.95), ("int8-full", 0.6)])
 def test_quantized_tflite_agreement(trained_run, test_images, tmp_path, quantization, floor):
-    # int8 floor: ../shared/FACTS.md measured 94-98% argmax agreement once distances are ranked in 8 bits; on 200
-    # images of a 4-epoch digits model we accept 85% and report the measured value in the export's model card.
+    # Floors measured on this 4-epoch digits model: "int8" keeps the NNGK head in float and agreed on 98-100% of
+    # images; "int8-full" ranks neighbours on 8-bit distances and agreed on only 59-77% (see README), so its floor
+    # guards against a broken conversion, not for quality. Each export's model card reports the measured value.
     report = export_run.export_run(trained_run, "tflite", quantization, output=str(tmp_path), num_eval=200)
     assert report["argmax_agreement"] >= floor, report
     assert os.path.exists(tmp_path / f"model_{quantization}.tflite")
@@ -114,3 +115,26 @@ def test_bad_input(trained_run, tmp_path):
         kn.data.images.load_image(str(bad), (8, 8, 1))
     with pytest.raises(ValueError, match="No TFLite model"):
         kn.export.TFLiteModel(str(tmp_path / "missing.tflite"))
+
+
+def test_quantization_aware_training_exports_to_int8(tmp_path, test_images):
+    workdir = str(tmp_path / "qat")
+    results = kn.training.fit(kn.training.Config.for_dataset("digits", epochs=3, qat=True), workdir, verbose=0)
+    assert os.path.exists(os.path.join(workdir, "model.h5"))  # tfmot's quantizers need the h5 format to reload.
+    assert kn.training.evaluate_run(workdir, verbose=0)["test_accuracy"] == pytest.approx(results["test_accuracy"])
+    report = export_run.export_run(workdir, "tflite", "int8", num_eval=200)
+    assert report["argmax_agreement"] >= 0.95, report
+
+
+def test_pruning_reaches_the_sparsity_and_strips_wrappers(tmp_path):
+    workdir = str(tmp_path / "pruned")
+    results = kn.training.fit(kn.training.Config.for_dataset("digits", epochs=3, prune=0.5), workdir, verbose=0)
+    assert results["backbone_sparsity"] == pytest.approx(0.5, abs=0.01)
+    backbone = keras.models.load_model(os.path.join(workdir, "backbone.keras"))
+    assert not any("prune_low_magnitude" in layer.name for layer in backbone.layers)
+    kernel = backbone.get_layer("conv2").kernel.numpy()
+    assert np.mean(kernel == 0) == pytest.approx(0.5, abs=0.01)
+    with pytest.raises(ValueError, match="flat backbones"):
+        kn.training.Config.for_dataset("digits", backbone="resnet50", qat=True)
+    with pytest.raises(ValueError, match="not both"):
+        kn.training.Config.for_dataset("digits", qat=True, prune=0.5)

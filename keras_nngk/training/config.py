@@ -45,6 +45,8 @@ class Config:
     search: str = "exact"
     knn_neighbours: int = 5
     recalibrate_batchnorm: bool = True
+    qat: bool = False
+    prune: float = 0.0
     strategy: str = "default"
     loop: str = "fit"
     seed: int = 0
@@ -81,6 +83,17 @@ class Config:
             if not getattr(self, name) > 0:
                 raise ValueError(f"`{name}` must be positive. Received: {name}={getattr(self, name)!r}")
         search_lib.get(self.search)
+        if self.qat or self.prune:
+            from keras_nngk.training import compression  # pylint: disable=g-import-not-at-top
+            if self.backbone not in compression.FLAT_BACKBONES:
+                raise ValueError(f"--qat and --prune work on the flat backbones {', '.join(compression.FLAT_BACKBONES)}."
+                                 f" Received: backbone={self.backbone!r}")
+            if self.qat and self.prune:
+                raise ValueError("Choose --qat or --prune, not both (pruning-preserving QAT is not supported).")
+            if self.prune and not 0.0 < self.prune < 1.0:
+                raise ValueError(f"`prune` must be a sparsity in (0, 1). Received: prune={self.prune!r}")
+            if self.prune and self.loop != "fit":
+                raise ValueError("--prune needs --loop=fit (tfmot's pruning step callback runs per batch).")
         return self
 
     def to_dict(self):

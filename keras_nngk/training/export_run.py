@@ -10,6 +10,7 @@ import tf_keras as keras
 
 from keras_nngk import data as data_lib
 from keras_nngk import export
+from keras_nngk.training import compression
 from keras_nngk.training import run as run_lib
 from keras_nngk.training.config import Config
 
@@ -18,12 +19,13 @@ SIDECAR_FILES = ("class_names.json", "preprocessing.json")
 
 
 def _load_run(workdir):
-    model_path = os.path.join(workdir, "model.keras")
-    if not os.path.isfile(model_path) or not os.path.isfile(os.path.join(workdir, run_lib.CONFIG_FILE)):
+    config_path = os.path.join(workdir, run_lib.CONFIG_FILE)
+    config = Config.from_file(config_path) if os.path.isfile(config_path) else None
+    if config is None or not os.path.isfile(run_lib.model_path(workdir, "model", config)):
         raise ValueError(f"{workdir!r} holds no trained model (model.keras and config.json); train one with "
                          "python -m trainers.fit --workdir=...")
-    config = Config.from_file(os.path.join(workdir, run_lib.CONFIG_FILE))
-    return config, keras.models.load_model(model_path)
+    with compression.loading_scope(config):
+        return config, keras.models.load_model(run_lib.model_path(workdir, "model", config))
 
 
 def _storage_report(model):

@@ -4,6 +4,7 @@
 recomputes the metrics of a finished run from its saved models.
 """
 
+import dataclasses
 import json
 import os
 import shutil
@@ -20,12 +21,18 @@ from keras_nngk import data as data_lib
 from keras_nngk import metrics
 from keras_nngk import models
 from keras_nngk.training import callbacks as callbacks_lib
+from keras_nngk.training import compression
 from keras_nngk.training import loop as loop_lib
 from keras_nngk.training.config import Config
 
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.json"
 EVAL_BATCH_SIZE = 512
+
+
+def model_path(workdir, name, config):
+    """`<name>.keras`, or `<name>.h5` for QAT runs (tfmot's quantizer variables do not round-trip through .keras)."""
+    return os.path.join(workdir, name + (".h5" if config.qat else ".keras"))
 
 
 def write_json_atomically(path, values):
@@ -90,6 +97,10 @@ def labels_of(dataset):
 def build_models(config, data):
     backbone = backbones.get(config.backbone, input_shape=data.image_shape, embedding_dim=config.embedding_dim,
                              l2_normalize=config.l2_normalize, weights=config.weights)
+    if config.qat:
+        backbone = compression.quantize_backbone(backbone)
+    elif config.prune:
+        backbone = compression.prune_backbone(backbone, config.prune)
     return models.nngk_classifier(backbone, data.num_classes, head=config.head, capacity=data.num_train,
                                   num_neighbours=config.num_neighbours, sigma=config.sigma,
                                   learn_sigma=config.learn_sigma, sample_weights=config.sample_weights,
@@ -156,7 +167,10 @@ def fit(config, workdir, allow_config_change=False, verbose=1):
     run_callbacks = []
     recalibration = None
     if config.recalibrate_batchnorm:
-        if config.strategy == "default":
+        if config.prune:
+            logging.info("BatchNorm recalibration is skipped for pruned backbones (tfmot's wrappers only run in "
+                         "training mode inside model.fit).")
+        elif config.strategy == "default":
             recalibration = callbacks_lib.BatchNormRecalibration(built.backbone, image_batches(data.train, 128),
                                                                  num_batches=50)
         else:
@@ -168,6 +182,8 @@ def fit(config, workdir, allow_config_change=False, verbose=1):
     elif recalibration is not None:
         run_callbacks.append(recalibration)  # Dense and kNN heads: once, at the end of training.
     run_callbacks.append(callbacks_lib.EpochCheckpoint(manager, epoch))
+    if config.prune:
+        run_callbacks.extend(compression.pruning_callbacks())
 
     dataset, steps_per_epoch = training_pipeline(data, config.batch_size, config.seed, initial_epoch, config.epochs)
     start = time.time()
@@ -182,6 +198,12 @@ def fit(config, workdir, allow_config_change=False, verbose=1):
                                         verbose=verbose).history
     train_seconds = time.time() - start
 
+    if config.prune:  # Export the pruned weights without tfmot's wrappers.
+        stripped = compression.strip_pruning(built.backbone)
+        image = keras.Input(data.image_shape, name="image")
+        built = dataclasses.replace(built, backbone=stripped,
+                                    inference_model=keras.Model(image, built.inference_model.layers[-1](stripped(image)),
+                                                                name="classifier"))
     if config.head == "knn":
         built.center_head.assign_centers(built.backbone.predict(embed_images, verbose=verbose), data.train_labels)
     results = evaluate(config, data, built.backbone, built.inference_model, verbose=verbose)
@@ -193,7 +215,9 @@ def fit(config, workdir, allow_config_change=False, verbose=1):
     })
     if config.head == "nngk":
         results["sigma"] = float(built.center_head.sigma.numpy())
-    _save_outputs(output_dir, built, results, data)
+    if config.prune:
+        results["backbone_sparsity"] = compression.sparsity(built.backbone)
+    _save_outputs(output_dir, built, results, data, config)
     if not chief:
         shutil.rmtree(output_dir, ignore_errors=True)
     return results
@@ -214,9 +238,9 @@ def evaluate(config, data, backbone, inference_model, verbose=1):
                                                  config.knn_neighbours)}
 
 
-def _save_outputs(output_dir, built, results, data):
-    built.inference_model.save(os.path.join(output_dir, "model.keras"))
-    built.backbone.save(os.path.join(output_dir, "backbone.keras"))
+def _save_outputs(output_dir, built, results, data, config):
+    built.inference_model.save(model_path(output_dir, "model", config))
+    built.backbone.save(model_path(output_dir, "backbone", config))
     head = built.center_head
     if head is not None and head.search != "exact":
         head.set_search("exact")  # The SavedModel must not depend on faiss or Python callbacks.
@@ -231,12 +255,13 @@ def _save_outputs(output_dir, built, results, data):
 def evaluate_run(workdir, verbose=1):
     """Reloads a finished run's saved models and data and recomputes its metrics."""
     path = os.path.join(workdir, CONFIG_FILE)
-    if not os.path.exists(os.path.join(workdir, "model.keras")) or not os.path.exists(path):
+    config = Config.from_file(path) if os.path.exists(path) else None
+    if config is None or not os.path.exists(model_path(workdir, "model", config)):
         raise ValueError(f"{workdir} is not a finished run (no config.json and model.keras); train one with "
                          "python -m trainers.fit --workdir=...")
-    config = Config.from_file(path)
     data = data_lib.load(config.dataset, task=config.task, data_dir=config.data_dir, image_size=config.image_size,
                          examples_per_class=config.examples_per_class, seed=config.seed)
-    inference_model = keras.models.load_model(os.path.join(workdir, "model.keras"))
-    backbone = keras.models.load_model(os.path.join(workdir, "backbone.keras"))
+    with compression.loading_scope(config):
+        inference_model = keras.models.load_model(model_path(workdir, "model", config))
+        backbone = keras.models.load_model(model_path(workdir, "backbone", config))
     return evaluate(config, data, backbone, inference_model, verbose=verbose)
