@@ -12,6 +12,9 @@ def _fire(x, squeeze, expand, name):
     return keras.layers.Concatenate(name=f"{name}_concat")([left, right])
 
 
+MIN_SIZE = 64
+
+
 def squeezenet(input_shape=(224, 224, 3), embedding_dim=512, l2_normalize=True, weights=None, dropout=0.5,
                name="squeezenet"):
     """SqueezeNet 1.1 features (conv1 64x3x3/2, fire2-fire9 with three max-pools), global average pooling, embedding.
@@ -20,7 +23,9 @@ def squeezenet(input_shape=(224, 224, 3), embedding_dim=512, l2_normalize=True, 
     embedding projection. About 0.72M feature parameters (2.9 MB in float32).
 
     Args:
-        input_shape: `(H, W, C)`, values in [0, 1]; at least 32x32.
+        input_shape: `(H, W, C)`, values in [0, 1]. Images smaller than 64x64
+            (28x28 Fashion-MNIST, say) are upsampled to 64x64 inside the model:
+            SqueezeNet's three stride-2 poolings need room.
         embedding_dim: size of the embedding (512 in the Impostor paper).
         l2_normalize: scale embeddings to unit norm.
         weights: optional local weights file (loaded by layer name, so the
@@ -29,7 +34,10 @@ def squeezenet(input_shape=(224, 224, 3), embedding_dim=512, l2_normalize=True, 
     """
     weights = common.check_weights_file(weights)
     images = keras.Input(input_shape, name="image")
-    x = keras.layers.Conv2D(64, 3, strides=2, activation="relu", name="conv1")(images)
+    x = images
+    if min(input_shape[0], input_shape[1]) < MIN_SIZE:
+        x = keras.layers.Resizing(max(MIN_SIZE, input_shape[0]), max(MIN_SIZE, input_shape[1]), name="upsample")(x)
+    x = keras.layers.Conv2D(64, 3, strides=2, activation="relu", name="conv1")(x)
     x = keras.layers.MaxPooling2D(3, strides=2, name="pool1")(x)
     x = _fire(x, 16, 64, "fire2")
     x = _fire(x, 16, 64, "fire3")

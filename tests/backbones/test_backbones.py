@@ -6,6 +6,7 @@ from keras_nngk import backbones
 
 
 @pytest.mark.parametrize("name,shape,dim", [("small_conv", (28, 28, 1), 16), ("squeezenet", (64, 64, 3), 32),
+                                            ("squeezenet", (28, 28, 1), 16),
                                             ("vgg16", (32, 32, 3), 8), ("resnet50", (32, 32, 3), 8)])
 def test_shapes_and_normalisation(name, shape, dim, rng):
     model = backbones.get(name, input_shape=shape, embedding_dim=dim, l2_normalize=True)
