@@ -18,6 +18,7 @@ import tf_keras as keras
 
 from keras_nngk import backbones
 from keras_nngk import data as data_lib
+from keras_nngk import export
 from keras_nngk import metrics
 from keras_nngk import models
 from keras_nngk.training import callbacks as callbacks_lib
@@ -36,12 +37,8 @@ def model_path(workdir, name, config):
 
 
 def write_json_atomically(path, values):
-    """Writes JSON to a temporary file in the same folder, then renames it over `path`."""
-    directory = os.path.dirname(os.path.abspath(path))
-    handle, temporary = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".json")
-    with os.fdopen(handle, "w") as stream:
-        json.dump(values, stream, indent=2, sort_keys=True, default=float)
-    os.replace(temporary, path)
+    """Writes JSON under a temporary name beside `path`, then renames it over `path`."""
+    export.write_atomically(path, json.dumps(values, indent=2, sort_keys=True, default=float).encode())
 
 
 def make_strategy(name):
