@@ -175,9 +175,10 @@ class TFLiteModel:
             self.interpreter = _interpreter_class()(model_path=path_or_content)
         self.input = self.interpreter.get_input_details()[0]
         self.output = self.interpreter.get_output_details()[0]
-        shape = list(self.input["shape"])
-        if shape[0] != 1:
-            self.interpreter.resize_tensor_input(self.input["index"], [1] + shape[1:])
+        signature = list(self.input.get("shape_signature", self.input["shape"]))
+        if signature[0] == -1:  # A dynamic batch: run one image at a time, as a device would.
+            self.interpreter.resize_tensor_input(self.input["index"], [1] + list(self.input["shape"][1:]))
+        self.batch_size = 1 if signature[0] == -1 else int(self.input["shape"][0])
         self.interpreter.allocate_tensors()
 
     @property
@@ -185,10 +186,15 @@ class TFLiteModel:
         return tuple(int(value) for value in self.input["shape"][1:])
 
     def predict(self, images):
+        """Probabilities for `(N, H, W, C)` images, fed in the model's batch size (padded at the end)."""
         images = np.asarray(images, dtype=np.float32)
         outputs = []
-        for image in images:
-            self.interpreter.set_tensor(self.input["index"], image[np.newaxis])
+        for start in range(0, len(images), self.batch_size):
+            batch = images[start:start + self.batch_size]
+            count = len(batch)
+            if count < self.batch_size:
+                batch = np.concatenate([batch, np.repeat(batch[-1:], self.batch_size - count, axis=0)])
+            self.interpreter.set_tensor(self.input["index"], batch)
             self.interpreter.invoke()
-            outputs.append(self.interpreter.get_tensor(self.output["index"])[0].copy())
-        return np.stack(outputs)
+            outputs.append(self.interpreter.get_tensor(self.output["index"])[:count].copy())
+        return np.concatenate(outputs)

@@ -80,3 +80,20 @@ def cross_entropy(probabilities, labels):
     """Mean of -log y_true (eq. 1)."""
     probabilities = np.asarray(probabilities, np.float64)
     return float(-np.mean(np.log(probabilities[np.arange(len(labels)), labels])))
+
+
+def pq_decode(codes, rotation, codebooks):
+    """Reconstruct OPQ-coded vectors: concatenate the chosen codebook entries, undo the rotation (x = y A)."""
+    pieces = [np.asarray(codebooks, np.float64)[m][np.asarray(codes)[:, m]] for m in range(codes.shape[1])]
+    return np.concatenate(pieces, axis=1) @ np.asarray(rotation, np.float64)
+
+
+def adc_distances(queries, codes, rotation, codebooks):
+    """Asymmetric distances: exact query, decoded centers (rotation is orthogonal, so distances are preserved)."""
+    return squared_distances(queries, pq_decode(codes, rotation, codebooks))
+
+
+def tie_term(embeddings, own_centers, tie_weight):
+    """The batch estimate of eq. 8's L2 term: tie_weight * mean_b |f(x_b) - c_b|^2."""
+    difference = np.asarray(embeddings, np.float64) - np.asarray(own_centers, np.float64)
+    return float(tie_weight * np.mean((difference ** 2).sum(1)))

@@ -14,7 +14,12 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 _HELP = {
     "dataset": "data set (" + ", ".join(config_lib.data.NAMES) + ")",
     "task": "classification | retrieval (Recall@K on unseen classes)",
-    "head": "nngk | dense | knn",
+    "head": "nngk | impostor | dense | knn",
+    "tie": "impostor centers: tied | fixed | loose",
+    "tie_weight": "lambda of eq. 8 (loose impostors)",
+    "pq_bytes": "compress the centers with OPQ to this many bytes each (0: keep float)",
+    "qat": "quantization-aware training of the backbone (tfmot)",
+    "prune": "magnitude-prune the backbone to this sparsity (tfmot)",
     "backbone": "small_conv | squeezenet | vgg16 | resnet50",
     "weights": "local weights file for the backbone (nothing is downloaded)",
     "strategy": "tf.distribute strategy: default | mirrored | multi_worker (TF_CONFIG)",

@@ -78,6 +78,8 @@ class CenterLayer(keras.layers.Layer):
         self._warned_about_k = False
 
     # -- variables -------------------------------------------------------------------------------
+    centers_trainable = False  # Impostor heads with loose centers train them.
+
     def build(self, input_shape):
         shape = embedding_shape(input_shape)
         if shape.rank != 2 or shape[-1] is None:
@@ -94,7 +96,8 @@ class CenterLayer(keras.layers.Layer):
     def _build_centers(self, embedding_dim):
         self.embedding_dim = embedding_dim
         self.centers = self.add_weight(
-            name="centers", shape=(self.capacity, embedding_dim), initializer="zeros", trainable=False)
+            name="centers", shape=(self.capacity, embedding_dim), initializer="zeros",
+            trainable=self.centers_trainable)
         self.center_labels = self.add_weight(
             name="center_labels", shape=(self.capacity, self.num_classes), initializer="zeros", trainable=False)
         self.center_mask = self.add_weight(

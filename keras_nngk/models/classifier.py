@@ -2,11 +2,49 @@
 
 import dataclasses
 
+import tensorflow as tf
 import tf_keras as keras
 
 from keras_nngk import layers
 
-HEADS = ("nngk", "dense", "knn")
+HEADS = ("nngk", "impostor", "dense", "knn")
+
+
+class TrainModel(keras.Model):
+    """A functional training model whose trainable center tables (loose impostors) get sparse updates.
+
+    Variables listed in `sparse_variables` are updated by `center_optimizer` (a
+    `SparseAdam`) from their `IndexedSlices` gradients, touching only the gathered
+    rows; every other variable goes to the compiled optimizer, as in `Model.fit`.
+    """
+
+    center_optimizer = None
+    sparse_variables = ()
+
+    def set_center_optimizer(self, optimizer, variables):
+        self.center_optimizer = optimizer
+        self.sparse_variables = tuple(variables)
+        optimizer.build(self.sparse_variables)
+
+    def apply_gradients(self, optimizer, gradients, variables):
+        """Routes each gradient to the compiled optimizer or, for sparse center tables, to `center_optimizer`."""
+        sparse_refs = {variable.ref() for variable in self.sparse_variables}
+        dense = [(g, v) for g, v in zip(gradients, variables) if v.ref() not in sparse_refs and g is not None]
+        sparse = [(g, v) for g, v in zip(gradients, variables) if v.ref() in sparse_refs]
+        optimizer.apply_gradients(dense)
+        if sparse:
+            self.center_optimizer.apply_gradients(sparse)
+
+    def train_step(self, data):
+        if not self.sparse_variables:
+            return super().train_step(data)
+        inputs, labels = data[0], data[1]
+        with tf.GradientTape() as tape:
+            predictions = self(inputs, training=True)
+            loss = self.compute_loss(inputs, labels, predictions)
+        variables = self.trainable_variables
+        self.apply_gradients(self.optimizer, tape.gradient(loss, variables), variables)
+        return self.compute_metrics(inputs, labels, predictions, None)
 
 
 @dataclasses.dataclass
@@ -29,17 +67,19 @@ class ClassifierModels:
 
 
 def nngk_classifier(backbone, num_classes, head="nngk", capacity=None, num_neighbours=32, sigma=1.0,
-                    learn_sigma=True, sample_weights=True, search="exact", knn_neighbours=5):
+                    learn_sigma=True, sample_weights=True, search="exact", knn_neighbours=5, tie="loose",
+                    tie_weight=1e-3):
     """Puts a classification head on `backbone`.
 
     Args:
         backbone: model from images to embeddings.
         num_classes: number of classes.
-        head: "nngk" (eq. 7), "dense" (eq. 2, softmax), or "knn" (eq. 3: the
+        head: "nngk" (eq. 7), "impostor" (eq. 8-9, see `tie`), "dense" (eq. 2, softmax), or "knn" (eq. 3: the
             backbone is trained with a dense softmax head, and the inference model
             votes among the `knn_neighbours` nearest training embeddings).
         capacity: number of centers (the training set size) for "nngk" and "knn".
         num_neighbours, sigma, learn_sigma, sample_weights, search: NNGK settings.
+        tie, tie_weight: impostor settings ("tied", "fixed", "loose"; lambda of eq. 8).
 
     Returns:
         `ClassifierModels`.
@@ -55,12 +95,17 @@ def nngk_classifier(backbone, num_classes, head="nngk", capacity=None, num_neigh
                                            learn_sigma=learn_sigma, sample_weights=sample_weights, capacity=capacity,
                                            search=search, name="nngk_head")
         center_head = inference_head = train_head
+    elif head == "impostor":
+        train_head = layers.ImpostorClassifier(num_classes, num_neighbours=num_neighbours, sigma=sigma,
+                                               learn_sigma=learn_sigma, tie=tie, tie_weight=tie_weight,
+                                               capacity=capacity, search=search, name="impostor_head")
+        center_head = inference_head = train_head
     else:
         train_head = inference_head = layers.DenseClassifier(num_classes, name="dense_head")
         if head == "knn":
             inference_head = center_head = layers.KNNClassifier(num_classes, num_neighbours=knn_neighbours,
                                                                 capacity=capacity, search=search, name="knn_head")
-    train_model = keras.Model({"image": image, "sample_id": sample_id}, train_head([embedding, sample_id]),
-                              name="train_model")
+    train_model = TrainModel({"image": image, "sample_id": sample_id}, train_head([embedding, sample_id]),
+                             name="train_model")
     inference_model = keras.Model(image, inference_head(embedding), name="classifier")
     return ClassifierModels(train_model, inference_model, backbone, train_head, center_head)

@@ -14,6 +14,7 @@ index instance:
 
 from keras_nngk.search.base import SearchIndex
 from keras_nngk.search.exact import ExactSearch
+from keras_nngk.search import pq
 from keras_nngk.search.exact import exact_search
 
 _FAISS_FACTORIES = {"faiss-flat": "Flat", "faiss-hnsw": "HNSW32", "faiss-ivf": "IVF{nlist},Flat"}
@@ -71,4 +72,4 @@ def load(directory):
     return index
 
 
-__all__ = ["SearchIndex", "ExactSearch", "exact_search", "get", "serialize", "load", "is_in_graph", "NAMES"]
+__all__ = ["pq", "SearchIndex", "ExactSearch", "exact_search", "get", "serialize", "load", "is_in_graph", "NAMES"]

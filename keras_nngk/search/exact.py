@@ -9,6 +9,40 @@ from keras_nngk.search import base
 DEFAULT_CHUNK_SIZE = 65536
 
 
+def chunked_top_k(distance_fn, num_centers, k, batch_size, center_mask=None, chunk_size=DEFAULT_CHUNK_SIZE,
+                  dtype=tf.float32):
+    """The `k` smallest of `distance_fn(start, stop) -> (B, stop - start)` over chunks of centers, merged.
+
+    Memory stays `O(B * chunk_size)`; with one chunk the graph is the distances
+    plus one `top_k`. Returns `(distances, ids)` `(B, k)`, ascending, ids -1 and
+    distance `inf` past the available centers, ties to the lower position.
+    """
+    found = min(int(k), int(num_centers))
+    infinity = tf.constant(float("inf"), dtype=dtype)
+    partial_distances, partial_ids = [], []
+    for start in range(0, num_centers, chunk_size):
+        stop = min(start + chunk_size, num_centers)
+        distances = distance_fn(start, stop)
+        if center_mask is not None:
+            distances = tf.where(center_mask[tf.newaxis, start:stop], distances, infinity)
+        negative, ids = tf.math.top_k(-distances, k=min(found, stop - start))
+        partial_distances.append(-negative)
+        partial_ids.append(ids + start)
+    if len(partial_distances) == 1:
+        distances, ids = partial_distances[0], partial_ids[0]
+    else:
+        merged_distances = tf.concat(partial_distances, axis=1)
+        merged_ids = tf.concat(partial_ids, axis=1)
+        negative, order = tf.math.top_k(-merged_distances, k=found)
+        distances = -negative
+        ids = tf.gather(merged_ids, order, batch_dims=1)
+    ids = tf.where(tf.math.is_finite(distances), ids, -tf.ones_like(ids))
+    if found < k:
+        distances = tf.concat([distances, tf.fill([batch_size, k - found], infinity)], axis=1)
+        ids = tf.concat([ids, tf.fill([batch_size, k - found], tf.constant(-1, ids.dtype))], axis=1)
+    return distances, ids
+
+
 def exact_search(queries, centers, k, center_mask=None, chunk_size=DEFAULT_CHUNK_SIZE):
     """The `k` nearest centers of each query, by squared Euclidean distance.
 
@@ -34,31 +68,8 @@ def exact_search(queries, centers, k, center_mask=None, chunk_size=DEFAULT_CHUNK
     if num_centers is None:
         raise ValueError("exact_search needs a static number of centers. Received: centers.shape="
                          f"{centers.shape}")
-    found = min(int(k), int(num_centers))
-    infinity = tf.constant(float("inf"), dtype=queries.dtype)
-    partial_distances, partial_ids = [], []
-    for start in range(0, num_centers, chunk_size):
-        stop = min(start + chunk_size, num_centers)
-        distances = kernels.squared_distances(queries, centers[start:stop])
-        if center_mask is not None:
-            distances = tf.where(center_mask[tf.newaxis, start:stop], distances, infinity)
-        negative, ids = tf.math.top_k(-distances, k=min(found, stop - start))
-        partial_distances.append(-negative)
-        partial_ids.append(ids + start)
-    if len(partial_distances) == 1:
-        distances, ids = partial_distances[0], partial_ids[0]
-    else:
-        merged_distances = tf.concat(partial_distances, axis=1)
-        merged_ids = tf.concat(partial_ids, axis=1)
-        negative, order = tf.math.top_k(-merged_distances, k=found)
-        distances = -negative
-        ids = tf.gather(merged_ids, order, batch_dims=1)
-    ids = tf.where(tf.math.is_finite(distances), ids, -tf.ones_like(ids))
-    if found < k:
-        batch = tf.shape(queries)[0]
-        distances = tf.concat([distances, tf.fill([batch, k - found], infinity)], axis=1)
-        ids = tf.concat([ids, tf.fill([batch, k - found], tf.constant(-1, ids.dtype))], axis=1)
-    return distances, ids
+    return chunked_top_k(lambda start, stop: kernels.squared_distances(queries, centers[start:stop]),
+                         int(num_centers), k, tf.shape(queries)[0], center_mask, chunk_size, queries.dtype)
 
 
 class ExactSearch(base.SearchIndex):

@@ -179,3 +179,36 @@ class FaissIndex(base.SearchIndex):
         self._num_lists = ivf.nlist if ivf is not None else default_num_lists(self.size)
         self._cpu_index = index
         self._index = self._to_device(index)
+
+
+def train_opq(vectors, num_subquantizers, bits=8):
+    """Optimized Product Quantization (Ge et al. 2014) of `vectors` with faiss.
+
+    Learns a rotation `A` (OPQMatrix) and a product quantizer of `num_subquantizers`
+    sub-vectors with `2**bits` centroids each on the rotated vectors.
+
+    Returns:
+        `(rotation (d, d), codebooks (M, 2**bits, d / M), codes (N, M) uint8)`, with
+        `rotated = vectors @ rotation.T` and `vectors ~= decoded @ rotation`.
+    """
+    faiss = import_faiss()
+    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+    num_vectors, dimension = vectors.shape
+    if dimension % num_subquantizers:
+        divisors = [m for m in range(1, dimension + 1) if dimension % m == 0]
+        raise ValueError(f"pq_bytes={num_subquantizers} must divide the embedding dimension {dimension}; valid: "
+                         f"{divisors}.")
+    needed = 2 ** bits
+    if num_vectors < needed:
+        raise ValueError(f"Training {bits}-bit product-quantization codebooks needs at least {needed} centers; got "
+                         f"{num_vectors}. Keep the float centers (no --pq_bytes) for so few.")
+    opq = faiss.OPQMatrix(dimension, num_subquantizers)
+    opq.train(vectors)
+    rotated = opq.apply_py(vectors)
+    quantizer = faiss.ProductQuantizer(dimension, num_subquantizers, bits)
+    quantizer.train(rotated)
+    codes = quantizer.compute_codes(rotated)
+    rotation = faiss.vector_to_array(opq.A).reshape(dimension, dimension)
+    codebooks = faiss.vector_to_array(quantizer.centroids).reshape(num_subquantizers, needed,
+                                                                   dimension // num_subquantizers)
+    return rotation.astype(np.float32), codebooks.astype(np.float32), codes.astype(np.uint8)

@@ -6,5 +6,6 @@ from keras_nngk.training.config import PRESETS
 from keras_nngk.training.loop import CustomLoop
 from keras_nngk.training.run import evaluate_run
 from keras_nngk.training.run import fit
+from keras_nngk.training.sparse_adam import SparseAdam
 
-__all__ = ["Config", "PRESETS", "CustomLoop", "fit", "evaluate_run", "callbacks"]
+__all__ = ["SparseAdam", "Config", "PRESETS", "CustomLoop", "fit", "evaluate_run", "callbacks"]

@@ -26,7 +26,8 @@ class CenterRefresh(keras.callbacks.Callback):
         x: training inputs in the order of `sample_ids` (array or dataset of batches without labels).
         labels: class ids `(N,)` or soft labels `(N, num_classes)`.
         sample_ids: ids of the samples (default `0..N-1`), the same the model is fed for leave-one-out.
-        every_n_epochs: refresh interval in epochs.
+        every_n_epochs: refresh interval in epochs; None never refreshes after the
+            start (centers fixed at the initial network, or trained as impostors).
         batch_size: batch size of the embedding pass (ignored for datasets).
         verbose: 1 shows a progress bar for the embedding pass, 0 is silent.
         recalibration: optional `BatchNormRecalibration`, run before every embedding
@@ -42,7 +43,8 @@ class CenterRefresh(keras.callbacks.Callback):
     def __init__(self, head, embedding_model, x, labels, sample_ids=None, every_n_epochs=1, batch_size=256,
                  verbose=1, refresh_on_train_begin=True, refresh_on_train_end=True, recalibration=None):
         super().__init__()
-        if isinstance(every_n_epochs, bool) or not isinstance(every_n_epochs, int) or every_n_epochs < 1:
+        if every_n_epochs is not None and (
+                isinstance(every_n_epochs, bool) or not isinstance(every_n_epochs, int) or every_n_epochs < 1):
             raise ValueError(f"`every_n_epochs` must be a positive integer. Received: every_n_epochs={every_n_epochs!r}")
         self.head = head
         self.embedding_model = embedding_model
@@ -73,6 +75,8 @@ class CenterRefresh(keras.callbacks.Callback):
             self.refresh()
 
     def on_epoch_end(self, epoch, logs=None):
+        if self.every_n_epochs is None:
+            return
         self._refreshed_after_last_epoch = (epoch + 1) % self.every_n_epochs == 0
         if self._refreshed_after_last_epoch:
             self.refresh()

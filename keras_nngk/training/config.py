@@ -45,6 +45,9 @@ class Config:
     search: str = "exact"
     knn_neighbours: int = 5
     recalibrate_batchnorm: bool = True
+    tie: str = "loose"
+    tie_weight: float = 1e-3
+    pq_bytes: int = 0
     qat: bool = False
     prune: float = 0.0
     strategy: str = "default"
@@ -79,6 +82,23 @@ class Config:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"`{name}` must be a positive integer. Received: {name}={value!r}")
+        from keras_nngk.layers import impostor_classifier  # pylint: disable=g-import-not-at-top
+        if self.tie not in impostor_classifier.TIES:
+            raise ValueError(f"Unknown tie {self.tie!r}; valid: {', '.join(impostor_classifier.TIES)}. "
+                             f"Received: tie={self.tie!r}")
+        if self.head == "impostor" and self.tie == "loose" and self.strategy != "default":
+            raise ValueError("Loose impostor centers train with sparse row updates on one device: use "
+                             "--strategy=default, or --tie=tied/fixed.")
+        if isinstance(self.pq_bytes, bool) or not isinstance(self.pq_bytes, int) or self.pq_bytes < 0:
+            raise ValueError(f"`pq_bytes` must be 0 (no compression) or a positive integer. "
+                             f"Received: pq_bytes={self.pq_bytes!r}")
+        if self.pq_bytes and self.embedding_dim % self.pq_bytes:
+            divisors = [m for m in range(1, self.embedding_dim + 1) if self.embedding_dim % m == 0]
+            raise ValueError(f"`pq_bytes` must divide embedding_dim={self.embedding_dim}; valid: {divisors}. "
+                             f"Received: pq_bytes={self.pq_bytes}")
+        if self.pq_bytes and self.head not in ("nngk", "impostor"):
+            raise ValueError(f"--pq_bytes compresses the centers of an nngk or impostor head. Received: "
+                             f"head={self.head!r}")
         for name in ("learning_rate", "sigma"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"`{name}` must be positive. Received: {name}={getattr(self, name)!r}")

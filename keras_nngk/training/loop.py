@@ -38,7 +38,11 @@ class CustomLoop:
             if self.train_model.losses:
                 loss += tf.nn.scale_regularization_loss(tf.add_n(self.train_model.losses))
         variables = self.train_model.trainable_variables
-        self.optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
+        gradients = tape.gradient(loss, variables)
+        if hasattr(self.train_model, "apply_gradients"):  # Routes sparse center tables to their own optimizer.
+            self.train_model.apply_gradients(self.optimizer, gradients, variables)
+        else:
+            self.optimizer.apply_gradients(zip(gradients, variables))
         correct = tf.reduce_sum(tf.cast(tf.equal(tf.argmax(probabilities, -1, output_type=tf.int64),
                                                  tf.cast(tf.reshape(labels, [-1]), tf.int64)), tf.float32))
         return loss, correct

@@ -19,10 +19,12 @@ import tf_keras as keras
 from keras_nngk import backbones
 from keras_nngk import data as data_lib
 from keras_nngk import export
+from keras_nngk import layers
 from keras_nngk import metrics
 from keras_nngk import models
 from keras_nngk.training import callbacks as callbacks_lib
 from keras_nngk.training import compression
+from keras_nngk.training import sparse_adam
 from keras_nngk.training import loop as loop_lib
 from keras_nngk.training.config import Config
 
@@ -101,7 +103,8 @@ def build_models(config, data):
     return models.nngk_classifier(backbone, data.num_classes, head=config.head, capacity=data.num_train,
                                   num_neighbours=config.num_neighbours, sigma=config.sigma,
                                   learn_sigma=config.learn_sigma, sample_weights=config.sample_weights,
-                                  search=config.search, knn_neighbours=config.knn_neighbours)
+                                  search=config.search, knn_neighbours=config.knn_neighbours, tie=config.tie,
+                                  tie_weight=config.tie_weight)
 
 
 def _check_workdir(workdir, config, allow_config_change):
@@ -153,7 +156,12 @@ def fit(config, workdir, allow_config_change=False, verbose=1):
         built.train_model.compile(optimizer, "sparse_categorical_crossentropy", metrics=["accuracy"],
                                   jit_compile=False)
         epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
-        checkpoint = tf.train.Checkpoint(model=built.train_model, optimizer=optimizer, epoch=epoch)
+        trackables = {}
+        if config.head == "impostor" and config.tie == "loose":
+            center_optimizer = sparse_adam.SparseAdam(config.learning_rate)
+            built.train_model.set_center_optimizer(center_optimizer, [built.center_head.centers])
+            trackables["center_optimizer"] = center_optimizer
+        checkpoint = tf.train.Checkpoint(model=built.train_model, optimizer=optimizer, epoch=epoch, **trackables)
     manager = tf.train.CheckpointManager(checkpoint, os.path.join(output_dir, "checkpoints"), max_to_keep=2)
     initial_epoch = _restore(checkpoint, manager)
     if initial_epoch:
@@ -172,10 +180,16 @@ def fit(config, workdir, allow_config_change=False, verbose=1):
                                                                  num_batches=50)
         else:
             logging.info("BatchNorm recalibration runs only with strategy=default; skipped.")
-    if config.head == "nngk":
+    if config.head == "nngk" or (config.head == "impostor" and config.tie == "tied"):
         run_callbacks.append(callbacks_lib.CenterRefresh(
             built.center_head, built.backbone, embed_images, data.train_labels, every_n_epochs=config.refresh_every,
             verbose=verbose, recalibration=recalibration))
+    elif config.head == "impostor":  # fixed / loose: centers from the initial network, once (kept on resume).
+        run_callbacks.append(callbacks_lib.CenterRefresh(
+            built.center_head, built.backbone, embed_images, data.train_labels, every_n_epochs=None,
+            verbose=verbose, recalibration=recalibration, refresh_on_train_begin=False, refresh_on_train_end=False))
+        if recalibration is not None:
+            run_callbacks.append(recalibration)
     elif recalibration is not None:
         run_callbacks.append(recalibration)  # Dense and kNN heads: once, at the end of training.
     run_callbacks.append(callbacks_lib.EpochCheckpoint(manager, epoch))
@@ -210,14 +224,28 @@ def fit(config, workdir, allow_config_change=False, verbose=1):
         "num_train": data.num_train, "num_test": data.num_test, "num_classes": data.num_classes,
         "history": {key: [float(value) for value in values] for key, values in history.items()},
     })
-    if config.head == "nngk":
+    if config.head in ("nngk", "impostor"):
         results["sigma"] = float(built.center_head.sigma.numpy())
+    if config.pq_bytes:
+        results.update(_compressed_results(config, data, built, output_dir, verbose))
     if config.prune:
         results["backbone_sparsity"] = compression.sparsity(built.backbone)
     _save_outputs(output_dir, built, results, data, config)
     if not chief:
         shutil.rmtree(output_dir, ignore_errors=True)
     return results
+
+
+def _compressed_results(config, data, built, output_dir, verbose):
+    """Compresses the head's centers to `pq_bytes` (OPQ), evaluates that model too, saves it as model_pq."""
+    compressed = layers.compress(built.center_head, pq_bytes=config.pq_bytes)
+    image = keras.Input(data.image_shape, name="image")
+    model = keras.Model(image, compressed(built.backbone(image)), name="classifier_pq")
+    metrics_pq = evaluate(config, data, built.backbone, model, verbose=verbose)
+    model.save(model_path(output_dir, "model_pq", config))
+    report = compressed.memory_report()
+    logging.info("Compressed centers: %s", report)
+    return {"test_accuracy_pq": metrics_pq.get("test_accuracy"), "memory": report}
 
 
 def evaluate(config, data, backbone, inference_model, verbose=1):

@@ -1,0 +1,151 @@
+"""A nearest-neighbour head whose centers are compressed with OPQ to `pq_bytes` bytes each (Lebedev et al. 2018)."""
+
+import math
+
+import numpy as np
+import tensorflow as tf
+import tf_keras as keras
+
+from keras_nngk import kernels
+from keras_nngk.layers import center_layer
+from keras_nngk.search import pq
+
+NUM_CODES = 256  # 8-bit codes.
+
+
+@keras.saving.register_keras_serializable(package="keras_nngk")
+class CompressedClassifier(keras.layers.Layer):
+    """Eq. 7 / eq. 9 over product-quantized centers, searched in-graph by asymmetric distance computation.
+
+    Stores an OPQ rotation `(d, d)`, `pq_bytes` codebooks of 256 sub-vectors
+    `(pq_bytes, 256, d / pq_bytes)` and `pq_bytes` uint8 codes per center, plus the
+    centers' soft labels and (from an NNGK head) their log-weights. The kernel
+    uses the ADC distances, so neither faiss nor the float centers are needed at
+    inference; SavedModel and TFLite exports carry only the codes. Build one from
+    a trained head with `keras_nngk.layers.compress(head, pq_bytes=16)`.
+
+    Args:
+        num_classes, num_neighbours: as in `NNGKClassifier`.
+        embedding_dim: dimension `d` of the embeddings.
+        pq_bytes: bytes per center `M` (sub-quantizers of 8 bits); must divide `d`.
+        capacity: number of stored centers.
+        sigma: kernel width (fixed: this layer is for inference).
+        sample_weights: whether per-center log-weights are stored (NNGK heads).
+        chunk_size: centers per ADC chunk.
+
+    Call arguments:
+        inputs: `embeddings (B, d)`.
+
+    Returns:
+        `(B, num_classes)` probabilities.
+    """
+
+    def __init__(self, num_classes, num_neighbours, embedding_dim, pq_bytes, capacity, sigma=1.0,
+                 sample_weights=False, chunk_size=center_layer.search_lib.exact.DEFAULT_CHUNK_SIZE, **kwargs):
+        super().__init__(**kwargs)
+        self.num_classes = center_layer.check_positive_int("num_classes", num_classes)
+        self.num_neighbours = center_layer.check_positive_int("num_neighbours", num_neighbours)
+        self.embedding_dim = center_layer.check_positive_int("embedding_dim", embedding_dim)
+        self.pq_bytes = center_layer.check_positive_int("pq_bytes", pq_bytes)
+        self.capacity = center_layer.check_positive_int("capacity", capacity)
+        self.chunk_size = center_layer.check_positive_int("chunk_size", chunk_size)
+        if self.embedding_dim % self.pq_bytes:
+            divisors = [m for m in range(1, self.embedding_dim + 1) if self.embedding_dim % m == 0]
+            raise ValueError(f"`pq_bytes` must divide embedding_dim={self.embedding_dim}; valid: {divisors}. "
+                             f"Received: pq_bytes={self.pq_bytes}")
+        if not (isinstance(sigma, (int, float)) and math.isfinite(sigma) and sigma > 0):
+            raise ValueError(f"`sigma` must be a positive finite number. Received: sigma={sigma!r}")
+        self.sigma_value = float(sigma)
+        self.sample_weights = bool(sample_weights)
+
+    def build(self, input_shape):
+        shape = center_layer.embedding_shape(input_shape)
+        if shape[-1] != self.embedding_dim:
+            raise ValueError(f"CompressedClassifier expects embeddings of dimension {self.embedding_dim}. "
+                             f"Received: input_shape={input_shape}")
+        sub_dimension = self.embedding_dim // self.pq_bytes
+        self.rotation = self.add_weight(name="rotation", shape=(self.embedding_dim, self.embedding_dim),
+                                        initializer="identity", trainable=False)
+        self.pq_codebooks = self.add_weight(name="pq_codebooks", shape=(self.pq_bytes, NUM_CODES, sub_dimension),
+                                            initializer="zeros", trainable=False)
+        self.pq_codes = self.add_weight(name="pq_codes", shape=(self.capacity, self.pq_bytes), dtype=tf.uint8,
+                                        initializer="zeros", trainable=False)
+        self.center_labels = self.add_weight(name="center_labels", shape=(self.capacity, self.num_classes),
+                                             initializer="zeros", trainable=False)
+        self.center_mask = self.add_weight(name="center_mask", shape=(self.capacity,), dtype=tf.bool,
+                                           initializer="zeros", trainable=False)
+        self.log_weights = None
+        if self.sample_weights:
+            self.log_weights = self.add_weight(name="log_weights", shape=(self.capacity,), initializer="zeros",
+                                               trainable=False)
+        super().build(input_shape)
+
+    def call(self, inputs):
+        if isinstance(inputs, (list, tuple, dict)):
+            raise ValueError("CompressedClassifier is an inference layer: pass embeddings only (no sample ids).")
+        k = min(self.num_neighbours, self.capacity)
+        distances, ids = pq.adc_search(inputs, self.rotation, self.pq_codebooks, self.pq_codes, k, self.center_mask,
+                                       self.chunk_size)
+        valid = ids >= 0
+        ids = tf.where(valid, ids, tf.zeros_like(ids))
+        distances = tf.where(valid, distances, tf.zeros_like(distances))
+        log_weights = tf.gather(self.log_weights, ids) if self.log_weights is not None else None
+        probabilities = kernels.kernel_average(distances, tf.gather(self.center_labels, ids), self.sigma_value,
+                                               log_weights, valid)
+        has_neighbour = tf.reduce_any(valid, axis=-1, keepdims=True)
+        return tf.where(has_neighbour, probabilities, tf.fill(tf.shape(probabilities), 1.0 / self.num_classes))
+
+    def reconstructed_centers(self):
+        """The decoded (approximate) centers `(capacity, d)`."""
+        return pq.decode(self.pq_codes, self.rotation, self.pq_codebooks)
+
+    def memory_report(self):
+        """Bytes of each stored part, and the float32 centers they replace."""
+        num_centers = int(tf.reduce_sum(tf.cast(self.center_mask, tf.int32)))
+        return {
+            "num_centers": num_centers,
+            "pq_bytes_per_center": self.pq_bytes,
+            "codes_bytes": num_centers * self.pq_bytes,
+            "codebooks_bytes": int(np.prod(self.pq_codebooks.shape)) * 4,
+            "rotation_bytes": int(np.prod(self.rotation.shape)) * 4,
+            "float_centers_bytes": num_centers * self.embedding_dim * 4,
+        }
+
+    def compute_output_shape(self, input_shape):
+        return center_layer.embedding_shape(input_shape)[:-1].concatenate([self.num_classes])
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"num_classes": self.num_classes, "num_neighbours": self.num_neighbours,
+                       "embedding_dim": self.embedding_dim, "pq_bytes": self.pq_bytes, "capacity": self.capacity,
+                       "sigma": self.sigma_value, "sample_weights": self.sample_weights,
+                       "chunk_size": self.chunk_size})
+        return config
+
+
+def compress(head, pq_bytes=16, name=None):
+    """A `CompressedClassifier` with the centers of a trained NNGK or impostor head, OPQ-coded in `pq_bytes` bytes.
+
+    Trains the rotation and codebooks with faiss on the head's current centers
+    (at least 256 of them). Labels, sigma and (NNGK) importance weights are copied.
+    """
+    from keras_nngk.search import faiss_index  # pylint: disable=g-import-not-at-top
+    if not isinstance(head, center_layer.CenterLayer) or not head.built or head.num_centers == 0:
+        raise ValueError("compress() needs a built NNGK or impostor head holding centers (call assign_centers first).")
+    mask = head.center_mask.numpy()
+    centers = head.centers.numpy()[mask]
+    rotation, codebooks, codes = faiss_index.train_opq(centers, pq_bytes)
+    log_weights = getattr(head, "log_weights", None)
+    compressed = CompressedClassifier(head.num_classes, head.num_neighbours, head.embedding_dim, pq_bytes,
+                                      capacity=len(centers), sigma=float(head.sigma.numpy()),
+                                      sample_weights=log_weights is not None, chunk_size=head.chunk_size,
+                                      name=name or f"{head.name}_pq{pq_bytes}")
+    compressed.build(tf.TensorShape((None, head.embedding_dim)))
+    compressed.rotation.assign(rotation)
+    compressed.pq_codebooks.assign(codebooks)
+    compressed.pq_codes.assign(codes)
+    compressed.center_labels.assign(head.center_labels.numpy()[mask])
+    compressed.center_mask.assign(np.ones(len(centers), dtype=bool))
+    if log_weights is not None:
+        compressed.log_weights.assign(log_weights.numpy()[mask])
+    return compressed

@@ -1,0 +1,47 @@
+"""In-graph search over product-quantized centers by asymmetric distance computation (ADC).
+
+The query stays float; each center is `M` one-byte codes into `M` codebooks of 256
+sub-vectors, after an orthogonal rotation (OPQ). Per query, a table of the squared
+distances from each rotated query sub-vector to every codebook entry is computed once
+(`(B, M, 256)`); a center's distance is then the sum of `M` table lookups. Builtin
+TFLite ops only (BATCH_MATMUL, GATHER, SUM, TOPK_V2).
+"""
+
+import tensorflow as tf
+
+from keras_nngk.search import exact
+
+
+def adc_tables(queries, rotation, codebooks):
+    """`(B, M, K)` squared distances between rotated query sub-vectors and the codebook entries."""
+    num_subquantizers, _, sub_dimension = codebooks.shape
+    rotated = tf.matmul(queries, rotation, transpose_b=True)
+    sub_vectors = tf.transpose(tf.reshape(rotated, [-1, num_subquantizers, sub_dimension]), [1, 0, 2])  # (M, B, s)
+    products = tf.matmul(sub_vectors, codebooks, transpose_b=True)  # (M, B, K)
+    query_norms = tf.reduce_sum(tf.square(sub_vectors), axis=-1, keepdims=True)
+    code_norms = tf.reduce_sum(tf.square(codebooks), axis=-1)[:, tf.newaxis, :]
+    return tf.transpose(tf.maximum(query_norms - 2.0 * products + code_norms, 0.0), [1, 0, 2])
+
+
+def adc_distances(tables, codes):
+    """`(B, n)` approximate squared distances to the centers with `codes (n, M)`."""
+    num_subquantizers, num_codes = tables.shape[1], tables.shape[2]
+    flat_tables = tf.reshape(tables, [-1, num_subquantizers * num_codes])
+    offsets = tf.range(num_subquantizers, dtype=tf.int32) * num_codes
+    index = tf.reshape(tf.cast(codes, tf.int32) + offsets[tf.newaxis, :], [-1])
+    gathered = tf.gather(flat_tables, index, axis=1)
+    return tf.reduce_sum(tf.reshape(gathered, [-1, tf.shape(codes)[0], num_subquantizers]), axis=-1)
+
+
+def adc_search(queries, rotation, codebooks, codes, k, center_mask=None, chunk_size=exact.DEFAULT_CHUNK_SIZE):
+    """The `k` nearest compressed centers by ADC distance: `(distances, ids)` as `exact_search` returns them."""
+    tables = adc_tables(queries, rotation, codebooks)
+    return exact.chunked_top_k(lambda start, stop: adc_distances(tables, codes[start:stop]), int(codes.shape[0]), k,
+                               tf.shape(queries)[0], center_mask, chunk_size, queries.dtype)
+
+
+def decode(codes, rotation, codebooks):
+    """Reconstructed centers `(n, d)`: the selected codebook entries, concatenated, rotated back."""
+    num_subquantizers = codebooks.shape[0]
+    pieces = [tf.gather(codebooks[m], tf.cast(codes[:, m], tf.int32)) for m in range(num_subquantizers)]
+    return tf.matmul(tf.concat(pieces, axis=1), rotation)

@@ -1,0 +1,124 @@
+"""OPQ-compressed centers: ADC against a NumPy decode-then-distance reference, faiss parity, exports, errors."""
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import faiss
+import numpy as np
+import pytest
+import tensorflow as tf
+import tf_keras as keras
+
+import keras_nngk as kn
+from keras_nngk.search import faiss_index
+from keras_nngk.search import pq
+from tests import reference
+from tests.conftest import clustered
+
+
+def test_adc_distances_match_decode_then_distance(rng):
+    rotation, _ = np.linalg.qr(rng.normal(size=(12, 12)))
+    codebooks = rng.normal(size=(4, 256, 3)).astype(np.float32)
+    codes = rng.integers(0, 256, size=(40, 4)).astype(np.uint8)
+    queries = rng.normal(size=(7, 12)).astype(np.float32)
+    tables = pq.adc_tables(tf.constant(queries), tf.constant(rotation, tf.float32), tf.constant(codebooks))
+    got = pq.adc_distances(tables, tf.constant(codes)).numpy()
+    np.testing.assert_allclose(got, reference.adc_distances(queries, codes, rotation, codebooks), rtol=1e-4, atol=1e-4)
+    distances, ids = pq.adc_search(tf.constant(queries), tf.constant(rotation, tf.float32), tf.constant(codebooks),
+                                   tf.constant(codes), 5, chunk_size=16)
+    expected_distances, expected_ids = reference.nearest_neighbours(
+        queries, reference.pq_decode(codes, rotation, codebooks), 5)
+    np.testing.assert_array_equal(ids.numpy(), expected_ids)
+    np.testing.assert_allclose(distances.numpy(), expected_distances, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(pq.decode(codes, rotation.astype(np.float32), codebooks).numpy(),
+                               reference.pq_decode(codes, rotation, codebooks), rtol=1e-4, atol=1e-5)
+
+
+def test_opq_codes_and_error_against_faiss_product_quantizer(rng):
+    vectors, _ = clustered(rng, 3000, 32, num_clusters=30)
+    rotation, codebooks, codes = faiss_index.train_opq(vectors, 8)
+    assert codes.shape == (3000, 8) and codes.dtype == np.uint8
+    np.testing.assert_allclose(rotation @ rotation.T, np.eye(32), atol=1e-4)
+    ours = np.mean(((vectors - reference.pq_decode(codes, rotation, codebooks)) ** 2).sum(1))
+    plain = faiss.ProductQuantizer(32, 8, 8)
+    plain.train(vectors)
+    faiss_error = np.mean(((vectors - plain.decode(plain.compute_codes(vectors))) ** 2).sum(1))
+    assert ours <= 1.05 * faiss_error, (ours, faiss_error)  # The rotation can only help (up to k-means noise).
+    # Our codes are faiss's: re-encoding the rotated vectors with the learned codebooks gives the nearest entries.
+    rotated = (vectors @ rotation.T).reshape(3000, 8, 4)
+    nearest = np.argmin(((rotated[:, :, None, :] - codebooks[None]) ** 2).sum(-1), axis=-1)
+    assert np.mean(nearest == codes) > 0.999
+
+
+@pytest.fixture
+def trained_head(rng):
+    centers, clusters = clustered(rng, 600, 16, num_clusters=12, spread=0.4)
+    head = kn.layers.NNGKClassifier(4, num_neighbours=8, sigma=0.8)
+    head.assign_centers(centers, clusters % 4)
+    head.log_weights.assign(rng.uniform(-0.5, 0.5, 600).astype(np.float32))
+    return head, centers, clusters % 4
+
+
+def test_compressed_head_matches_reference_on_decoded_centers(trained_head, rng):
+    head, centers, labels = trained_head
+    compressed = kn.layers.compress(head, pq_bytes=8)
+    queries, _ = clustered(np.random.default_rng(3), 30, 16, num_clusters=12, spread=0.4)
+    decoded = compressed.reconstructed_centers().numpy()
+    expected = reference.nngk_classifier(queries, decoded, reference.one_hot(labels, 4), 8, 0.8,
+                                         np.exp(head.log_weights.numpy()))
+    np.testing.assert_allclose(compressed(queries).numpy(), expected, rtol=1e-3, atol=1e-4)
+    agreement = np.mean(compressed(queries).numpy().argmax(1) == head(queries).numpy().argmax(1))
+    assert agreement >= 0.9
+    report = compressed.memory_report()
+    assert report["codes_bytes"] == 600 * 8 and report["float_centers_bytes"] == 600 * 16 * 4
+    assert report["codebooks_bytes"] == 8 * 256 * 2 * 4 and report["rotation_bytes"] == 16 * 16 * 4
+
+
+def test_paper_memory_reference_point():
+    # Review, section 3.3: 5,994 CUB training centers at 16 bytes each: 95,904 bytes of codes ("92 KB").
+    assert 5994 * 16 == 95_904 and round(95_904 / 1024) == 94
+
+
+@pytest.mark.slow
+def test_compressed_round_trips_keras_saved_model_tflite(trained_head, tmp_path, rng):
+    head, _, _ = trained_head
+    compressed = kn.layers.compress(head, pq_bytes=4)
+    inputs = keras.Input((16,), batch_size=5)
+    model = keras.Model(inputs, compressed(inputs))
+    queries = rng.normal(size=(5, 16)).astype(np.float32)
+    expected = model.predict(queries, verbose=0)
+    model.save(str(tmp_path / "pq.keras"))
+    reloaded = keras.models.load_model(str(tmp_path / "pq.keras"))
+    np.testing.assert_array_equal(reloaded.predict(queries, verbose=0), expected)
+    assert reloaded.layers[-1].pq_codes.dtype == tf.uint8
+    path = kn.export.to_tflite(model, str(tmp_path / "pq.tflite"))
+    np.testing.assert_allclose(kn.export.TFLiteModel(path).predict(queries), expected, atol=1e-5)
+    kn.export.to_saved_model(model, str(tmp_path / "saved"))
+    np.save(tmp_path / "q.npy", queries)
+    np.save(tmp_path / "e.npy", expected)
+    script = textwrap.dedent(f"""
+        import numpy as np, tensorflow as tf
+        serve = tf.saved_model.load({str(tmp_path / "saved")!r}).signatures["serving_default"]
+        out = list(serve(tf.constant(np.load({str(tmp_path / "q.npy")!r}))).values())[0].numpy()
+        print(float(np.abs(out - np.load({str(tmp_path / "e.npy")!r})).max()))
+    """)
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
+                            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert float(result.stdout.strip().splitlines()[-1]) < 1e-5
+
+
+def test_bad_input(trained_head, rng):
+    head, centers, labels = trained_head
+    with pytest.raises(ValueError, match=r"must divide the embedding dimension 16; valid: \[1, 2, 4, 8, 16\]"):
+        kn.layers.compress(head, pq_bytes=6)
+    small = kn.layers.NNGKClassifier(4)
+    small.assign_centers(centers[:100], labels[:100])
+    with pytest.raises(ValueError, match="at least 256 centers; got 100"):
+        kn.layers.compress(small, pq_bytes=8)
+    with pytest.raises(ValueError, match="needs a built NNGK or impostor head"):
+        kn.layers.compress(kn.layers.NNGKClassifier(4), pq_bytes=8)
+    with pytest.raises(ValueError, match="must divide embedding_dim=16"):
+        kn.layers.CompressedClassifier(4, 8, embedding_dim=16, pq_bytes=5, capacity=10)
