@@ -1,4 +1,4 @@
-"""TFLite file size and batch-1 latency: SqueezeNet 1.1 with a dense head vs an NNGK head over 6,000 centers.
+"""TFLite size and batch-1 latency: SqueezeNet 1.1 with a dense head vs NNGK heads (float and 16-byte PQ centers).
 
     python bench/export.py                         # 28x28x1 input (Fashion-MNIST; upsampled to 64x64 inside)
     python bench/export.py --image_size=224 --channels=3 --num_centers=5994   # CUB-sized
@@ -57,7 +57,8 @@ def main():
     labels = rng.integers(0, args.num_classes, args.num_centers)
     nngk = kn.layers.NNGKClassifier(args.num_classes, num_neighbours=32)
     nngk.assign_centers(centers, labels)
-    heads = {"dense": kn.layers.DenseClassifier(args.num_classes), "nngk": nngk}
+    heads = {"dense": kn.layers.DenseClassifier(args.num_classes), "nngk": nngk,
+             "nngk-pq16": kn.layers.compress(nngk, pq_bytes=16)}
     calibration = [images[:100]]
     image = images[:1]
     rows = []
@@ -72,12 +73,12 @@ def main():
     dense = {quantization: (size, ms) for head_name, quantization, size, ms in rows if head_name == "dense"}
     print(f"SqueezeNet 1.1, input {shape}, embedding {args.embedding_dim}, {args.num_centers} centers, k=32, "
           f"batch 1, 1 thread, median of {args.repeats}")
-    print("| head  | quantization | file KiB | latency ms | NNGK/dense latency | NNGK - dense size KiB |")
-    print("|-------|--------------|----------|------------|--------------------|-----------------------|")
+    print("| head      | quantization | file KiB | latency ms | NNGK/dense latency | NNGK - dense size KiB |")
+    print("|-----------|--------------|----------|------------|--------------------|-----------------------|")
     for head_name, quantization, size, ms in rows:
-        ratio = f"{ms / dense[quantization][1]:.2f}" if head_name == "nngk" else ""
-        extra = f"{(size - dense[quantization][0]) / 1024:.0f}" if head_name == "nngk" else ""
-        print(f"| {head_name:<5} | {quantization:<12} | {size / 1024:>8.0f} | {ms:>10.2f} | {ratio:>18} | {extra:>21} |")
+        ratio = f"{ms / dense[quantization][1]:.2f}" if head_name != "dense" else ""
+        extra = f"{(size - dense[quantization][0]) / 1024:.0f}" if head_name != "dense" else ""
+        print(f"| {head_name:<9} | {quantization:<12} | {size / 1024:>8.0f} | {ms:>10.2f} | {ratio:>18} | {extra:>21} |")
 
 
 if __name__ == "__main__":
