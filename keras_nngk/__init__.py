@@ -9,6 +9,7 @@ import os
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
 # pylint: disable=g-import-not-at-top,wrong-import-position
+from keras_nngk import attacks
 from keras_nngk import backbones
 from keras_nngk import data
 from keras_nngk import export
@@ -22,5 +23,5 @@ from keras_nngk.training import callbacks
 
 __version__ = "0.1.0"
 
-__all__ = ["backbones", "callbacks", "data", "export", "kernels", "layers", "metrics", "models", "search", "training",
+__all__ = ["attacks", "backbones", "callbacks", "data", "export", "kernels", "layers", "metrics", "models", "search", "training",
            "__version__"]

@@ -97,3 +97,12 @@ def tie_term(embeddings, own_centers, tie_weight):
     """The batch estimate of eq. 8's L2 term: tie_weight * mean_b |f(x_b) - c_b|^2."""
     difference = np.asarray(embeddings, np.float64) - np.asarray(own_centers, np.float64)
     return float(tie_weight * np.mean((difference ** 2).sum(1)))
+
+
+def neighbour_lookup(queries, keys, values, k, sigma):
+    """Eq. 14's lookup and gate: z1 = kernel average of the values, g = mean kernel value over the k nearest keys."""
+    distances, ids = nearest_neighbours(queries, keys, k)
+    kernel = gaussian_kernel(distances, sigma)
+    relative = gaussian_kernel(distances - distances[:, :1], sigma)
+    looked_up = np.einsum("bk,bkd->bd", relative, np.asarray(values, np.float64)[ids]) / relative.sum(1, keepdims=True)
+    return looked_up, kernel.mean(1, keepdims=True)

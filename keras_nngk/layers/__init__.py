@@ -6,6 +6,7 @@ from keras_nngk.layers.compressed_classifier import CompressedClassifier
 from keras_nngk.layers.dense_classifier import DenseClassifier
 from keras_nngk.layers.impostor_classifier import ImpostorClassifier
 from keras_nngk.layers.knn_classifier import KNNClassifier
+from keras_nngk.layers.neighbour_lookup import NeighbourLookup
 from keras_nngk.layers.nngk_classifier import NNGKClassifier
 
-__all__ = ["CenterLayer", "CompressedClassifier", "compress", "DenseClassifier", "ImpostorClassifier", "KNNClassifier", "NNGKClassifier"]
+__all__ = ["CenterLayer", "CompressedClassifier", "compress", "DenseClassifier", "ImpostorClassifier", "KNNClassifier", "NeighbourLookup", "NNGKClassifier"]

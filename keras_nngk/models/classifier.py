@@ -64,6 +64,7 @@ class ClassifierModels:
     backbone: keras.Model
     head: keras.layers.Layer
     center_head: object = None
+    biased: object = None  # The `BiasedModels` of a biased/plain network.
 
 
 def nngk_classifier(backbone, num_classes, head="nngk", capacity=None, num_neighbours=32, sigma=1.0,

@@ -162,3 +162,14 @@ class EpochCheckpoint(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         self.epoch_variable.assign(epoch + 1)
         self.manager.save(checkpoint_number=epoch + 1)
+
+
+class KeyValueRefresh(CenterRefresh):
+    """`CenterRefresh` for a `NeighbourLookup`: stores `(keys, values) = key_value_model(x)` of the training images."""
+
+    def refresh(self):
+        if self.recalibration is not None:
+            self.recalibration.recalibrate()
+        keys, values = self.embedding_model.predict(self.x, batch_size=self.batch_size, verbose=self.verbose)
+        self.head.assign_keys_values(keys, values, self.sample_ids)
+        self.refresh_count += 1

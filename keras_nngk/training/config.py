@@ -18,6 +18,7 @@ from keras_nngk import search as search_lib
 TASKS = ("classification", "retrieval")
 STRATEGIES = ("default", "mirrored", "multi_worker")
 LOOPS = ("fit", "custom")
+MODELS = ("classifier", "biased", "plain")
 
 
 @dataclasses.dataclass
@@ -25,6 +26,8 @@ class Config:
     """Hyperparameters and choices of one run (see `trainers/fit.py --help`)."""
 
     dataset: str = data.DEFAULT
+    model: str = "classifier"
+    projection_dim: int = 16
     task: str = "classification"
     head: str = "nngk"
     backbone: str = "small_conv"
@@ -73,12 +76,15 @@ class Config:
     def validate(self):
         """Raises a ValueError naming the field, the valid choices and the value received."""
         choices = {"dataset": data.NAMES, "task": TASKS, "head": models.HEADS, "backbone": tuple(backbones.BACKBONES),
-                   "strategy": STRATEGIES, "loop": LOOPS}
+                   "strategy": STRATEGIES, "loop": LOOPS, "model": MODELS}
         for name, valid in choices.items():
             value = getattr(self, name)
             if value not in valid:
                 raise ValueError(f"Unknown {name} {value!r}; valid: {', '.join(valid)}. Received: {name}={value!r}")
-        for name in ("embedding_dim", "epochs", "batch_size", "num_neighbours", "refresh_every", "knn_neighbours"):
+        if self.model != "classifier" and (self.backbone != "small_conv" or self.task != "classification"):
+            raise ValueError(f"--model={self.model} is built on the small conv trunk for classification; drop "
+                             f"--backbone/--task. Received: backbone={self.backbone!r}, task={self.task!r}")
+        for name in ("projection_dim", "embedding_dim", "epochs", "batch_size", "num_neighbours", "refresh_every", "knn_neighbours"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"`{name}` must be a positive integer. Received: {name}={value!r}")

@@ -94,6 +94,13 @@ def labels_of(dataset):
 
 
 def build_models(config, data):
+    if config.model != "classifier":
+        built = models.biased_network(data.image_shape, data.num_classes, projection_dim=config.projection_dim,
+                                      num_neighbours=config.num_neighbours, embedding_dim=config.embedding_dim,
+                                      capacity=data.num_train, sigma=config.sigma, search=config.search,
+                                      plain=config.model == "plain")
+        return models.ClassifierModels(built.train_model, built.inference_model, built.embedding_model,
+                                       built.classifier, center_head=built.lookup, biased=built)
     backbone = backbones.get(config.backbone, input_shape=data.image_shape, embedding_dim=config.embedding_dim,
                              l2_normalize=config.l2_normalize, weights=config.weights)
     if config.qat:
@@ -171,16 +178,24 @@ def fit(config, workdir, allow_config_change=False, verbose=1):
     embed_images = image_batches(data.train)
     run_callbacks = []
     recalibration = None
+    recalibration_model = built.biased.key_value_model if config.model == "biased" else built.backbone
     if config.recalibrate_batchnorm:
         if config.prune:
             logging.info("BatchNorm recalibration is skipped for pruned backbones (tfmot's wrappers only run in "
                          "training mode inside model.fit).")
         elif config.strategy == "default":
-            recalibration = callbacks_lib.BatchNormRecalibration(built.backbone, image_batches(data.train, 128),
+            recalibration = callbacks_lib.BatchNormRecalibration(recalibration_model, image_batches(data.train, 128),
                                                                  num_batches=50)
         else:
             logging.info("BatchNorm recalibration runs only with strategy=default; skipped.")
-    if config.head == "nngk" or (config.head == "impostor" and config.tie == "tied"):
+    if config.model == "biased":
+        run_callbacks.append(callbacks_lib.KeyValueRefresh(
+            built.center_head, built.biased.key_value_model, embed_images, data.train_labels,
+            every_n_epochs=config.refresh_every, verbose=verbose, recalibration=recalibration))
+    elif config.model == "plain":
+        if recalibration is not None:
+            run_callbacks.append(recalibration)
+    elif config.head == "nngk" or (config.head == "impostor" and config.tie == "tied"):
         run_callbacks.append(callbacks_lib.CenterRefresh(
             built.center_head, built.backbone, embed_images, data.train_labels, every_n_epochs=config.refresh_every,
             verbose=verbose, recalibration=recalibration))
@@ -215,7 +230,7 @@ def fit(config, workdir, allow_config_change=False, verbose=1):
         built = dataclasses.replace(built, backbone=stripped,
                                     inference_model=keras.Model(image, built.inference_model.layers[-1](stripped(image)),
                                                                 name="classifier"))
-    if config.head == "knn":
+    if config.model == "classifier" and config.head == "knn":
         built.center_head.assign_centers(built.backbone.predict(embed_images, verbose=verbose), data.train_labels)
     results = evaluate(config, data, built.backbone, built.inference_model, verbose=verbose)
     results.update({
@@ -224,8 +239,11 @@ def fit(config, workdir, allow_config_change=False, verbose=1):
         "num_train": data.num_train, "num_test": data.num_test, "num_classes": data.num_classes,
         "history": {key: [float(value) for value in values] for key, values in history.items()},
     })
-    if config.head in ("nngk", "impostor"):
+    if config.model == "classifier" and config.head in ("nngk", "impostor"):
         results["sigma"] = float(built.center_head.sigma.numpy())
+    if config.model != "classifier":
+        from keras_nngk.training import biased_eval  # pylint: disable=g-import-not-at-top
+        results.update(biased_eval.evaluate_biased(built.biased, data, output_dir, seed=config.seed))
     if config.pq_bytes:
         results.update(_compressed_results(config, data, built, output_dir, verbose))
     if config.prune:
@@ -266,9 +284,7 @@ def evaluate(config, data, backbone, inference_model, verbose=1):
 def _save_outputs(output_dir, built, results, data, config):
     built.inference_model.save(model_path(output_dir, "model", config))
     built.backbone.save(model_path(output_dir, "backbone", config))
-    head = built.center_head
-    if head is not None and head.search != "exact":
-        head.set_search("exact")  # The SavedModel must not depend on faiss or Python callbacks.
+    export.use_exact_search(built.inference_model)  # The SavedModel must not depend on faiss or Python callbacks.
     built.inference_model.save(os.path.join(output_dir, "saved_model"), save_format="tf")
     write_json_atomically(os.path.join(output_dir, "class_names.json"), list(data.class_names))
     write_json_atomically(os.path.join(output_dir, "preprocessing.json"), data.preprocessing)

@@ -1,0 +1,86 @@
+"""A kernel-weighted lookup of stored value vectors by nearest keys, with a confidence gate (eq. 14)."""
+
+import math
+
+import tensorflow as tf
+import tf_keras as keras
+
+from keras_nngk import kernels
+from keras_nngk.layers import center_layer
+
+
+@keras.saving.register_keras_serializable(package="keras_nngk")
+class NeighbourLookup(center_layer.CenterLayer):
+    """Returns `z1 = sum_i z_i k(phi, phi_i) / sum_i k(phi, phi_i)` and `g = mean_i k(phi, phi_i)` over `N_k(phi)`.
+
+    The lookup half of the biased network (section 5 of the review, eq. 14): the
+    stored keys `phi_i` are projected features of the training images (the
+    layer's centers) and the values `z_i` their descriptors. The gate `g` is the
+    mean kernel value over the (valid) neighbours: near 1 when the query sits on
+    top of stored keys, near 0 far from them. It shares the search, leave-one-out
+    and kernel code of the other center layers; the stored "labels" are unused.
+
+    Args:
+        value_dim: dimension of the stored values `z_i`.
+        num_neighbours, capacity, search, chunk_size: see `CenterLayer`.
+        sigma: initial kernel width; learn_sigma: train it.
+
+    Call arguments:
+        inputs: `keys (B, p)` or `[keys, sample_ids]` (leave-one-out in training).
+
+    Returns:
+        `(z1 (B, value_dim), g (B, 1))`.
+    """
+
+    def __init__(self, value_dim, num_neighbours=32, sigma=1.0, learn_sigma=True, capacity=None, search="exact",
+                 chunk_size=center_layer.search_lib.exact.DEFAULT_CHUNK_SIZE, **kwargs):
+        kwargs.pop("num_classes", None)
+        super().__init__(num_classes=1, num_neighbours=num_neighbours, capacity=capacity, search=search,
+                         chunk_size=chunk_size, **kwargs)
+        self.value_dim = center_layer.check_positive_int("value_dim", value_dim)
+        if not sigma > 0:
+            raise ValueError(f"`sigma` must be positive. Received: sigma={sigma!r}")
+        self.sigma_initial = float(sigma)
+        self.learn_sigma = bool(learn_sigma)
+
+    def build_center_state(self):
+        self.center_values = self.add_weight(name="center_values", shape=(self.capacity, self.value_dim),
+                                             initializer="zeros", trainable=False)
+        self.log_sigma = self.add_weight(name="log_sigma", shape=(),
+                                         initializer=keras.initializers.Constant(math.log(self.sigma_initial)),
+                                         trainable=self.learn_sigma)
+
+    @property
+    def sigma(self):
+        return tf.exp(self.log_sigma)
+
+    def assign_keys_values(self, keys, values, sample_ids=None):
+        """Stores `keys (N, p)` (searched) and `values (N, value_dim)` (averaged)."""
+        values = tf.convert_to_tensor(values, tf.float32)
+        if values.shape.rank != 2 or values.shape[1] != self.value_dim or values.shape[0] != len(keys):
+            raise ValueError(f"`values` must have shape ({len(keys)}, {self.value_dim}), one per key. "
+                             f"Received: shape={values.shape}")
+        self.assign_centers(keys, tf.zeros([len(keys)], tf.int32).numpy(), sample_ids, reset_weights=False)
+        pad = self.capacity - len(keys)
+        self.center_values.assign(tf.pad(values, [[0, pad], [0, 0]]))
+
+    def call(self, inputs):
+        keys, sample_ids = center_layer.split_inputs(inputs)
+        self.check_queries(keys)
+        distances, ids, valid = self.lookup(keys, sample_ids)
+        values = tf.gather(self.center_values, ids)
+        looked_up = kernels.kernel_average(distances, values, self.sigma, None, valid)
+        kernel = kernels.gaussian_kernel(distances, self.sigma) * tf.cast(valid, distances.dtype)
+        count = tf.maximum(tf.reduce_sum(tf.cast(valid, distances.dtype), axis=-1, keepdims=True), 1.0)
+        gate = tf.reduce_sum(kernel, axis=-1, keepdims=True) / count
+        return looked_up, gate
+
+    def compute_output_shape(self, input_shape):
+        batch = center_layer.embedding_shape(input_shape)[:-1]
+        return batch.concatenate([self.value_dim]), batch.concatenate([1])
+
+    def get_config(self):
+        config = super().get_config()
+        del config["num_classes"]
+        config.update({"value_dim": self.value_dim, "sigma": self.sigma_initial, "learn_sigma": self.learn_sigma})
+        return config

@@ -1,0 +1,147 @@
+"""The biased network of section 5 (eq. 14): a gated mix of a nearest-neighbour lookup and a convolutional path.
+
+Reading implemented (the review's text swaps z1/z2 and writes p(x), f2(x) where its
+Figure 1 feeds h; we follow the figure and the prose):
+
+    h   = f1(x)                                   low-level features (conv block 1)
+    phi = p(h)                                    weak projector to `projection_dim` dimensions
+    z1  = sum_i z_i k(phi, phi_i) / sum_i k(phi, phi_i)   over N_k(phi): the lookup path
+    z2  = f2(h)                                   the full convolutional path (conv blocks 2-3)
+    g   = mean_{i in N_k(phi)} k(phi, phi_i)      the gate, in (0, 1]
+    z   = g z1 + (1 - g) z2
+    y   = clf(z)                                  dense softmax
+
+The stored keys `phi_i = p(f1(x_i))` and values `z_i = f2(f1(x_i))` are those of the
+training images under the current network (refreshed like NNGK centers), so z1
+imitates z2 near the training data. At inference, samples whose gate passes a
+threshold skip f2 entirely (`predict_early_exit`).
+"""
+
+import dataclasses
+
+import numpy as np
+import tensorflow as tf
+import tf_keras as keras
+
+from keras_nngk import layers
+from keras_nngk.models import classifier
+
+
+@keras.saving.register_keras_serializable(package="keras_nngk")
+class GatedMix(keras.layers.Layer):
+    """`g * z1 + (1 - g) * z2` for `[z1, z2, g]`."""
+
+    def call(self, inputs):
+        looked_up, convolutional, gate = inputs
+        return gate * looked_up + (1.0 - gate) * convolutional
+
+
+def _conv_block(x, filters, index, pool):
+    x = keras.layers.Conv2D(filters, 3, padding="same", use_bias=False, name=f"conv{index}")(x)
+    x = keras.layers.BatchNormalization(synchronized=True, name=f"bn{index}")(x)
+    x = keras.layers.ReLU(name=f"relu{index}")(x)
+    return keras.layers.MaxPooling2D(name=f"pool{index}")(x) if pool else x
+
+
+@dataclasses.dataclass
+class BiasedModels:
+    """The parts and models of a biased network (or of its plain counterpart when `lookup` is None)."""
+
+    train_model: keras.Model
+    inference_model: keras.Model
+    f1: keras.Model
+    f2: keras.Model
+    classifier: keras.layers.Layer
+    projector: keras.Model = None
+    lookup: layers.NeighbourLookup = None
+    key_value_model: keras.Model = None
+    embedding_model: keras.Model = None
+    gate_model: keras.Model = None
+    _early_exit: object = None
+
+    def predict_early_exit(self, images, threshold, batch_size=256):
+        """Probabilities, and which samples skipped f2 (gate >= threshold); f2 runs only on the others."""
+        if self.lookup is None:
+            raise ValueError("The plain network has no lookup path to exit early from.")
+        if self._early_exit is None:
+            self._early_exit = tf.function(self._early_exit_step, reduce_retracing=True)
+        outputs, skipped = [], []
+        for start in range(0, len(images), batch_size):
+            probabilities, skip = self._early_exit(tf.constant(images[start:start + batch_size]),
+                                                   tf.constant(threshold, tf.float32))
+            outputs.append(probabilities.numpy())
+            skipped.append(skip.numpy())
+        return np.concatenate(outputs), np.concatenate(skipped)
+
+    def _early_exit_step(self, images, threshold):
+        features = self.f1(images, training=False)
+        looked_up, gate = self.lookup(self.projector(features, training=False))
+        skip = gate[:, 0] >= threshold
+        rest = tf.where(tf.logical_not(skip))[:, 0]
+        convolutional = self.f2(tf.gather(features, rest), training=False)
+        rest_gate = tf.gather(gate, rest)
+        mixed = rest_gate * tf.gather(looked_up, rest) + (1.0 - rest_gate) * convolutional
+        embeddings = tf.tensor_scatter_nd_update(looked_up, rest[:, tf.newaxis], mixed)  # Skipped: z = z1.
+        return self.classifier(embeddings), skip
+
+
+def biased_network(input_shape=(28, 28, 1), num_classes=10, projection_dim=16, num_neighbours=32,
+                   embedding_dim=64, capacity=None, sigma=1.0, search="exact", plain=False):
+    """Builds the biased network of eq. 14 (or, with `plain=True`, the same network without the lookup path).
+
+    The convolutional trunk is the small conv backbone split after its first block:
+    `f1` = conv 32 + BN + ReLU + pool, `f2` = conv 64 + pool, conv 128, global
+    average pooling and a linear embedding; the projector `p` is a 2x2 average
+    pool and a linear map to `projection_dim`.
+
+    Args:
+        input_shape: image shape.
+        num_classes: classes of the softmax classifier `clf`.
+        projection_dim: dimension of the projected keys `phi`.
+        num_neighbours: `k` of the lookup.
+        embedding_dim: dimension of `z`.
+        capacity: number of stored keys (the training set size).
+        sigma: initial kernel width of the lookup.
+        search: search backend of the lookup.
+        plain: build the baseline without lookup and gate.
+
+    Returns:
+        `BiasedModels`.
+    """
+    image = keras.Input(input_shape, name="image")
+    f1 = keras.Model(image, _conv_block(image, 32, 1, pool=True), name="f1")
+    features = keras.Input(f1.output_shape[1:], name="features")
+    x = _conv_block(features, 64, 2, pool=True)
+    x = _conv_block(x, 128, 3, pool=False)
+    x = keras.layers.GlobalAveragePooling2D(name="gap")(x)
+    f2 = keras.Model(features, keras.layers.Dense(embedding_dim, name="embedding")(x), name="f2")
+    clf = keras.layers.Dense(num_classes, activation="softmax", name="clf")
+    sample_id = keras.Input((), dtype="int32", name="sample_id")
+    if plain:
+        embeddings = f2(f1(image))
+        inference = keras.Model(image, clf(embeddings), name="plain_network")
+        train = classifier.TrainModel({"image": image, "sample_id": sample_id}, inference(image), name="train_model")
+        return BiasedModels(train, inference, f1, f2, clf, embedding_model=keras.Model(image, embeddings))
+    pooled = keras.layers.AveragePooling2D(2, name="projector_pool")(features)
+    projector = keras.Model(features, keras.layers.Dense(projection_dim, name="projector_dense")(
+        keras.layers.Flatten(name="projector_flatten")(pooled)), name="projector")
+    lookup = layers.NeighbourLookup(embedding_dim, num_neighbours=num_neighbours, sigma=sigma, capacity=capacity,
+                                    search=search, name="lookup")
+    mix = GatedMix(name="gated_mix")
+
+    def forward(sample_ids):
+        h = f1(image)
+        looked_up, gate = lookup(projector(h) if sample_ids is None else [projector(h), sample_ids])
+        return mix([looked_up, f2(h), gate]), gate
+
+    train_embeddings, _ = forward(sample_id)
+    train = classifier.TrainModel({"image": image, "sample_id": sample_id}, clf(train_embeddings),
+                                  name="train_model")
+    embeddings, gate = forward(None)
+    h = f1(image)
+    return BiasedModels(
+        train_model=train, inference_model=keras.Model(image, clf(embeddings), name="biased_network"),
+        f1=f1, f2=f2, classifier=clf, projector=projector, lookup=lookup,
+        key_value_model=keras.Model(image, [projector(h), f2(h)], name="key_value"),
+        embedding_model=keras.Model(image, embeddings, name="biased_embedding"),
+        gate_model=keras.Model(image, gate, name="gate"))

@@ -1,0 +1,97 @@
+"""Evaluation of a biased network: accuracy and skip rate against the gate threshold, latency, black-box attack."""
+
+import os
+import time
+
+import numpy as np
+import tensorflow as tf
+
+from keras_nngk import attacks
+
+THRESHOLDS = (0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95, 0.98, 1.01)
+MAX_ACCURACY_COST = 0.005  # The threshold reported is the one that costs at most half a point of accuracy.
+
+
+def _arrays(dataset):
+    images, labels = [], []
+    for image, label in dataset.batch(1024).as_numpy_iterator():
+        images.append(image)
+        labels.append(label)
+    return np.concatenate(images), np.concatenate(labels)
+
+
+def _median_seconds(function, repeats=5):
+    function()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        function()
+        times.append(time.perf_counter() - start)
+    return float(np.median(times))
+
+
+def evaluate_biased(biased, data, output_dir, seed=0, attack_images=100, attack_queries=500, batch_size=256):
+    """Results of a biased (or plain) network on the test set; also writes `early_exit.png` and `attack.png`."""
+    images, labels = _arrays(data.test)
+    batch = tf.constant(images[:batch_size])
+    full = tf.function(lambda x: biased.inference_model(x, training=False))
+    results = {"latency_full_ms": 1e3 * _median_seconds(lambda: full(batch).numpy())}
+
+    def predict(x):
+        return biased.inference_model.predict(x, batch_size=1024, verbose=0)
+
+    if biased.lookup is not None:
+        conv_only = tf.function(lambda x: biased.classifier(biased.f2(biased.f1(x, training=False), training=False)))
+        results["latency_conv_path_ms"] = 1e3 * _median_seconds(lambda: conv_only(batch).numpy())
+        full_accuracy = float(np.mean(predict(images).argmax(1) == labels))
+        sweep = []
+        for threshold in THRESHOLDS:
+            probabilities, skipped = biased.predict_early_exit(images, threshold)
+            seconds = _median_seconds(lambda threshold=threshold: biased.predict_early_exit(
+                images[:batch_size], threshold, batch_size))
+            sweep.append({"threshold": threshold, "accuracy": float(np.mean(probabilities.argmax(1) == labels)),
+                          "skip_rate": float(skipped.mean()), "latency_ms": 1e3 * seconds})
+        acceptable = [row for row in sweep if row["accuracy"] >= full_accuracy - MAX_ACCURACY_COST]
+        chosen = max(acceptable, key=lambda row: row["skip_rate"]) if acceptable else sweep[-1]
+        gates = biased.gate_model.predict(images, batch_size=1024, verbose=0).ravel()
+        results.update({"test_accuracy_full": full_accuracy, "early_exit": sweep, "chosen_threshold":
+                        chosen["threshold"], "skip_rate": chosen["skip_rate"], "accuracy_at_threshold":
+                        chosen["accuracy"], "latency_at_threshold_ms": chosen["latency_ms"],
+                        "gate_mean": float(gates.mean()), "gate_median": float(np.median(gates))})
+    rng = np.random.default_rng(seed)
+    chosen_images = rng.choice(len(labels), min(attack_images, len(labels)), replace=False)
+    results["attack"] = attacks.simba(lambda x: biased.inference_model(x, training=False).numpy(),
+                                      images[chosen_images], labels[chosen_images], max_queries=attack_queries,
+                                      seed=seed)
+    _plot(results, output_dir)
+    return results
+
+
+def _plot(results, output_dir):
+    import matplotlib  # pylint: disable=g-import-not-at-top
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+    if "early_exit" in results:
+        sweep = results["early_exit"]
+        thresholds = [row["threshold"] for row in sweep]
+        figure, axes = plt.subplots(1, 2, figsize=(9, 3.5))
+        axes[0].plot(thresholds, [100 * row["accuracy"] for row in sweep], marker="o", label="accuracy (%)")
+        axes[0].plot(thresholds, [100 * row["skip_rate"] for row in sweep], marker="s", label="skip f2 (%)")
+        axes[0].set(xlabel="gate threshold", title="accuracy and skip rate")
+        axes[0].legend()
+        axes[1].plot(thresholds, [row["latency_ms"] for row in sweep], marker="o", label="early exit")
+        axes[1].axhline(results["latency_full_ms"], color="C1", linestyle="--", label="full biased network")
+        axes[1].axhline(results["latency_conv_path_ms"], color="C2", linestyle=":", label="conv path only")
+        axes[1].set(xlabel="gate threshold", ylabel="ms per batch", title="latency")
+        axes[1].legend()
+        figure.tight_layout()
+        figure.savefig(os.path.join(output_dir, "early_exit.png"), dpi=100)
+        plt.close(figure)
+    curve = results["attack"]["curve"]
+    if curve:
+        figure, axis = plt.subplots(figsize=(4.5, 3.5))
+        axis.plot([q for q, _ in curve], [100 * s for _, s in curve], marker="o")
+        axis.set(xlabel="queries", ylabel="attack success (%)", title="SimBA black-box attack", ylim=(0, 100))
+        figure.tight_layout()
+        figure.savefig(os.path.join(output_dir, "attack.png"), dpi=100)
+        plt.close(figure)

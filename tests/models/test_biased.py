@@ -1,0 +1,92 @@
+"""The biased network of eq. 14: lookup and gate against NumPy, gate extremes, early exit, exports, a whole run."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import keras_nngk as kn
+from tests import reference
+
+
+def test_lookup_and_gate_match_reference(rng):
+    keys = rng.normal(size=(40, 5)).astype(np.float32)
+    values = rng.normal(size=(40, 7)).astype(np.float32)
+    queries = rng.normal(size=(9, 5)).astype(np.float32)
+    lookup = kn.layers.NeighbourLookup(7, num_neighbours=6, sigma=1.3)
+    lookup.assign_keys_values(keys, values)
+    looked_up, gate = lookup(queries)
+    expected_values, expected_gate = reference.neighbour_lookup(queries, keys, values, 6, 1.3)
+    np.testing.assert_allclose(looked_up.numpy(), expected_values, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(gate.numpy(), expected_gate, rtol=1e-5, atol=1e-7)
+    assert np.all((gate.numpy() > 0) & (gate.numpy() <= 1))
+    with pytest.raises(ValueError, match=r"`values` must have shape \(40, 7\)"):
+        lookup.assign_keys_values(keys, values[:, :3])
+
+
+@pytest.fixture(scope="module")
+def biased():
+    data = kn.data.load("digits")
+    images = np.stack([image for image, _ in data.train.as_numpy_iterator()])
+    models = kn.models.biased_network(input_shape=(8, 8, 1), capacity=len(images), num_neighbours=8)
+    keys, values = models.key_value_model.predict(images, verbose=0)
+    models.lookup.assign_keys_values(keys, values)
+    test_images = np.stack([image for image, _ in data.test.as_numpy_iterator()])
+    return models, test_images
+
+
+def test_gate_extremes_give_each_path(biased):
+    models, images = biased
+    features = models.f1(images)
+    looked_up, _ = models.lookup(models.projector(features))
+    convolutional = models.f2(features)
+    mix = kn.models.GatedMix()
+    zero, one = tf.zeros([len(images), 1]), tf.ones([len(images), 1])
+    np.testing.assert_allclose(models.classifier(mix([looked_up, convolutional, zero])).numpy(),
+                               models.classifier(convolutional).numpy(), rtol=1e-6)
+    np.testing.assert_allclose(models.classifier(mix([looked_up, convolutional, one])).numpy(),
+                               models.classifier(looked_up).numpy(), rtol=1e-6)
+
+
+def test_early_exit_skips_exactly_the_confident_samples(biased):
+    models, images = biased
+    full = models.inference_model.predict(images, verbose=0)
+    nothing_skipped, skipped = models.predict_early_exit(images, threshold=1.01)
+    assert not skipped.any()
+    np.testing.assert_allclose(nothing_skipped, full, rtol=1e-5, atol=1e-6)
+    gates = models.gate_model.predict(images, verbose=0).ravel()
+    threshold = float(np.median(gates))
+    probabilities, skipped = models.predict_early_exit(images, threshold=threshold, batch_size=64)
+    np.testing.assert_array_equal(skipped, gates >= threshold)
+    assert 0 < skipped.sum() < len(images)
+    np.testing.assert_allclose(probabilities[~skipped], full[~skipped], rtol=1e-5, atol=1e-6)
+    looked_up, _ = models.lookup(models.projector(models.f1(images[skipped])))
+    np.testing.assert_allclose(probabilities[skipped], models.classifier(looked_up).numpy(), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_biased_network_exports(biased, tmp_path):
+    models, images = biased
+    expected = models.inference_model.predict(images[:20], verbose=0)
+    path = kn.export.to_tflite(models.inference_model, str(tmp_path / "biased.tflite"))
+    np.testing.assert_allclose(kn.export.TFLiteModel(path).predict(images[:20]), expected, atol=1e-5)
+    saved = kn.export.to_saved_model(models.inference_model, str(tmp_path / "saved"))
+    serve = tf.saved_model.load(saved).signatures["serving_default"]
+    np.testing.assert_allclose(list(serve(tf.constant(images[:20])).values())[0].numpy(), expected, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_biased_run_reports_skip_rate_and_attack(tmp_path):
+    results = kn.training.fit(kn.training.Config.for_dataset("digits", model="biased", epochs=2), str(tmp_path),
+                              verbose=0)
+    assert 0.0 <= results["skip_rate"] <= 1.0 and results["accuracy_at_threshold"] >= (
+        results["test_accuracy_full"] - 0.005)
+    assert results["attack"]["num_attacked"] > 0 and len(results["early_exit"]) >= 5
+    for name in ("early_exit.png", "attack.png", "training.png"):
+        assert os.path.exists(tmp_path / name)
+    saved = json.load(open(tmp_path / "metrics.json"))
+    assert "skip_rate" in saved
+    with pytest.raises(ValueError, match="small conv trunk"):
+        kn.training.Config.for_dataset("digits", model="biased", backbone="resnet50")
