@@ -13,7 +13,6 @@ import gzip
 import os
 import resource
 import sys
-import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -41,16 +40,6 @@ def embeddings(num, dimension, rng):
     return tiled + 0.01 * rng.normal(size=tiled.shape).astype(np.float32), source
 
 
-def median_time(function, repeats):
-    function()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        function()
-        times.append(time.perf_counter() - start)
-    return float(np.median(times))
-
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
@@ -69,7 +58,7 @@ def main():
             for name in ("exact", "faiss-flat"):
                 index = kn.search.get(name)
                 index.add(centers)
-                seconds = median_time(lambda index=index: index.search(queries, args.k), args.repeats)
+                seconds = kn.metrics.median_seconds(lambda index=index: index.search(queries, args.k), args.repeats)
                 results[name] = (seconds, index.search(queries, args.k)[1])
             agreement = float(np.mean(results["exact"][1] == results["faiss-flat"][1]))
             rows.append((size, dimension, results["exact"][0] * 1e3, results["faiss-flat"][0] * 1e3,

@@ -1,5 +1,7 @@
 """Evaluation metrics on embeddings and predictions: Recall@K (leave-one-out), accuracy, kNN accuracy."""
 
+import time
+
 import numpy as np
 
 from keras_nngk import search as search_lib
@@ -59,3 +61,15 @@ def knn_accuracy(train_embeddings, train_labels, test_embeddings, test_labels, n
         first[rows, neighbour_labels[:, position]] = position
     predictions = np.argmax(counts * (num_neighbours + 1) - first, axis=1)
     return float(np.mean(predictions == _labels(test_labels)))
+
+
+def median_seconds(function, repeats=5, warmup=1):
+    """Median wall time of `function()` over `repeats` calls after `warmup` calls (for latency tables)."""
+    for _ in range(warmup):
+        function()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        function()
+        times.append(time.perf_counter() - start)
+    return float(np.median(times))

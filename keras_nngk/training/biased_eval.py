@@ -1,12 +1,11 @@
 """Evaluation of a biased network: accuracy and skip rate against the gate threshold, latency, black-box attack."""
 
 import os
-import time
-
 import numpy as np
 import tensorflow as tf
 
 from keras_nngk import attacks
+from keras_nngk import metrics
 
 THRESHOLDS = (0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95, 0.98, 1.01)
 MAX_ACCURACY_COST = 0.005  # The threshold reported is the one that costs at most half a point of accuracy.
@@ -20,34 +19,24 @@ def _arrays(dataset):
     return np.concatenate(images), np.concatenate(labels)
 
 
-def _median_seconds(function, repeats=5):
-    function()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        function()
-        times.append(time.perf_counter() - start)
-    return float(np.median(times))
-
-
 def evaluate_biased(biased, data, output_dir, seed=0, attack_images=100, attack_queries=500, batch_size=256):
     """Results of a biased (or plain) network on the test set; also writes `early_exit.png` and `attack.png`."""
     images, labels = _arrays(data.test)
     batch = tf.constant(images[:batch_size])
     full = tf.function(lambda x: biased.inference_model(x, training=False))
-    results = {"latency_full_ms": 1e3 * _median_seconds(lambda: full(batch).numpy())}
+    results = {"latency_full_ms": 1e3 * metrics.median_seconds(lambda: full(batch).numpy())}
 
     def predict(x):
         return biased.inference_model.predict(x, batch_size=1024, verbose=0)
 
     if biased.lookup is not None:
         conv_only = tf.function(lambda x: biased.classifier(biased.f2(biased.f1(x, training=False), training=False)))
-        results["latency_conv_path_ms"] = 1e3 * _median_seconds(lambda: conv_only(batch).numpy())
+        results["latency_conv_path_ms"] = 1e3 * metrics.median_seconds(lambda: conv_only(batch).numpy())
         full_accuracy = float(np.mean(predict(images).argmax(1) == labels))
         sweep = []
         for threshold in THRESHOLDS:
             probabilities, skipped = biased.predict_early_exit(images, threshold)
-            seconds = _median_seconds(lambda threshold=threshold: biased.predict_early_exit(
+            seconds = metrics.median_seconds(lambda threshold=threshold: biased.predict_early_exit(
                 images[:batch_size], threshold, batch_size))
             sweep.append({"threshold": threshold, "accuracy": float(np.mean(probabilities.argmax(1) == labels)),
                           "skip_rate": float(skipped.mean()), "latency_ms": 1e3 * seconds})
