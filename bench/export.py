@@ -78,7 +78,8 @@ def main():
     for head_name, quantization, size, ms in rows:
         ratio = f"{ms / dense[quantization][1]:.2f}" if head_name != "dense" else ""
         extra = f"{(size - dense[quantization][0]) / 1024:.0f}" if head_name != "dense" else ""
-        print(f"| {head_name:<9} | {quantization:<12} | {size / 1024:>8.0f} | {ms:>10.2f} | {ratio:>18} | {extra:>21} |")
+        print(f"| {head_name:<9} | {quantization:<12} | {size / 1024:>8.0f} | {ms:>10.2f} | {ratio:>18} "
+              f"| {extra:>21} |")
 
 
 if __name__ == "__main__":

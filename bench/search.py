@@ -58,7 +58,8 @@ def main():
             for name in ("exact", "faiss-flat"):
                 index = kn.search.get(name)
                 index.add(centers)
-                seconds = kn.metrics.median_seconds(lambda index=index: index.search(queries, args.k), args.repeats)
+                seconds = kn.metrics.median_seconds(
+                    lambda index=index, queries=queries: index.search(queries, args.k), args.repeats)
                 results[name] = (seconds, index.search(queries, args.k)[1])
             agreement = float(np.mean(results["exact"][1] == results["faiss-flat"][1]))
             rows.append((size, dimension, results["exact"][0] * 1e3, results["faiss-flat"][0] * 1e3,

@@ -9,19 +9,10 @@ import os
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
 # pylint: disable=g-import-not-at-top,wrong-import-position
-from keras_nngk import attacks
-from keras_nngk import backbones
-from keras_nngk import data
-from keras_nngk import export
-from keras_nngk import kernels
-from keras_nngk import layers
-from keras_nngk import metrics
-from keras_nngk import models
-from keras_nngk import search
-from keras_nngk import training
+from keras_nngk import attacks, backbones, data, export, kernels, layers, metrics, models, search, training
 from keras_nngk.training import callbacks
 
 __version__ = "0.1.0"
 
-__all__ = ["attacks", "backbones", "callbacks", "data", "export", "kernels", "layers", "metrics", "models", "search", "training",
-           "__version__"]
+__all__ = ["attacks", "backbones", "callbacks", "data", "export", "kernels", "layers", "metrics", "models",
+           "search", "training", "__version__"]

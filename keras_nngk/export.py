@@ -42,7 +42,7 @@ def use_exact_search(model):
 
 
 def to_saved_model(model, path):
-    """Writes a SavedModel that runs without keras_nngk, faiss or Python callbacks (reload with `tf.saved_model.load`)."""
+    """Writes a SavedModel that runs without keras_nngk, faiss or Python callbacks (`tf.saved_model.load`)."""
     use_exact_search(model)
     path = os.path.abspath(path)
     parent = os.path.dirname(path)

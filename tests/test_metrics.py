@@ -26,7 +26,7 @@ def test_recall_hand_computed():
     embeddings = np.array([[0.0], [1.0], [3.0], [10.0]], np.float32)
     labels = np.array([0, 1, 0, 1])
     assert metrics.recall_at_k(embeddings, labels, ks=(1, 2))[1] == 0.0
-    # Two nearest: {1, 3}->a hit for 0; {0, 3}? for 1: 0 (d=1), 3 (d=4): no b -> miss; for 3: 1, 0 -> hit; for 10: 3, 1 -> hit.
+    # Two nearest others: of 0: 1, 3 (hit, 3 is a); of 1: 0, 3 (no b: miss); of 3: 1, 0 (hit); of 10: 3, 1 (hit).
     assert metrics.recall_at_k(embeddings, labels, ks=(1, 2))[2] == 0.75
 
 

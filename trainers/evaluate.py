@@ -6,8 +6,7 @@ r"""Recomputes a finished run's test metrics from its saved models.
 import json
 import os
 
-from absl import app
-from absl import flags
+from absl import app, flags
 
 from trainers import common
 

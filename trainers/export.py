@@ -4,14 +4,14 @@ r"""Exports a trained run for serving or on-device use, and writes a model card 
     python -m trainers.export --model=saved_models/<run> --format=saved_model --output=/tmp/serving
 """
 
-from absl import app
-from absl import flags
+from absl import app, flags
 
 from trainers import common
 
 flags.DEFINE_string("model", None, "a run directory written by trainers.fit", required=True)
 flags.DEFINE_enum("format", "tflite", ["tflite", "saved_model"], "export format")
-flags.DEFINE_string("quantization", "none", "TFLite quantization: none | dynamic | int8 (backbone int8, heads float) | int8-full")
+flags.DEFINE_string("quantization", "none",
+                    "TFLite quantization: none | dynamic | int8 (backbone int8, heads float) | int8-full")
 flags.DEFINE_string("output", None, "output folder (default: the run directory)")
 flags.DEFINE_integer("num_eval", 1000, "test images on which Keras and the export are compared")
 FLAGS = flags.FLAGS

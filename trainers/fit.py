@@ -11,8 +11,7 @@ import datetime
 import json
 import os
 
-from absl import app
-from absl import flags
+from absl import app, flags
 
 from trainers import common
 

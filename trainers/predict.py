@@ -7,8 +7,7 @@ r"""Classifies image files with an exported TFLite model: top classes with proba
 import json
 import os
 
-from absl import app
-from absl import flags
+from absl import app, flags
 
 from trainers import common
 
@@ -21,7 +20,8 @@ FLAGS = flags.FLAGS
 def _sidecar(model_path, name):
     path = os.path.join(os.path.dirname(os.path.abspath(model_path)), name)
     if not os.path.exists(path):
-        raise ValueError(f"{name} is missing beside {model_path}; export with python -m trainers.export, which writes it.")
+        raise ValueError(f"{name} is missing beside {model_path}; export with python -m trainers.export, which "
+                         "writes it.")
     with open(path) as handle:
         return json.load(handle)
 
@@ -29,9 +29,10 @@ def _sidecar(model_path, name):
 def main(argv):
     if len(argv) < 2:
         common.fail("give one or more image files or folders after the flags")
+    import numpy as np  # pylint: disable=g-import-not-at-top
+
     from keras_nngk import export  # pylint: disable=g-import-not-at-top
     from keras_nngk.data import images as images_lib  # pylint: disable=g-import-not-at-top
-    import numpy as np  # pylint: disable=g-import-not-at-top
     try:
         preprocessing = _sidecar(FLAGS.model, "preprocessing.json")
         class_names = _sidecar(FLAGS.model, "class_names.json")

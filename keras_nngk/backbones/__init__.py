@@ -1,7 +1,6 @@
 """Feature extractors with an embedding projection: `get(name, input_shape=..., embedding_dim=...)`."""
 
-from keras_nngk.backbones.applications import resnet50
-from keras_nngk.backbones.applications import vgg16
+from keras_nngk.backbones.applications import resnet50, vgg16
 from keras_nngk.backbones.common import L2Normalize
 from keras_nngk.backbones.small_conv import small_conv
 from keras_nngk.backbones.squeezenet import squeezenet
@@ -12,7 +11,8 @@ BACKBONES = {"small_conv": small_conv, "squeezenet": squeezenet, "vgg16": vgg16,
 def get(name, input_shape, embedding_dim=64, l2_normalize=True, weights=None):
     """Builds the named backbone: a model from images in [0, 1] to `(B, embedding_dim)` embeddings."""
     if name not in BACKBONES:
-        raise ValueError(f"Unknown backbone {name!r}; valid: {', '.join(sorted(BACKBONES))}. Received: backbone={name!r}")
+        raise ValueError(f"Unknown backbone {name!r}; valid: {', '.join(sorted(BACKBONES))}. "
+                         f"Received: backbone={name!r}")
     return BACKBONES[name](input_shape=tuple(input_shape), embedding_dim=embedding_dim, l2_normalize=l2_normalize,
                            weights=weights)
 

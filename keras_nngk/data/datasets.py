@@ -195,10 +195,11 @@ def random_crop_and_flip(images, padding_fraction=0.125):
 def _load_tfds(name, task, data_dir, image_size):
     spec = TFDS_SETS[name]
     image_size = image_size or spec.default_size
-    if spec.fine_grained:
-        preprocess = lambda example: (_fine_grained_preprocess(example["image"], image_size), example["label"])
-    else:
-        preprocess = lambda example: (_small_preprocess(example["image"], image_size), example["label"])
+    resize = _fine_grained_preprocess if spec.fine_grained else _small_preprocess
+
+    def preprocess(example):
+        return resize(example["image"], image_size), example["label"]
+
     if task == "retrieval" and spec.fine_grained:
         # The standard protocol: all images, the first half of the classes for training, the rest for testing.
         split = f"{spec.train_split}+{spec.test_split}"
@@ -227,7 +228,8 @@ def _load_tfds(name, task, data_dir, image_size):
     names = tuple(info.features["label"].names[:num_classes]) if hasattr(info.features["label"], "names") else ()
     autotune = tf.data.AUTOTUNE
     return DataSplits(name=name, train=train.map(preprocess, num_parallel_calls=autotune),
-                      test=test.map(preprocess, num_parallel_calls=autotune), train_labels=train_labels.astype(np.int64),
+                      test=test.map(preprocess, num_parallel_calls=autotune),
+                      train_labels=train_labels.astype(np.int64),
                       num_classes=num_classes, image_shape=(image_size, image_size, channels), class_names=names,
                       augment=random_crop_and_flip if spec.fine_grained or channels == 3 else None, num_test=num_test,
                       central_crop=224 / 256 if spec.fine_grained else 1.0)

@@ -28,7 +28,8 @@ def load_image(path, image_shape, central_crop=1.0):
                 image = image.resize((width, height), Image.BILINEAR)
             array = np.asarray(image, dtype=np.float32) / 255.0
     except (UnidentifiedImageError, OSError) as error:
-        raise ValueError(f"Cannot decode image {path!r} ({error.__class__.__name__}); pass a PNG or JPEG file.") from None
+        raise ValueError(f"Cannot decode image {path!r} ({error.__class__.__name__}); pass a PNG or JPEG "
+                         "file.") from None
     return array.reshape(height, width, channels)
 
 

@@ -1,9 +1,9 @@
 """Shared base of the heads that hold a set of stored centers and look up their nearest neighbours."""
 
-from absl import logging
 import numpy as np
 import tensorflow as tf
 import tf_keras as keras
+from absl import logging
 
 from keras_nngk import kernels
 from keras_nngk import search as search_lib

@@ -40,7 +40,8 @@ class DenseClassifier(keras.layers.Layer):
     def build(self, input_shape):
         shape = center_layer.embedding_shape(input_shape)
         if shape.rank != 2 or shape[-1] is None:
-            raise ValueError(f"DenseClassifier expects embeddings (batch, dimension). Received: input_shape={input_shape}")
+            raise ValueError("DenseClassifier expects embeddings (batch, dimension). "
+                             f"Received: input_shape={input_shape}")
         self.kernel = self.add_weight(name="kernel", shape=(int(shape[-1]), self.num_classes),
                                       initializer=self.kernel_initializer, regularizer=self.kernel_regularizer)
         self.bias = None

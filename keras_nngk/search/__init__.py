@@ -12,10 +12,9 @@ index instance:
 | `faiss:<spec>`  | `FaissIndex(<spec>)`, any faiss factory string      |
 """
 
-from keras_nngk.search.base import SearchIndex
-from keras_nngk.search.exact import ExactSearch
 from keras_nngk.search import pq
-from keras_nngk.search.exact import exact_search
+from keras_nngk.search.base import SearchIndex
+from keras_nngk.search.exact import ExactSearch, exact_search
 
 _FAISS_FACTORIES = {"faiss-flat": "Flat", "faiss-hnsw": "HNSW32", "faiss-ivf": "IVF{nlist},Flat"}
 NAMES = ("exact",) + tuple(_FAISS_FACTORIES) + ("faiss:<factory string>",)

@@ -168,6 +168,7 @@ class SearchIndex(abc.ABC):
 def read_saved_config(directory):
     path = os.path.join(directory, _CONFIG_FILE)
     if not os.path.exists(path):
-        raise ValueError(f"No saved search index in {directory!r} (missing {_CONFIG_FILE}); save one with index.save().")
+        raise ValueError(f"No saved search index in {directory!r} (missing {_CONFIG_FILE}); save one with "
+                         "index.save().")
     with open(path) as handle:
         return json.load(handle)

@@ -3,8 +3,8 @@
 import math
 import os
 
-from absl import logging
 import numpy as np
+from absl import logging
 
 from keras_nngk.search import base
 
@@ -171,7 +171,8 @@ class FaissIndex(base.SearchIndex):
             index = faiss.read_index(path)
         except RuntimeError as error:
             raise ValueError(f"The saved faiss index {path!r} is corrupt or from an incompatible faiss: "
-                             f"{str(error).strip().splitlines()[-1]}. Delete it to rebuild from vectors.npz.") from error
+                             f"{str(error).strip().splitlines()[-1]}. Delete it to rebuild from vectors.npz."
+                             ) from error
         if index.ntotal != self.size:
             raise ValueError(f"The saved faiss index {path!r} holds {index.ntotal} vectors but vectors.npz holds "
                              f"{self.size}; delete {_INDEX_FILE} to rebuild it.")

@@ -1,11 +1,11 @@
 """Evaluation of a biased network: accuracy and skip rate against the gate threshold, latency, black-box attack."""
 
 import os
+
 import numpy as np
 import tensorflow as tf
 
-from keras_nngk import attacks
-from keras_nngk import metrics
+from keras_nngk import attacks, metrics
 
 THRESHOLDS = (0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95, 0.98, 1.01)
 MAX_ACCURACY_COST = 0.005  # The threshold reported is the one that costs at most half a point of accuracy.

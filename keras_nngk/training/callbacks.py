@@ -1,8 +1,8 @@
 """Keras callbacks that keep nearest-neighbour heads' centers in step with the network."""
 
-from absl import logging
 import numpy as np
 import tf_keras as keras
+from absl import logging
 
 
 class CenterRefresh(keras.callbacks.Callback):
@@ -45,7 +45,8 @@ class CenterRefresh(keras.callbacks.Callback):
         super().__init__()
         if every_n_epochs is not None and (
                 isinstance(every_n_epochs, bool) or not isinstance(every_n_epochs, int) or every_n_epochs < 1):
-            raise ValueError(f"`every_n_epochs` must be a positive integer. Received: every_n_epochs={every_n_epochs!r}")
+            raise ValueError("`every_n_epochs` must be a positive integer or None. "
+                             f"Received: every_n_epochs={every_n_epochs!r}")
         self.head = head
         self.embedding_model = embedding_model
         self.x = x

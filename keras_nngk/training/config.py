@@ -10,9 +10,7 @@ import dataclasses
 import json
 from typing import Optional
 
-from keras_nngk import backbones
-from keras_nngk import data
-from keras_nngk import models
+from keras_nngk import backbones, data, models
 from keras_nngk import search as search_lib
 
 TASKS = ("classification", "retrieval")
@@ -84,7 +82,8 @@ class Config:
         if self.model != "classifier" and (self.backbone != "small_conv" or self.task != "classification"):
             raise ValueError(f"--model={self.model} is built on the small conv trunk for classification; drop "
                              f"--backbone/--task. Received: backbone={self.backbone!r}, task={self.task!r}")
-        for name in ("projection_dim", "embedding_dim", "epochs", "batch_size", "num_neighbours", "refresh_every", "knn_neighbours"):
+        for name in ("projection_dim", "embedding_dim", "epochs", "batch_size", "num_neighbours", "refresh_every",
+                     "knn_neighbours"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"`{name}` must be a positive integer. Received: {name}={value!r}")
@@ -112,8 +111,8 @@ class Config:
         if self.qat or self.prune:
             from keras_nngk.training import compression  # pylint: disable=g-import-not-at-top
             if self.backbone not in compression.FLAT_BACKBONES:
-                raise ValueError(f"--qat and --prune work on the flat backbones {', '.join(compression.FLAT_BACKBONES)}."
-                                 f" Received: backbone={self.backbone!r}")
+                raise ValueError("--qat and --prune work on the flat backbones "
+                                 f"{', '.join(compression.FLAT_BACKBONES)}. Received: backbone={self.backbone!r}")
             if self.qat and self.prune:
                 raise ValueError("Choose --qat or --prune, not both (pruning-preserving QAT is not supported).")
             if self.prune and not 0.0 < self.prune < 1.0:

@@ -11,20 +11,15 @@ import shutil
 import tempfile
 import time
 
-from absl import logging
 import numpy as np
 import tensorflow as tf
 import tf_keras as keras
+from absl import logging
 
-from keras_nngk import backbones
+from keras_nngk import backbones, export, layers, metrics, models
 from keras_nngk import data as data_lib
-from keras_nngk import export
-from keras_nngk import layers
-from keras_nngk import metrics
-from keras_nngk import models
 from keras_nngk.training import callbacks as callbacks_lib
-from keras_nngk.training import compression
-from keras_nngk.training import sparse_adam
+from keras_nngk.training import compression, sparse_adam
 from keras_nngk.training import loop as loop_lib
 from keras_nngk.training.config import Config
 
@@ -227,9 +222,9 @@ def fit(config, workdir, allow_config_change=False, verbose=1):
     if config.prune:  # Export the pruned weights without tfmot's wrappers.
         stripped = compression.strip_pruning(built.backbone)
         image = keras.Input(data.image_shape, name="image")
+        head = built.inference_model.layers[-1]
         built = dataclasses.replace(built, backbone=stripped,
-                                    inference_model=keras.Model(image, built.inference_model.layers[-1](stripped(image)),
-                                                                name="classifier"))
+                                    inference_model=keras.Model(image, head(stripped(image)), name="classifier"))
     if config.model == "classifier" and config.head == "knn":
         built.center_head.assign_centers(built.backbone.predict(embed_images, verbose=verbose), data.train_labels)
     results = evaluate(config, data, built.backbone, built.inference_model, verbose=verbose)

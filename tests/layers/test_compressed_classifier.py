@@ -12,8 +12,7 @@ import tensorflow as tf
 import tf_keras as keras
 
 import keras_nngk as kn
-from keras_nngk.search import faiss_index
-from keras_nngk.search import pq
+from keras_nngk.search import faiss_index, pq
 from tests import reference
 from tests.conftest import clustered
 

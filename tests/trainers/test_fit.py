@@ -129,6 +129,7 @@ def test_custom_loop_matches_model_fit(tmp_path):
 
 def test_cars196_retrieval_run_on_mock_tfds(tmp_path):
     import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+
     from tests.data.test_datasets import fake_as_dataset  # pylint: disable=g-import-not-at-top
     config = kn.training.Config.for_dataset("cars196", backbone="small_conv", image_size=32, embedding_dim=8,
                                             batch_size=4, epochs=1, num_neighbours=4)
