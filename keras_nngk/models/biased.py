@@ -78,10 +78,15 @@ class BiasedModels:
         looked_up, gate = self.lookup(self.projector(features, training=False))
         skip = gate[:, 0] >= threshold
         rest = tf.where(tf.logical_not(skip))[:, 0]
-        convolutional = self.f2(tf.gather(features, rest), training=False)
-        rest_gate = tf.gather(gate, rest)
-        mixed = rest_gate * tf.gather(looked_up, rest) + (1.0 - rest_gate) * convolutional
-        embeddings = tf.tensor_scatter_nd_update(looked_up, rest[:, tf.newaxis], mixed)  # Skipped: z = z1.
+
+        def mix_the_rest():
+            convolutional = self.f2(tf.gather(features, rest), training=False)
+            rest_gate = tf.gather(gate, rest)
+            mixed = rest_gate * tf.gather(looked_up, rest) + (1.0 - rest_gate) * convolutional
+            return tf.tensor_scatter_nd_update(looked_up, rest[:, tf.newaxis], mixed)  # Skipped samples: z = z1.
+
+        # When every sample skips, f2 does not run at all (an empty batch would also trip some kernels).
+        embeddings = tf.cond(tf.size(rest) > 0, mix_the_rest, lambda: looked_up)
         return self.classifier(embeddings), skip
 
 

@@ -64,6 +64,10 @@ def test_early_exit_skips_exactly_the_confident_samples(biased):
     np.testing.assert_allclose(probabilities[~skipped], full[~skipped], rtol=1e-5, atol=1e-6)
     looked_up, _ = models.lookup(models.projector(models.f1(images[skipped])))
     np.testing.assert_allclose(probabilities[skipped], models.classifier(looked_up).numpy(), rtol=1e-5, atol=1e-6)
+    everything, all_skipped = models.predict_early_exit(images, threshold=0.0)  # f2 never runs.
+    assert all_skipped.all()
+    looked_up, _ = models.lookup(models.projector(models.f1(images)))
+    np.testing.assert_allclose(everything, models.classifier(looked_up).numpy(), rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.slow
