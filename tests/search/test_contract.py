@@ -162,3 +162,24 @@ def test_corrupt_faiss_file_gets_clear_error(data, tmp_path):
     (tmp_path / "faiss.index").write_bytes(b"garbage")
     with pytest.raises(ValueError, match="corrupt"):
         search.load(str(tmp_path))
+
+
+@pytest.mark.parametrize("width,k", [(8192, 33), (60000, 33), (20011, 5), (9000, 512)])
+def test_block_pruned_smallest_k_is_exact(rng, width, k):
+    values = rng.normal(size=(16, width)).astype(np.float32)
+    values[3, 100:] = np.inf  # A row with fewer finite entries than usual, and masked-out tails.
+    got_values, got_positions = search.exact.smallest_k(tf.constant(values), k)
+    order = np.argsort(values, axis=1, kind="stable")[:, :k]
+    np.testing.assert_array_equal(got_values.numpy(), np.take_along_axis(values, order, 1))
+    np.testing.assert_array_equal(got_positions.numpy()[[0, 1, 2]], order[[0, 1, 2]])
+
+
+def test_exact_search_on_wide_center_sets_matches_reference(rng):
+    centers = rng.normal(size=(30000, 8)).astype(np.float32)
+    queries = rng.normal(size=(6, 8)).astype(np.float32)
+    mask = rng.uniform(size=30000) > 0.2
+    distances, ids = search.exact_search(tf.constant(queries), tf.constant(centers), 40, tf.constant(mask),
+                                         chunk_size=20000)
+    expected_distances, positions = reference.nearest_neighbours(queries, centers[mask], 40)
+    np.testing.assert_array_equal(ids.numpy(), np.flatnonzero(mask)[positions])
+    np.testing.assert_allclose(distances.numpy(), expected_distances, rtol=1e-4, atol=1e-4)
