@@ -5,7 +5,6 @@ import math
 import numpy as np
 import tensorflow as tf
 
-from keras_nngk import kernels
 from keras_nngk.search import base
 
 DEFAULT_CHUNK_SIZE = 65536
