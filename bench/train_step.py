@@ -1,0 +1,92 @@
+"""Training-step cost of the nearest-neighbour heads against the dense head, on the same backbone and batch.
+
+    python bench/train_step.py                  # small conv, 28x28x1, batch 128, N = 6,000 and 60,000 centers
+
+Each head's compiled `train_function` runs on a fixed batch; the heads are measured in interleaved rounds (all
+heads once per round, median over rounds) so that machine noise hits them alike. Also timed in the same process:
+the exact search alone (the (B, N) product plus the top-k) and its floor, the bare product; and one center refresh
+(embedding all N training images) against the steps of one epoch.
+"""
+
+import argparse
+import os
+import sys
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+import tf_keras as keras  # noqa: E402
+
+import keras_nngk as kn  # noqa: E402
+
+
+def build(head, num_centers, rng, shape, batch):
+    keras.utils.set_random_seed(0)
+    backbone = kn.backbones.get("small_conv", shape, 64)
+    if head == "biased":
+        models = kn.models.biased_network(shape, 10, capacity=num_centers)
+        train_model, center_head = models.train_model, None
+        keys = rng.normal(size=(num_centers, 16)).astype(np.float32)
+        models.lookup.assign_keys_values(keys, rng.normal(size=(num_centers, 64)).astype(np.float32))
+    else:
+        models = kn.models.nngk_classifier(backbone, 10, head=head, capacity=num_centers,
+                                           tie="tied" if head == "impostor" else "loose")
+        train_model, center_head = models.train_model, models.center_head
+    train_model.compile(keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy", jit_compile=False)
+    if center_head is not None:
+        centers = rng.normal(size=(num_centers, 64)).astype(np.float32)
+        center_head.assign_centers(centers / np.linalg.norm(centers, axis=1, keepdims=True),
+                                   rng.integers(0, 10, num_centers))
+    images = rng.uniform(size=(batch,) + shape).astype(np.float32)
+    inputs = {"image": images, "sample_id": rng.integers(0, num_centers, batch).astype(np.int32)}
+    iterator = iter(tf.data.Dataset.from_tensors((inputs, rng.integers(0, 10, batch))).repeat())
+    step = train_model.make_train_function()
+    for _ in range(3):
+        step(iterator)
+    return lambda: step(iterator), backbone
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", type=int, nargs="+", default=[6000, 60000])
+    parser.add_argument("--batch", type=int, default=128)
+    parser.add_argument("--rounds", type=int, default=15)
+    parser.add_argument("--steps", type=int, default=5, help="steps per measurement")
+    args = parser.parse_args()
+    rng = np.random.default_rng(0)
+    shape = (28, 28, 1)
+    print(f"small conv, input {shape}, batch {args.batch}, 64-d embeddings, k=32; median of {args.rounds} "
+          f"interleaved rounds of {args.steps} steps")
+    print("| N | head | ms per step | / dense | search ms | matmul floor ms | refresh s | steps per epoch s |")
+    print("|---|------|-------------|---------|-----------|-----------------|-----------|-------------------|")
+    for size in args.sizes:
+        steps = {head: build(head, size, rng, shape, args.batch) for head in ("dense", "nngk", "impostor", "biased")}
+        times = {head: [] for head in steps}
+        for _ in range(args.rounds):
+            for head, (run, _) in steps.items():
+                start = time.perf_counter()
+                for _ in range(args.steps):
+                    run()
+                times[head].append((time.perf_counter() - start) / args.steps)
+        median = {head: float(np.median(values)) for head, values in times.items()}
+        centers = tf.constant(rng.normal(size=(size, 64)).astype(np.float32))
+        queries = tf.constant(rng.normal(size=(args.batch, 64)).astype(np.float32))
+        search = tf.function(lambda: kn.search.exact_search(queries, centers, 33))
+        floor = tf.function(lambda: tf.matmul(queries, centers, transpose_b=True))
+        search_ms = 1e3 * kn.metrics.median_seconds(lambda: search()[1].numpy(), repeats=20)
+        floor_ms = 1e3 * kn.metrics.median_seconds(lambda: floor().numpy(), repeats=20)
+        backbone = steps["dense"][1]
+        images = rng.uniform(size=(size,) + shape).astype(np.float32)
+        refresh_s = kn.metrics.median_seconds(lambda: backbone.predict(images, batch_size=512, verbose=0), 3)
+        epoch_s = median["nngk"] * -(-size // args.batch)
+        for head in steps:
+            extra = (f"{search_ms:9.1f} | {floor_ms:15.1f} | {refresh_s:9.2f} | {epoch_s:17.2f}"
+                     if head == "nngk" else f"{'':9} | {'':15} | {'':9} | {'':17}")
+            print(f"| {size} | {head} | {1e3 * median[head]:11.1f} | {median[head] / median['dense']:7.2f} | {extra} |")
+
+
+if __name__ == "__main__":
+    main()
