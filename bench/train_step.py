@@ -49,6 +49,18 @@ def build(head, num_centers, rng, shape, batch):
     return lambda: step(iterator), backbone
 
 
+def side_timings(size, batch, backbone, rng, shape):
+    """Exact search alone, its matmul floor (ms), and one embedding pass over `size` images (s)."""
+    centers = tf.constant(rng.normal(size=(size, 64)).astype(np.float32))
+    queries = tf.constant(rng.normal(size=(batch, 64)).astype(np.float32))
+    search = tf.function(lambda: kn.search.exact_search(queries, centers, 33))
+    floor = tf.function(lambda: tf.matmul(queries, centers, transpose_b=True))
+    images = rng.uniform(size=(size,) + shape).astype(np.float32)
+    return (1e3 * kn.metrics.median_seconds(lambda: search()[1].numpy(), repeats=20),
+            1e3 * kn.metrics.median_seconds(lambda: floor().numpy(), repeats=20),
+            kn.metrics.median_seconds(lambda: backbone.predict(images, batch_size=512, verbose=0), 3))
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", type=int, nargs="+", default=[6000, 60000])
@@ -72,15 +84,7 @@ def main():
                     run()
                 times[head].append((time.perf_counter() - start) / args.steps)
         median = {head: float(np.median(values)) for head, values in times.items()}
-        centers = tf.constant(rng.normal(size=(size, 64)).astype(np.float32))
-        queries = tf.constant(rng.normal(size=(args.batch, 64)).astype(np.float32))
-        search = tf.function(lambda: kn.search.exact_search(queries, centers, 33))
-        floor = tf.function(lambda: tf.matmul(queries, centers, transpose_b=True))
-        search_ms = 1e3 * kn.metrics.median_seconds(lambda: search()[1].numpy(), repeats=20)
-        floor_ms = 1e3 * kn.metrics.median_seconds(lambda: floor().numpy(), repeats=20)
-        backbone = steps["dense"][1]
-        images = rng.uniform(size=(size,) + shape).astype(np.float32)
-        refresh_s = kn.metrics.median_seconds(lambda: backbone.predict(images, batch_size=512, verbose=0), 3)
+        search_ms, floor_ms, refresh_s = side_timings(size, args.batch, steps["dense"][1], rng, shape)
         epoch_s = median["nngk"] * -(-size // args.batch)
         for head in steps:
             extra = (f"{search_ms:9.1f} | {floor_ms:15.1f} | {refresh_s:9.2f} | {epoch_s:17.2f}"
