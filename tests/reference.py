@@ -106,3 +106,30 @@ def neighbour_lookup(queries, keys, values, k, sigma):
     relative = gaussian_kernel(distances - distances[:, :1], sigma)
     looked_up = np.einsum("bk,bkd->bd", relative, np.asarray(values, np.float64)[ids]) / relative.sum(1, keepdims=True)
     return looked_up, kernel.mean(1, keepdims=True)
+
+
+def influence_redistribution(centers, labels, active, drop, k, sigma, weights=None):
+    """Eq. 13: the labels after center `drop` passes its label to its k nearest other active centers.
+
+    For each such neighbour j: y_j += w_0 k(z_j, z_0) / sum_{i in N_k(z_j)} w_i k(z_j, z_i) * (y_0 - y_j), where
+    N_k(z_j) are j's k nearest other active centers before the drop. Written with explicit loops.
+    """
+    centers = np.asarray(centers, np.float64)
+    labels = np.asarray(labels, np.float64).copy()
+    weights = np.ones(len(centers)) if weights is None else np.asarray(weights, np.float64)
+    active = [int(i) for i in np.flatnonzero(active)]
+
+    def nearest(point, exclude):
+        candidates = [i for i in active if i != exclude]
+        distances = [float(np.sum((centers[i] - centers[point]) ** 2)) for i in candidates]
+        order = np.argsort(distances, kind="stable")[:k]
+        return [candidates[i] for i in order], [distances[i] for i in order]
+
+    original = labels.copy()
+    neighbours, _ = nearest(drop, drop)
+    for j in neighbours:
+        own, own_distances = nearest(j, j)
+        total = sum(weights[i] * np.exp(-d / (2 * sigma ** 2)) for i, d in zip(own, own_distances))
+        term = weights[drop] * np.exp(-np.sum((centers[j] - centers[drop]) ** 2) / (2 * sigma ** 2))
+        labels[j] = original[j] + term / total * (original[drop] - original[j])
+    return labels

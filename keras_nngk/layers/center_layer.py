@@ -211,6 +211,112 @@ class CenterLayer(keras.layers.Layer):
         super().set_weights(weights)
         self.rebuild_index()
 
+    # -- center set surgery (continual learning, section 4) ---------------------------------------------------
+    def _kernel_terms(self, squared_distance, slots):
+        """`w_i k(z, c_i)` for the layers that have a kernel width (and importance weights)."""
+        sigma = float(self.sigma.numpy())
+        terms = np.exp(-squared_distance / (2.0 * sigma * sigma))
+        log_weights = getattr(self, "log_weights", None)
+        if log_weights is not None:
+            terms = terms * np.exp(log_weights.numpy()[slots])
+        return terms
+
+    def influence_shifts(self, slot, sign=1.0):
+        """Eq. 13: for each of the k nearest other centers j of center `slot`, the label change
+        `k(z_j, z_0) / sum_{i in N_k(z_j)} k(z_j, z_i) * (y_0 - y_j)` (times `sign`).
+
+        `N_k(z_j)` is j's own k nearest other active centers (leave-one-out, as in
+        training), taken before the change, so it contains center `slot` when that is
+        near. Returns `(neighbour_slots, new_labels)`; rows stay probability vectors.
+        """
+        if not hasattr(self, "log_sigma"):
+            raise ValueError(f"{type(self).__name__} has no kernel: label redistribution needs an NNGK or impostor "
+                             "head.")
+        mask = self.center_mask.numpy()
+        centers = self.centers.numpy()
+        labels = self.center_labels.numpy()
+        active = np.flatnonzero(mask)
+        k = min(self.num_neighbours, len(active) - 1)
+        if k < 1:
+            return np.zeros((0,), np.int64), np.zeros((0, self.num_classes), np.float32)
+        index = search_lib.ExactSearch()
+        index.add(centers[active], active)
+        _, found = index.search(centers[[slot]], k + 1)
+        neighbours = [j for j in found[0] if j != slot][:k]
+        distances, near = index.search(centers[neighbours], k + 1)
+        new_labels = []
+        for row, j in enumerate(neighbours):
+            others = near[row] != j
+            own_slots, own_distances = near[row][others][:k], distances[row][others][:k]
+            total = self._kernel_terms(own_distances, own_slots).sum()
+            term = self._kernel_terms(np.array([np.sum((centers[j] - centers[slot]) ** 2)]), np.array([slot]))[0]
+            updated = labels[j] + sign * (term / total) * (labels[slot] - labels[j])
+            updated = np.clip(updated, 0.0, None)
+            new_labels.append(updated / updated.sum())
+        return np.array(neighbours, np.int64), np.array(new_labels, np.float32).reshape(-1, self.num_classes)
+
+    def _slots_of(self, sample_ids):
+        sample_ids = np.asarray(sample_ids).reshape(-1)
+        stored = self.center_sample_ids.numpy()
+        mask = self.center_mask.numpy()
+        slots = []
+        for sample_id in sample_ids:
+            match = np.flatnonzero((stored == sample_id) & mask)
+            if match.size == 0:
+                raise ValueError(f"Sample id {int(sample_id)} is not a center of {self.name}; drop only ids that "
+                                 "assign_centers/add_centers stored.")
+            slots.append(int(match[0]))
+        return slots
+
+    def drop_centers(self, sample_ids, redistribute=True):
+        """Removes the centers of these samples (slots are freed, shapes stay static).
+
+        With `redistribute`, each dropped center's label is first passed to its k
+        nearest centers by the influence rule (eq. 13), so predictions around it
+        change as little as possible. Centers are dropped one after another.
+        """
+        for slot in self._slots_of(sample_ids):
+            if redistribute:
+                neighbours, new_labels = self.influence_shifts(slot)
+                if len(neighbours):
+                    self.center_labels.scatter_update(tf.IndexedSlices(new_labels, neighbours))
+            self.center_mask.scatter_update(tf.IndexedSlices(tf.constant([False]), tf.constant([slot])))
+            self.center_sample_ids.scatter_update(tf.IndexedSlices(tf.constant([-1]), tf.constant([slot])))
+        self.rebuild_index()
+
+    def add_centers(self, embeddings, labels, sample_ids, compensate=False):
+        """Stores new centers in free slots (raise `capacity` to make room).
+
+        With `compensate`, the labels of each new center's k nearest centers move by
+        eq. 13 with the opposite sign, offsetting the pull the new center exerts on
+        predictions around it (the review's "same with S_a").
+        """
+        embeddings = np.asarray(embeddings, dtype=np.float32).reshape(-1, self.embedding_dim)
+        if not np.all(np.isfinite(embeddings)):
+            raise ValueError("`embeddings` of the new centers contain NaN or Inf.")
+        soft_labels = self._soft_labels(labels, len(embeddings))
+        sample_ids = np.asarray(sample_ids).reshape(-1)
+        free = np.flatnonzero(~self.center_mask.numpy())
+        if len(embeddings) > len(free):
+            raise ValueError(f"Adding {len(embeddings)} centers exceeds the capacity {self.capacity} "
+                             f"({self.capacity - len(free)} in use); create the layer with a larger capacity=.")
+        if np.isin(sample_ids, self.center_sample_ids.numpy()[self.center_mask.numpy()]).any():
+            raise ValueError("Some `sample_ids` are centers already; drop_centers() them first.")
+        slots = free[:len(embeddings)]
+        for slot, embedding, label, sample_id in zip(slots, embeddings, soft_labels, sample_ids):
+            update = lambda variable, value, slot=slot: variable.scatter_update(  # noqa: E731
+                tf.IndexedSlices(tf.constant([value]), tf.constant([int(slot)])))
+            update(self.centers, embedding)
+            update(self.center_labels, label)
+            update(self.center_sample_ids, np.int32(sample_id))
+            update(self.center_mask, True)
+            self.reset_center_state(np.array([slot]))
+            if compensate:
+                neighbours, new_labels = self.influence_shifts(int(slot), sign=-1.0)
+                if len(neighbours):
+                    self.center_labels.scatter_update(tf.IndexedSlices(new_labels, neighbours))
+        self.rebuild_index()
+
     def rebuild_index(self):
         """Rebuilds a faiss index from the current center variables (nothing to do for "exact")."""
         if search_lib.is_in_graph(self.search) or not self.built:
