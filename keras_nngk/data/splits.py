@@ -36,3 +36,32 @@ def few_shot_indices(labels, examples_per_class, seed=0):
     rng = np.random.default_rng(seed)
     chosen = [rng.permutation(np.flatnonzero(labels == label))[:examples_per_class] for label in np.unique(labels)]
     return np.sort(np.concatenate(chosen))
+
+
+def split_tasks(labels, classes_per_task=2, class_order=None):
+    """Split-X continual benchmarks (Zenke et al. 2017): consecutive groups of classes, one task each.
+
+    Args:
+        labels: int labels of the whole training (or test) set.
+        classes_per_task: classes in each task (2 gives the usual 5 tasks of Split MNIST).
+        class_order: optional permutation of the classes (default: ascending).
+
+    Returns:
+        A list of `(task_classes, indices)`: the classes of each task and the sorted
+        indices of its examples in `labels`. Tasks never share classes.
+    """
+    labels = np.asarray(labels)
+    classes = np.unique(labels) if class_order is None else np.asarray(class_order)
+    if class_order is not None and (np.unique(classes).size != classes.size or
+                                    not np.array_equal(np.sort(classes), np.unique(labels))):
+        raise ValueError("`class_order` must be a permutation of the classes present in `labels`, each once: tasks "
+                         f"cannot overlap in a class-incremental run. Received: class_order={list(class_order)}")
+    if isinstance(classes_per_task, bool) or not isinstance(classes_per_task, (int, np.integer)) or \
+            classes_per_task < 1 or len(classes) % classes_per_task:
+        raise ValueError(f"`classes_per_task` must divide the {len(classes)} classes. "
+                         f"Received: classes_per_task={classes_per_task!r}")
+    tasks = []
+    for start in range(0, len(classes), classes_per_task):
+        task_classes = classes[start:start + classes_per_task]
+        tasks.append((task_classes, np.flatnonzero(np.isin(labels, task_classes))))
+    return tasks

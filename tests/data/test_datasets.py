@@ -104,3 +104,16 @@ def test_cifar10_with_mock_data():
     with tfds.testing.mock_data(num_examples=10, policy=tfds.testing.MockPolicy.USE_CODE):
         splits = data.load("cifar10")
         assert splits.image_shape == (32, 32, 3) and splits.num_train == 10 and splits.num_test == 10
+
+
+def test_split_tasks_are_disjoint_and_cover_every_class():
+    labels = np.array([0, 1, 2, 3, 4, 5, 0, 1, 2, 3, 4, 5])
+    tasks = data.splits.split_tasks(labels, classes_per_task=2)
+    assert [list(classes) for classes, _ in tasks] == [[0, 1], [2, 3], [4, 5]]
+    assert [list(indices) for _, indices in tasks] == [[0, 1, 6, 7], [2, 3, 8, 9], [4, 5, 10, 11]]
+    reordered = data.splits.split_tasks(labels, 3, class_order=[5, 3, 1, 0, 2, 4])
+    assert [list(classes) for classes, _ in reordered] == [[5, 3, 1], [0, 2, 4]]
+    with pytest.raises(ValueError, match="must divide the 6 classes"):
+        data.splits.split_tasks(labels, 4)
+    with pytest.raises(ValueError, match="cannot overlap"):
+        data.splits.split_tasks(labels, 2, class_order=[0, 0, 1, 2, 3, 4])
