@@ -4,7 +4,6 @@ import tf_keras as keras
 
 from keras_nngk.backbones import common
 
-
 # He initialisation: SqueezeNet has no BatchNorm, and with Glorot weights the activations of a from-scratch network
 # shrink ~10x per fire module (global-pool features of 4e-5 measured at init), so nothing trains.
 _INIT = "he_uniform"
