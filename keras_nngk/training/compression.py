@@ -53,10 +53,14 @@ def quantize_backbone(backbone):
     _check_flat(backbone)
     tfmot = _tfmot()
     annotate = tfmot.quantization.keras.quantize_annotate_layer
+    from tensorflow_model_optimization.python.core.quantization.keras.default_8bit import default_8bit_quantize_registry  # pylint: disable=g-import-not-at-top
+    registry = default_8bit_quantize_registry.Default8BitQuantizeRegistry()
 
     def clone(layer):
+        # Every layer tfmot knows (Conv2D, Dense, pooling, Concatenate, ReLU, ...), so the int8 converter finds
+        # trained ranges along the whole backbone; layers it does not know (L2Normalize, Resizing) stay float.
         config_copy = layer.__class__.from_config(layer.get_config())
-        return annotate(config_copy) if _is_prunable_or_quantizable(layer) else config_copy
+        return annotate(config_copy) if registry.supports(layer) else config_copy
 
     annotated = keras.models.clone_model(backbone, clone_function=clone)
     with tfmot.quantization.keras.quantize_scope(CUSTOM_OBJECTS):
