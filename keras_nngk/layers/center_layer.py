@@ -303,13 +303,14 @@ class CenterLayer(keras.layers.Layer):
         if np.isin(sample_ids, self.center_sample_ids.numpy()[self.center_mask.numpy()]).any():
             raise ValueError("Some `sample_ids` are centers already; drop_centers() them first.")
         slots = free[:len(embeddings)]
+        def update(variable, value, slot):
+            variable.scatter_update(tf.IndexedSlices(tf.constant([value]), tf.constant([int(slot)])))
+
         for slot, embedding, label, sample_id in zip(slots, embeddings, soft_labels, sample_ids):
-            update = lambda variable, value, slot=slot: variable.scatter_update(  # noqa: E731
-                tf.IndexedSlices(tf.constant([value]), tf.constant([int(slot)])))
-            update(self.centers, embedding)
-            update(self.center_labels, label)
-            update(self.center_sample_ids, np.int32(sample_id))
-            update(self.center_mask, True)
+            update(self.centers, embedding, slot)
+            update(self.center_labels, label, slot)
+            update(self.center_sample_ids, np.int32(sample_id), slot)
+            update(self.center_mask, True, slot)
             self.reset_center_state(np.array([slot]))
             if compensate:
                 neighbours, new_labels = self.influence_shifts(int(slot), sign=-1.0)

@@ -106,6 +106,7 @@ class CompressedClassifier(keras.layers.Layer):
             "num_centers": num_centers,
             "pq_bytes_per_center": self.pq_bytes,
             "codes_bytes": num_centers * self.pq_bytes,
+            "pq_codes_weight_bytes": int(np.prod(self.pq_codes.shape)) * self.pq_codes.dtype.size,
             "codebooks_bytes": int(np.prod(self.pq_codebooks.shape)) * 4,
             "rotation_bytes": int(np.prod(self.rotation.shape)) * 4,
             "float_centers_bytes": num_centers * self.embedding_dim * 4,

@@ -75,9 +75,15 @@ def test_compressed_head_matches_reference_on_decoded_centers(trained_head, rng)
     assert report["codebooks_bytes"] == 8 * 256 * 2 * 4 and report["rotation_bytes"] == 16 * 16 * 4
 
 
-def test_paper_memory_reference_point():
-    # Review, section 3.3: 5,994 CUB training centers at 16 bytes each: 95,904 bytes of codes ("92 KB").
-    assert 5994 * 16 == 95_904 and round(95_904 / 1024) == 94
+def test_memory_report_at_the_papers_reference_point():
+    # Review, section 3.3: 5,994 CUB training centers of dimension 512 at 16 bytes each: 95,904 bytes of codes.
+    layer = kn.layers.CompressedClassifier(200, 32, embedding_dim=512, pq_bytes=16, capacity=5994)
+    layer.build(tf.TensorShape((None, 512)))
+    layer.center_mask.assign(np.ones(5994, dtype=bool))
+    report = layer.memory_report()
+    assert report["codes_bytes"] == 95_904 and report["pq_codes_weight_bytes"] == 95_904
+    assert report["float_centers_bytes"] == 5994 * 512 * 4
+    assert report["codebooks_bytes"] == 16 * 256 * 32 * 4 and report["rotation_bytes"] == 512 * 512 * 4
 
 
 @pytest.mark.slow
