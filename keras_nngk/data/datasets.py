@@ -118,8 +118,10 @@ def _fashion_mnist(data_dir=None):
     return ArrayData(x_train, y_train, x_test, y_test, FASHION_MNIST_CLASSES)
 
 
-def _tfds_arrays(name, split, data_dir):
-    dataset, _ = _tfds_load(name, split, data_dir, fix_hint=f"or install Debian's dataset-{name.replace('_', '-')}")
+def _tfds_arrays(name, split, data_dir, fix_hint=None):
+    if fix_hint is None:
+        fix_hint = f"or install Debian's dataset-{name.replace('_', '-')}"
+    dataset, _ = _tfds_load(name, split, data_dir, fix_hint=fix_hint)
     images, labels = [], []
     for example in dataset.as_numpy_iterator():
         images.append(example["image"])
@@ -260,6 +262,19 @@ def _from_arrays(name, arrays, task, examples_per_class, seed):
                       test=tf.data.Dataset.from_tensor_slices((x_test, y_test)), train_labels=y_train,
                       num_classes=num_classes, image_shape=tuple(x_train.shape[1:]), class_names=tuple(class_names),
                       num_test=len(y_test))
+
+
+def load_arrays(name, data_dir=None):
+    """A data set as in-memory arrays (`ArrayData`): the embedded sets, Fashion-MNIST, and the small tfds sets
+    (mnist, cifar10, cifar100) when prepared. For continual benchmarks, which regroup the classes."""
+    if name in ARRAY_SETS:
+        return ARRAY_SETS[name](data_dir) if name == "fashion_mnist" else ARRAY_SETS[name]()
+    if name in ("mnist", "cifar10", "cifar100"):
+        x_train, y_train = _tfds_arrays(name, "train", data_dir, fix_hint="")
+        x_test, y_test = _tfds_arrays(name, "test", data_dir, fix_hint="")
+        return ArrayData(x_train, y_train, x_test, y_test, tuple(str(label) for label in range(int(y_train.max()) + 1)))
+    raise ValueError(f"Data set {name!r} cannot be loaded into memory; valid: "
+                     f"{', '.join(sorted(ARRAY_SETS) + ['cifar10', 'cifar100', 'mnist'])}. Received: dataset={name!r}")
 
 
 def load(name=DEFAULT, task="classification", data_dir=None, image_size=None, examples_per_class=None, seed=0):

@@ -259,13 +259,13 @@ class CenterLayer(keras.layers.Layer):
         sample_ids = np.asarray(sample_ids).reshape(-1)
         stored = self.center_sample_ids.numpy()
         mask = self.center_mask.numpy()
+        slot_of = {int(sample_id): slot for slot, sample_id in enumerate(stored) if mask[slot] and sample_id >= 0}
         slots = []
         for sample_id in sample_ids:
-            match = np.flatnonzero((stored == sample_id) & mask)
-            if match.size == 0:
+            if int(sample_id) not in slot_of:
                 raise ValueError(f"Sample id {int(sample_id)} is not a center of {self.name}; drop only ids that "
                                  "assign_centers/add_centers stored.")
-            slots.append(int(match[0]))
+            slots.append(slot_of[int(sample_id)])
         return slots
 
     def drop_centers(self, sample_ids, redistribute=True):
@@ -273,15 +273,36 @@ class CenterLayer(keras.layers.Layer):
 
         With `redistribute`, each dropped center's label is first passed to its k
         nearest centers by the influence rule (eq. 13), so predictions around it
-        change as little as possible. Centers are dropped one after another.
+        change as little as possible. Centers are then dropped one after another;
+        without it they are dropped at once.
         """
-        for slot in self._slots_of(sample_ids):
-            if redistribute:
+        slots = self._slots_of(sample_ids)
+        if redistribute:
+            for slot in slots:
                 neighbours, new_labels = self.influence_shifts(slot)
                 if len(neighbours):
                     self.center_labels.scatter_update(tf.IndexedSlices(new_labels, neighbours))
-            self.center_mask.scatter_update(tf.IndexedSlices(tf.constant([False]), tf.constant([slot])))
-            self.center_sample_ids.scatter_update(tf.IndexedSlices(tf.constant([-1]), tf.constant([slot])))
+                self._free_slots([slot])
+        elif slots:
+            self._free_slots(slots)
+        self.rebuild_index()
+
+    def _free_slots(self, slots):
+        slots = tf.constant(np.asarray(slots, np.int32))
+        count = int(slots.shape[0])
+        self.center_mask.scatter_update(tf.IndexedSlices(tf.zeros([count], tf.bool), slots))
+        self.center_sample_ids.scatter_update(tf.IndexedSlices(tf.fill([count], -1), slots))
+
+    def move_centers(self, sample_ids, embeddings):
+        """Sets new positions for the centers of these samples (e.g. re-embedded by the current network)."""
+        embeddings = np.asarray(embeddings, dtype=np.float32).reshape(-1, self.embedding_dim)
+        slots = self._slots_of(sample_ids)
+        if len(slots) != len(embeddings):
+            raise ValueError(f"move_centers needs one embedding per sample id. Received: {len(slots)} ids and "
+                             f"{len(embeddings)} embeddings")
+        if not np.all(np.isfinite(embeddings)):
+            raise ValueError("`embeddings` of the moved centers contain NaN or Inf.")
+        self.centers.scatter_update(tf.IndexedSlices(embeddings, tf.constant(np.asarray(slots, np.int32))))
         self.rebuild_index()
 
     def add_centers(self, embeddings, labels, sample_ids, compensate=False):
@@ -302,7 +323,19 @@ class CenterLayer(keras.layers.Layer):
                              f"({self.capacity - len(free)} in use); create the layer with a larger capacity=.")
         if np.isin(sample_ids, self.center_sample_ids.numpy()[self.center_mask.numpy()]).any():
             raise ValueError("Some `sample_ids` are centers already; drop_centers() them first.")
+        if np.unique(sample_ids).size != sample_ids.size or len(sample_ids) != len(embeddings):
+            raise ValueError("`sample_ids` must be unique, one per new center.")
         slots = free[:len(embeddings)]
+        if not compensate:
+            indices = tf.constant(slots.astype(np.int32))
+            self.centers.scatter_update(tf.IndexedSlices(embeddings, indices))
+            self.center_labels.scatter_update(tf.IndexedSlices(soft_labels, indices))
+            self.center_sample_ids.scatter_update(tf.IndexedSlices(sample_ids.astype(np.int32), indices))
+            self.center_mask.scatter_update(tf.IndexedSlices(tf.ones([len(slots)], tf.bool), indices))
+            self.reset_center_state(slots)
+            self.rebuild_index()
+            return
+
         def update(variable, value, slot):
             variable.scatter_update(tf.IndexedSlices(tf.constant([value]), tf.constant([int(slot)])))
 
@@ -312,10 +345,9 @@ class CenterLayer(keras.layers.Layer):
             update(self.center_sample_ids, np.int32(sample_id), slot)
             update(self.center_mask, True, slot)
             self.reset_center_state(np.array([slot]))
-            if compensate:
-                neighbours, new_labels = self.influence_shifts(int(slot), sign=-1.0)
-                if len(neighbours):
-                    self.center_labels.scatter_update(tf.IndexedSlices(new_labels, neighbours))
+            neighbours, new_labels = self.influence_shifts(int(slot), sign=-1.0)
+            if len(neighbours):
+                self.center_labels.scatter_update(tf.IndexedSlices(new_labels, neighbours))
         self.rebuild_index()
 
     def rebuild_index(self):

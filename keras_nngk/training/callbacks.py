@@ -118,7 +118,7 @@ class BatchNormRecalibration(keras.callbacks.Callback):
         self.center_refresh = center_refresh
 
     def recalibrate(self):
-        bn_layers = [layer for layer in _all_layers(self.network) if isinstance(layer, keras.layers.BatchNormalization)]
+        bn_layers = [layer for layer in all_layers(self.network) if isinstance(layer, keras.layers.BatchNormalization)]
         if not bn_layers:
             return 0
         momenta = [layer.momentum for layer in bn_layers]
@@ -140,11 +140,12 @@ class BatchNormRecalibration(keras.callbacks.Callback):
             self.center_refresh.mark_stale()
 
 
-def _all_layers(model):
+def all_layers(model):
+    """Every layer of a model, nested models' layers included."""
     for layer in model.layers:
         yield layer
         if hasattr(layer, "layers"):
-            yield from _all_layers(layer)
+            yield from all_layers(layer)
 
 
 class EpochCheckpoint(keras.callbacks.Callback):

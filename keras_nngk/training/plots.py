@@ -4,6 +4,7 @@ import os
 
 import matplotlib
 import matplotlib.ticker
+import numpy as np
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  pylint: disable=g-import-not-at-top,wrong-import-position
@@ -43,3 +44,40 @@ def plot_run(results, output_dir):
         figure.savefig(paths[-1], dpi=100)
         plt.close(figure)
     return paths
+
+
+def plot_accuracy_matrix(results, path):
+    """Heatmap of a continual run's accuracy matrix: row t = after training task t, column s = test set of task s."""
+    matrix = 100 * np.asarray(results["accuracy_matrix"])
+    figure, axis = plt.subplots(figsize=(1.0 + 0.8 * matrix.shape[1], 0.8 + 0.7 * matrix.shape[0]))
+    image = axis.imshow(matrix, vmin=0, vmax=100, cmap="viridis")
+    for (row, column), value in np.ndenumerate(matrix):
+        axis.text(column, row, f"{value:.0f}", ha="center", va="center", color="white" if value < 60 else "black",
+                  fontsize=8)
+    ticks = range(matrix.shape[0])
+    axis.set_xticks(list(ticks), [str(t + 1) for t in ticks])
+    axis.set_yticks(list(ticks), [str(t + 1) for t in ticks])
+    axis.set(xlabel="test set of task", ylabel="after training task",
+             title=f"{results['method']}: average {100 * results['average_accuracy']:.1f}%")
+    figure.colorbar(image, ax=axis, label="accuracy (%)")
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+    return path
+
+
+def plot_average_accuracy(results_by_method, path):
+    """Average accuracy over the tasks seen so far, after each task, one line per method."""
+    figure, axis = plt.subplots(figsize=(6, 4))
+    for method, results in results_by_method.items():
+        values = 100 * np.asarray(results["average_accuracy_per_task"])
+        axis.plot(range(1, len(values) + 1), values, marker="o", label=method)
+    any_results = next(iter(results_by_method.values()))
+    axis.set(xlabel="tasks trained", ylabel="average accuracy on seen tasks (%)", ylim=(0, 100),
+             title=f"{any_results['benchmark']} ({any_results['scenario'].replace('_', '-')})")
+    axis.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+    axis.legend(fontsize=7, ncol=2)
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+    return path

@@ -1,0 +1,62 @@
+r"""Continual learning on Split-X benchmarks: Algorithm 1 of the review and the baselines, same harness and budget.
+
+    python -m trainers.continual --benchmark=split_fashion_mnist --scenario=class_incremental --method=nngk_add_drop
+    python -m trainers.continual --benchmark=split_mnist5k --method=all            # every method, compared
+    python -m trainers.continual --benchmark=split_cifar100 --method=ewc --data_dir=...  # when the data is prepared
+
+Writes `<workdir>/<method>/results.json` (key `average_accuracy`), `accuracy_matrix.png` and `model.keras`; with
+several methods also `summary.json` and `average_accuracy.png`.
+"""
+
+import dataclasses
+import datetime
+import json
+import os
+import typing
+
+from absl import app, flags
+
+from trainers import common
+
+flags.DEFINE_string("workdir", None, "output folder (default saved_models/continual-<benchmark>-<time>)")
+flags.DEFINE_integer("verbose", 1, "1: progress bars, 0: quiet")
+FLAGS = flags.FLAGS
+
+
+def _define_flags():
+    from keras_nngk.training.continual import ContinualConfig  # Light: no TensorFlow work happens at import.
+    hints = typing.get_type_hints(ContinualConfig)
+    for field in dataclasses.fields(ContinualConfig):
+        define = {bool: flags.DEFINE_boolean, int: flags.DEFINE_integer, float: flags.DEFINE_float}.get(
+            hints[field.name], flags.DEFINE_string)
+        define(field.name, field.default, field.name.replace("_", " ") + " (method: a name, a comma list, or all)"
+               if field.name == "method" else field.name.replace("_", " "))
+
+
+_define_flags()
+
+
+def main(argv):
+    del argv
+    from keras_nngk.training import continual  # pylint: disable=g-import-not-at-top
+    try:
+        values = {name: FLAGS[name].value for name in continual.ContinualConfig.field_names()}
+        methods = continual.METHODS if values["method"] == "all" else values.pop("method").split(",")
+        values.pop("method", None)
+        configs = [continual.ContinualConfig(method=method.strip(), **values).validate() for method in methods]
+        stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+        workdir = FLAGS.workdir or os.path.join("saved_models", f"continual-{values['benchmark']}-{stamp}")
+        results = {config.method: continual.run(config, os.path.join(workdir, config.method), verbose=FLAGS.verbose)
+                   for config in configs}
+    except ValueError as error:
+        common.fail(error)
+    summary = continual.compare(results, workdir) if len(results) > 1 else {
+        method: {key: r[key] for key in ("average_accuracy", "forgetting", "stored_bytes")}
+        for method, r in results.items()}
+    print(json.dumps(summary, indent=2))
+    print(continual.format_table(summary))
+    print(f"Run written to {workdir}")
+
+
+if __name__ == "__main__":
+    app.run(main)
