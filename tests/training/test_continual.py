@@ -1,0 +1,153 @@
+"""Continual learning: Algorithm 1's selection rules, budgets, metrics, every method end to end, bad input."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from keras_nngk.training import continual
+from tests import reference
+from tests.trainers.test_fit import run_entry
+
+TINY = dict(benchmark="split_digits", epochs=1, finetune_epochs=1, batch_size=32, budget=40, drop_per_task=5,
+            num_neighbours=8, ewc_samples=16, add_rounds=2)
+
+
+@pytest.fixture(scope="module")
+def digits_tasks():
+    benchmark = continual.load_benchmark("split_digits", max_train_per_task=120)
+    return benchmark.tasks[:2], benchmark.num_classes, benchmark.image_shape
+
+
+def test_benchmark_tasks_are_class_disjoint_and_complete():
+    benchmark = continual.load_benchmark("split_digits")
+    assert len(benchmark.tasks) == 5 and benchmark.num_classes == 10
+    classes = np.concatenate([task.classes for task in benchmark.tasks])
+    assert sorted(classes.tolist()) == list(range(10))
+    for task in benchmark.tasks:
+        assert set(np.unique(task.y_train)) == set(task.classes) == set(np.unique(task.y_test))
+    arrays = continual.data_lib.load_arrays("digits")
+    assert sum(len(task.y_train) for task in benchmark.tasks) == len(arrays.y_train)
+    assert sum(len(task.y_test) for task in benchmark.tasks) == len(arrays.y_test)
+
+
+def test_accuracy_matrix_summary_by_hand():
+    matrix = [[0.9, 0.0, 0.0],
+              [0.6, 0.8, 0.0],
+              [0.5, 0.7, 0.95]]
+    average, forgetting = continual.accuracy_matrix_summary(matrix)
+    assert average == pytest.approx((0.5 + 0.7 + 0.95) / 3)
+    assert forgetting == pytest.approx(((0.9 - 0.5) + (0.8 - 0.7)) / 2)
+    assert continual.accuracy_matrix_summary([[0.7]]) == (pytest.approx(0.7), 0.0)
+
+
+@pytest.mark.parametrize("method", continual.METHODS)
+def test_every_method_runs_two_tasks(method, digits_tasks, tmp_path):
+    tasks, num_classes, image_shape = digits_tasks
+    config = continual.ContinualConfig(method=method, **TINY)
+    trainer = continual.ContinualTrainer(config, num_classes, image_shape, verbose=0)
+    results = trainer.fit(tasks)
+    matrix = np.array(results["accuracy_matrix"])
+    assert matrix.shape == (2, 2) and np.all((matrix >= 0) & (matrix <= 1))
+    assert results["average_accuracy"] == pytest.approx(matrix[1].mean())
+    assert matrix[0, 0] > 0.6, matrix  # The first task (two classes) is learned.
+    budget_bytes = trainer.center_bytes(config.budget)
+    if method in continual.CENTER_METHODS:
+        assert 0 < results["num_centers"] <= config.budget
+        assert results["stored_bytes"] == trainer.center_bytes(results["num_centers"]) <= budget_bytes
+    if method == "replay":
+        assert 0 < results["stored_bytes"] <= budget_bytes
+        assert set(np.unique(trainer.memory[1])) == {0, 1, 2, 3}
+    if method == "finetune":
+        assert results["stored_bytes"] == 0
+
+
+def test_add_drop_keeps_budget_and_reports_surgery(digits_tasks):
+    tasks, num_classes, image_shape = digits_tasks
+    config = continual.ContinualConfig(method="nngk_add_drop", **{**TINY, "budget": 30, "drop_per_task": 4})
+    trainer = continual.ContinualTrainer(config, num_classes, image_shape, verbose=0)
+    results = trainer.fit(tasks)
+    log = results["center_log"]
+    # Task 1: C empty, 30 // 2 + 4 = 19 added. Task 2: 4 dropped (19 + 19 - 30 = 8 > 4: 8 dropped), 19 added.
+    assert log[0] == {"dropped": 0, "added": 19, "num_centers": 19}
+    assert log[1] == {"dropped": 8, "added": 19, "num_centers": 30}
+    stored_ids = trainer._center_ids()
+    assert np.sum(stored_ids < len(tasks[0].y_train)) == 11  # Centers of task 1 left after the drops.
+    labels = trainer.head.center_labels.numpy()[trainer.head.center_mask.numpy()]
+    np.testing.assert_allclose(labels.sum(1), 1.0, rtol=1e-5)
+    assert np.any((labels > 1e-6) & (labels < 1 - 1e-6))  # Eq. 13 made some labels soft.
+
+
+def test_drops_are_the_best_predicted_centers(digits_tasks):
+    tasks, num_classes, image_shape = digits_tasks
+    config = continual.ContinualConfig(method="nngk_add_drop", **TINY)
+    trainer = continual.ContinualTrainer(config, num_classes, image_shape, verbose=0)
+    trainer.fit(tasks)
+    head = trainer.head
+    mask = head.center_mask.numpy()
+    centers, labels = head.centers.numpy()[mask], head.center_labels.numpy()[mask]
+    ids = head.center_sample_ids.numpy()[mask]
+    # Leave-one-out NNGK prediction of every center (NumPy eq. 7, no weights), score = probability of its label.
+    predictions = reference.nngk_classifier(centers, centers, labels, config.num_neighbours,
+                                            float(head.sigma.numpy()), query_sample_ids=ids, center_sample_ids=ids)
+    scores = np.sum(predictions * labels, axis=1)
+    threshold = np.sort(scores)[::-1][4]  # Ties are common (many centers are predicted perfectly).
+    chosen = trainer._select_drops(5)
+    assert len(set(chosen.tolist())) == 5
+    score_of = dict(zip(ids.tolist(), scores))
+    chosen_scores = np.array([score_of[i] for i in chosen.tolist()])
+    assert np.all(chosen_scores >= threshold - 1e-5), (chosen_scores, threshold)
+    assert scores.min() < threshold - 0.05  # Some centers were predicted worse and are kept.
+
+
+def test_worst_predicted_samples_are_added_first(digits_tasks):
+    tasks, num_classes, image_shape = digits_tasks
+    config = continual.ContinualConfig(method="nngk_add", **{**TINY, "add_rounds": 1})
+    trainer = continual.ContinualTrainer(config, num_classes, image_shape, verbose=0)
+    trainer.fit(tasks[:1])
+    embeddings = trainer.embed(tasks[1].x_train)
+    labels = tasks[1].y_train
+    before = trainer._head_predict(embeddings)
+    loss = -np.log(before[np.arange(len(labels)), labels] + 1e-12)
+    ids = np.arange(10_000, 10_000 + len(labels))
+    trainer._add_worst(embeddings, labels, ids, 6)
+    added = np.setdiff1d(trainer._center_ids(), np.arange(len(tasks[0].y_train)))
+    worst = ids[np.argsort(-loss, kind="stable")]
+    threshold = np.sort(loss)[::-1][5]
+    assert np.all(loss[added - 10_000] >= threshold - 1e-9), (added, worst[:6])
+
+
+def test_bad_input(digits_tasks):
+    tasks, num_classes, image_shape = digits_tasks
+    with pytest.raises(ValueError, match="Unknown method 'gem'"):
+        continual.ContinualConfig(method="gem").validate()
+    with pytest.raises(ValueError, match="Unknown benchmark 'split_imagenet'"):
+        continual.load_benchmark("split_imagenet")
+    overlapping = [tasks[0], continual.Task(np.array([1, 2]), tasks[1].x_train, np.where(
+        tasks[1].y_train == 3, 1, tasks[1].y_train), tasks[1].x_test, np.where(tasks[1].y_test == 3, 1,
+                                                                               tasks[1].y_test))]
+    trainer = continual.ContinualTrainer(continual.ContinualConfig(method="finetune", **TINY), num_classes,
+                                         image_shape, verbose=0)
+    with pytest.raises(ValueError, match="share class 1: a class-incremental run needs tasks with disjoint classes"):
+        trainer.fit(overlapping)
+    with pytest.raises(ValueError, match="nearest-neighbour methods only"):
+        continual.ContinualConfig(method="ewc", freeze_backbone_after=1).validate()
+
+
+@pytest.mark.slow
+def test_entry_point_writes_results_and_plots(tmp_path):
+    workdir = str(tmp_path / "cl")
+    result = run_entry("trainers.continual", "--benchmark=split_digits", "--method=nngk_add_drop,finetune",
+                       "--max_train_per_task=100", "--budget=40", "--batch_size=32", "--num_neighbours=8",
+                       f"--workdir={workdir}", "--verbose=0")
+    assert result.returncode == 0, result.stderr[-3000:]
+    for method in ("nngk_add_drop", "finetune"):
+        saved = json.load(open(os.path.join(workdir, method, "results.json")))
+        assert 0 <= saved["average_accuracy"] <= 1 and len(saved["accuracy_matrix"]) == 5
+        for name in ("accuracy_matrix.png", "model.keras"):
+            assert os.path.exists(os.path.join(workdir, method, name)), name
+    assert os.path.exists(os.path.join(workdir, "average_accuracy.png"))
+    assert "| nngk_add_drop |" in result.stdout
+    bad = run_entry("trainers.continual", "--benchmark=split_digits", "--method=icarl", f"--workdir={workdir}")
+    assert bad.returncode == 2 and bad.stderr.strip().splitlines()[-1].startswith("error: Unknown method 'icarl'")
