@@ -16,6 +16,15 @@ Methods (all on the same backbone, optimizer, batch and epochs per task):
   by C, in `add_rounds` greedy rounds), optionally compensating by eq. 13; then
   fine-tune `finetune_epochs` epochs against C alone. C never exceeds `budget`;
   no raw image is kept after its task.
+  Stored centers are embeddings of a network that keeps training, and a new task's
+  loss pushes its samples away from them: without care the whole embedding moves
+  and every old center goes stale (measured: old tasks fall to 0%). Three measures
+  against it, on by default for the nearest-neighbour methods and switchable:
+  feature distillation on the current task's images towards the network as it was
+  before the task (`distill_weight`), BatchNorm statistics kept from the first task
+  (`freeze_batchnorm`), and drift compensation of the old centers from the current
+  task's embeddings before/after training (`drift_compensation`, SDC of Yu et al.
+  2020). None of them stores an image.
 - "nngk_add": the same with n_d = 0 (add only, until the budget is full).
 - "nngk_random": the same budget, random adds and drops, no redistribution (ablation).
 - "nngk" / "impostor": the head trained on each task in turn, centers = the current task only.
@@ -38,8 +47,8 @@ import tf_keras as keras
 from absl import logging
 
 from keras_nngk import backbones, layers
-from keras_nngk import search as search_lib
 from keras_nngk import data as data_lib
+from keras_nngk import search as search_lib
 from keras_nngk.training import callbacks as callbacks_lib
 from keras_nngk.training import plots
 from keras_nngk.training.run import write_json_atomically
