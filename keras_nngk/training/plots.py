@@ -81,3 +81,40 @@ def plot_average_accuracy(results_by_method, path):
     figure.savefig(path, dpi=100)
     plt.close(figure)
     return path
+
+
+def plot_samples_per_class(table, path, dataset):
+    """Test accuracy against training images per class (log x axis), mean and spread over seeds, one line per head."""
+    figure, axis = plt.subplots(figsize=(6, 4))
+    for head, by_n in table.items():
+        numeric = [n for n in by_n if n != "all"]
+        xs = [int(n) for n in numeric]
+        means = np.array([100 * by_n[n][0] for n in numeric])
+        spreads = np.array([100 * by_n[n][1] for n in numeric])
+        line = axis.plot(xs, means, marker="o", label=head, linestyle="--" if head.startswith("pixels") else "-")
+        axis.fill_between(xs, means - spreads, means + spreads, alpha=0.15, color=line[0].get_color())
+        if "all" in by_n:
+            axis.axhline(100 * by_n["all"][0], color=line[0].get_color(), linestyle=":", linewidth=1)
+    axis.set_xscale("log")
+    axis.set(xlabel="training images per class (dotted: all)", ylabel="test accuracy (%)",
+             title=f"{dataset}: accuracy against samples per class")
+    axis.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+    return path
+
+
+def plot_recall_curves(table, path, dataset):
+    """Recall@K against K (log2 x axis), one line per embedding."""
+    figure, axis = plt.subplots(figsize=(5.5, 4))
+    for method, values in table.items():
+        ks = sorted(int(key.split("@")[1]) for key in values)
+        axis.plot(ks, [100 * values[f"recall@{k}"][0] for k in ks], marker="o", label=method)
+    axis.set_xscale("log", base=2)
+    axis.set(xlabel="K", ylabel="Recall@K (%)", title=f"{dataset}: Recall@K on unseen classes")
+    axis.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+    return path

@@ -1,0 +1,231 @@
+"""The review's experiments as functions: accuracy against images per class, and Recall@K on unseen classes.
+
+`samples_per_class(...)` trains every head on the same backbone, seeds and step
+budget for each number n of training images per class and reports the test
+accuracy (mean and spread over seeds), with a raw-pixel 1-NN floor.
+`retrieval(...)` trains on half of the classes and reports Recall@K on the other
+half for the learned embeddings, the untrained network and raw pixels.
+"""
+
+import dataclasses
+import math
+import os
+import time
+
+import numpy as np
+import tensorflow as tf
+import tf_keras as keras
+from absl import logging
+
+from keras_nngk import backbones, metrics, models
+from keras_nngk import data as data_lib
+from keras_nngk.training import callbacks as callbacks_lib
+from keras_nngk.training import plots, sparse_adam
+from keras_nngk.training.run import write_json_atomically
+
+HEADS = ("dense", "knn", "nngk", "impostor")
+
+
+@dataclasses.dataclass
+class FewShotConfig:
+    """Settings shared by every head and every n (same budget for all)."""
+
+    dataset: str = "fashion_mnist"
+    examples_per_class: tuple = (1, 3, 6, 10, 30, 100, 0)  # 0: all.
+    heads: tuple = HEADS
+    seeds: tuple = (0, 1, 2)
+    steps: int = 600  # Optimizer steps per run, the same at every n.
+    eval_every: int = 50  # Validation accuracy is measured every this many steps; the best step is kept.
+    validation_per_class: int = 20  # Validation images per class, drawn outside the training subset.
+    batch_size: int = 128
+    learning_rate: float = 1e-3
+    embedding_dim: int = 64
+    num_neighbours: int = 32
+    knn_neighbours: int = 1
+    sigma: float = 0.5
+    backbone: str = "small_conv"
+    max_test: int = 0  # Evaluate on the first this many test images (0: all).
+
+    def validate(self):
+        unknown = [head for head in self.heads if head not in HEADS]
+        if unknown:
+            raise ValueError(f"Unknown head {unknown[0]!r}; valid: {', '.join(HEADS)}. Received: heads={self.heads}")
+        for n in self.examples_per_class:
+            if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+                raise ValueError("`examples_per_class` must be non-negative integers (0: all). "
+                                 f"Received: {self.examples_per_class}")
+        for name in ("steps", "eval_every", "batch_size", "validation_per_class"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"`{name}` must be a positive integer. Received: {name}={value!r}")
+        if not self.seeds:
+            raise ValueError("At least one seed is needed. Received: seeds=()")
+        return self
+
+
+def _train_head(head, x, y, x_val, y_val, config, seed, num_classes):
+    """Trains backbone + head for `config.steps` steps; returns the inference model at the best validation step."""
+    keras.utils.set_random_seed(seed)
+    backbone = backbones.get(config.backbone, input_shape=x.shape[1:], embedding_dim=config.embedding_dim)
+    built = models.nngk_classifier(backbone, num_classes, head=head, capacity=len(x),
+                                   num_neighbours=min(config.num_neighbours, len(x)), sigma=config.sigma,
+                                   knn_neighbours=config.knn_neighbours, tie="loose")
+    optimizer = keras.optimizers.Adam(config.learning_rate)
+    built.train_model.compile(optimizer, "sparse_categorical_crossentropy", jit_compile=False)
+    if head == "impostor":
+        built.train_model.set_center_optimizer(sparse_adam.SparseAdam(config.learning_rate),
+                                               [built.center_head.centers])
+    images = tf.data.Dataset.from_tensor_slices(x).batch(256)
+    recalibration = callbacks_lib.BatchNormRecalibration(backbone, images.shuffle(64, seed=seed).take(50),
+                                                         num_batches=50)
+    rng = np.random.default_rng(seed)
+    steps_per_epoch = max(1, math.ceil(len(x) / config.batch_size))
+    refresh_every = max(steps_per_epoch, 10)
+
+    def refresh():
+        recalibration.recalibrate()
+        built.center_head.assign_centers(backbone.predict(images, verbose=0), y, reset_weights=False)
+
+    if head in ("nngk", "impostor", "knn"):
+        refresh()
+    best = (-1.0, None, 0)
+    order = np.zeros(0, np.int64)
+    for step in range(1, config.steps + 1):
+        if len(order) < config.batch_size:
+            order = np.concatenate([order, rng.permutation(len(x))])
+        batch, order = order[:config.batch_size], order[config.batch_size:]
+        built.train_model.train_on_batch({"image": x[batch], "sample_id": batch.astype(np.int32)}, y[batch])
+        if head == "nngk" and step % refresh_every == 0:
+            refresh()
+        if step % config.eval_every == 0 or step == config.steps:
+            if head in ("nngk", "knn"):
+                refresh()
+            else:
+                recalibration.recalibrate()
+            accuracy = metrics.accuracy(built.inference_model.predict(x_val, batch_size=512, verbose=0), y_val)
+            if accuracy > best[0]:
+                best = (accuracy, built.inference_model.get_weights(), step)
+    built.inference_model.set_weights(best[1])
+    return built.inference_model, best[2], best[0]
+
+
+def pixel_knn_accuracy(x_train, y_train, x_test, y_test, k=1):
+    """kNN majority vote on raw pixels: the floor every learned head should clear."""
+    return metrics.knn_accuracy(x_train.reshape(len(x_train), -1), y_train, x_test.reshape(len(x_test), -1), y_test,
+                                k)
+
+
+def samples_per_class(config, workdir, verbose=1):
+    """Runs the samples-per-class experiment; writes `samples_per_class.json` and `.png` to `workdir`."""
+    config.validate()
+    arrays = data_lib.load_arrays(config.dataset)
+    num_classes = int(arrays.y_train.max()) + 1
+    x_test, y_test = arrays.x_test, arrays.y_test
+    if config.max_test:
+        x_test, y_test = x_test[:config.max_test], y_test[:config.max_test]
+    rows = []
+    os.makedirs(workdir, exist_ok=True)
+    runs = [(n, seed) for n in config.examples_per_class for seed in config.seeds]
+    progress = keras.utils.Progbar(len(runs) * len(config.heads), verbose=verbose)
+    done = 0
+    for n, seed in runs:
+        # Validation images first (fixed per seed), then the training subset from the rest.
+        validation = data_lib.splits.few_shot_indices(arrays.y_train, config.validation_per_class, seed=1000 + seed)
+        rest = np.setdiff1d(np.arange(len(arrays.y_train)), validation)
+        chosen = rest if n == 0 else rest[data_lib.splits.few_shot_indices(arrays.y_train[rest], n, seed)]
+        x, y = arrays.x_train[chosen], arrays.y_train[chosen]
+        x_val, y_val = arrays.x_train[validation], arrays.y_train[validation]
+        label = "all" if n == 0 else n
+        rows.append({"n": label, "seed": seed, "head": "pixels_1nn", "test_accuracy":
+                     pixel_knn_accuracy(x, y, x_test, y_test, 1)})
+        for head in config.heads:
+            start = time.time()
+            model, best_step, val_accuracy = _train_head(head, x, y, x_val, y_val, config, seed, num_classes)
+            accuracy = metrics.accuracy(model.predict(x_test, batch_size=512, verbose=0), y_test)
+            rows.append({"n": label, "seed": seed, "head": head, "test_accuracy": accuracy,
+                         "validation_accuracy": val_accuracy, "best_step": best_step,
+                         "seconds": round(time.time() - start, 1)})
+            logging.info("n=%s seed=%d %s: %.4f (best step %d)", label, seed, head, accuracy, best_step)
+            done += 1
+            progress.update(done)
+    table = summarise(rows)
+    results = {"dataset": config.dataset, "config": dataclasses.asdict(config), "runs": rows, "table": table}
+    write_json_atomically(os.path.join(workdir, "samples_per_class.json"), results)
+    plots.plot_samples_per_class(table, os.path.join(workdir, "samples_per_class.png"), config.dataset)
+    return results
+
+
+def summarise(rows):
+    """`{head: {n: [mean, std, count]}}` over seeds."""
+    table = {}
+    for row in rows:
+        table.setdefault(row["head"], {}).setdefault(str(row["n"]), []).append(row["test_accuracy"])
+    return {head: {n: [float(np.mean(v)), float(np.std(v)), len(v)] for n, v in by_n.items()}
+            for head, by_n in table.items()}
+
+
+def format_samples_table(table):
+    columns = list(next(iter(table.values())).keys())
+    lines = ["| head | " + " | ".join(f"n={n}" for n in columns) + " |", "|---" * (len(columns) + 1) + "|"]
+    for head, by_n in table.items():
+        cells = [f"{100 * by_n[n][0]:.1f} ± {100 * by_n[n][1]:.1f}" if n in by_n else "" for n in columns]
+        lines.append(f"| {head} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+# -- retrieval on unseen classes --------------------------------------------------------------------------------
+def retrieval(dataset, heads, seeds, workdir, epochs=None, overrides=None, verbose=1):
+    """Recall@1/2/4/8 on the unseen half of the classes: trained heads (via `fit`), untrained network, raw pixels.
+
+    Each trained run is a normal `trainers.fit` run with `task="retrieval"` in
+    `workdir/<head>-seed<seed>` (and resumes from there). Writes `retrieval.json`
+    and `retrieval.png`.
+    """
+    from keras_nngk.training import run as run_lib  # pylint: disable=g-import-not-at-top
+    from keras_nngk.training.config import Config  # pylint: disable=g-import-not-at-top
+    os.makedirs(workdir, exist_ok=True)
+    rows = []
+    base = Config.for_dataset(dataset, **dict(overrides or {}, task="retrieval"))
+    data = data_lib.load(dataset, task="retrieval", data_dir=base.data_dir, image_size=base.image_size)
+    test_images = run_lib.image_batches(data.test)
+    test_labels = run_lib.labels_of(data.test)
+    if dataset in data_lib.datasets.ARRAY_SETS:  # Raw pixels as the floor (the fine-grained sets are too large).
+        pixels = np.concatenate([batch.reshape(len(batch), -1) for batch in test_images.as_numpy_iterator()])
+        rows.append({"method": "raw pixels", "seed": None,
+                     **{f"recall@{k}": v for k, v in metrics.recall_at_k(pixels, test_labels).items()}})
+    for seed in seeds:
+        settings = dict(overrides or {}, task="retrieval", seed=seed)
+        if epochs:
+            settings["epochs"] = epochs
+        config = Config.for_dataset(dataset, **settings)
+        keras.utils.set_random_seed(seed)
+        untrained = backbones.get(config.backbone, input_shape=data.image_shape, embedding_dim=config.embedding_dim,
+                                  l2_normalize=config.l2_normalize, weights=config.weights)
+        recalls = metrics.recall_at_k(untrained.predict(test_images, verbose=0), test_labels)
+        rows.append({"method": "untrained network", "seed": seed, **{f"recall@{k}": v for k, v in recalls.items()}})
+        for head in heads:
+            run = run_lib.fit(Config.for_dataset(dataset, **settings, head=head),
+                              os.path.join(workdir, f"{head}-seed{seed}"), verbose=verbose)
+            rows.append({"method": head, "seed": seed,
+                         **{key: value for key, value in run.items() if key.startswith("recall@")}})
+    table = {}
+    for row in rows:
+        for key, value in row.items():
+            if key.startswith("recall@"):
+                table.setdefault(row["method"], {}).setdefault(key, []).append(value)
+    table = {method: {key: [float(np.mean(v)), float(np.std(v)), len(v)] for key, v in values.items()}
+             for method, values in table.items()}
+    results = {"dataset": dataset, "runs": rows, "table": table}
+    write_json_atomically(os.path.join(workdir, "retrieval.json"), results)
+    plots.plot_recall_curves(table, os.path.join(workdir, "retrieval.png"), dataset)
+    return results
+
+
+def format_retrieval_table(table):
+    keys = ["recall@1", "recall@2", "recall@4", "recall@8"]
+    lines = ["| embedding | " + " | ".join(k.replace("recall", "R") for k in keys) + " |", "|---" * 5 + "|"]
+    for method, values in table.items():
+        lines.append(f"| {method} | " + " | ".join(
+            f"{100 * values[k][0]:.1f}" + (f" ± {100 * values[k][1]:.1f}" if values[k][2] > 1 else "")
+            for k in keys) + " |")
+    return "\n".join(lines)

@@ -1,0 +1,46 @@
+r"""Accuracy against training images per class (section 3.1 of the review), every head on the same budget.
+
+    python -m trainers.experiments.samples_per_class --dataset=fashion_mnist
+    python -m trainers.experiments.samples_per_class --dataset=mnist5k --examples_per_class=1,6,30,0 --seeds=0,1
+
+Writes samples_per_class.json (every run and the mean/spread table) and samples_per_class.png.
+"""
+
+import datetime
+import os
+
+from absl import app, flags
+
+from trainers import common
+
+flags.DEFINE_string("dataset", "fashion_mnist", "data set held in memory (fashion_mnist, mnist5k, digits, ...)")
+flags.DEFINE_list("examples_per_class", ["1", "3", "6", "10", "30", "100", "0"], "n values (0: all images)")
+flags.DEFINE_list("heads", ["dense", "knn", "nngk", "impostor"], "heads to compare")
+flags.DEFINE_list("seeds", ["0", "1", "2"], "seeds")
+flags.DEFINE_integer("steps", 600, "optimizer steps per run, the same at every n")
+flags.DEFINE_integer("eval_every", 50, "validation every this many steps; the best step is kept")
+flags.DEFINE_integer("max_test", 0, "evaluate on the first this many test images (0: all)")
+flags.DEFINE_string("workdir", None, "output folder (default saved_models/samples_per_class-<dataset>-<time>)")
+flags.DEFINE_integer("verbose", 1, "1: progress bar, 0: quiet")
+FLAGS = flags.FLAGS
+
+
+def main(argv):
+    del argv
+    from keras_nngk.training import experiments  # pylint: disable=g-import-not-at-top
+    try:
+        config = experiments.FewShotConfig(
+            dataset=FLAGS.dataset, examples_per_class=tuple(int(n) for n in FLAGS.examples_per_class),
+            heads=tuple(FLAGS.heads), seeds=tuple(int(s) for s in FLAGS.seeds), steps=FLAGS.steps,
+            eval_every=FLAGS.eval_every, max_test=FLAGS.max_test)
+        stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+        workdir = FLAGS.workdir or os.path.join("saved_models", f"samples_per_class-{FLAGS.dataset}-{stamp}")
+        results = experiments.samples_per_class(config, workdir, verbose=FLAGS.verbose)
+    except ValueError as error:
+        common.fail(error)
+    print(experiments.format_samples_table(results["table"]))
+    print(f"Written to {workdir}")
+
+
+if __name__ == "__main__":
+    app.run(main)
