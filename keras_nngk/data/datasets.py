@@ -247,8 +247,11 @@ def _class_disjoint(train, test, train_labels, num_classes, data_dir, spec):
     return train, test, train_labels[train_labels < half], int(np.sum(test_labels >= half)), half
 
 
-def _from_arrays(name, arrays, task, examples_per_class, seed):
+def _from_arrays(name, arrays, task, examples_per_class, seed, validation_split=0.0):
     x_train, y_train, x_test, y_test = arrays.x_train, arrays.y_train, arrays.x_test, arrays.y_test
+    if validation_split:  # The held-out part of the training set replaces the test set (for tuning).
+        train, held_out = splits.stratified_split(y_train, test_fraction=validation_split, seed=seed)
+        x_train, y_train, x_test, y_test = x_train[train], y_train[train], x_train[held_out], y_train[held_out]
     class_names = arrays.class_names
     num_classes = int(max(y_train.max(), y_test.max()) + 1)
     if task == "retrieval":
@@ -277,7 +280,8 @@ def load_arrays(name, data_dir=None):
                      f"{', '.join(sorted(ARRAY_SETS) + ['cifar10', 'cifar100', 'mnist'])}. Received: dataset={name!r}")
 
 
-def load(name=DEFAULT, task="classification", data_dir=None, image_size=None, examples_per_class=None, seed=0):
+def load(name=DEFAULT, task="classification", data_dir=None, image_size=None, examples_per_class=None, seed=0,
+         validation_split=0.0):
     """Loads a named data set.
 
     Args:
@@ -290,14 +294,20 @@ def load(name=DEFAULT, task="classification", data_dir=None, image_size=None, ex
         data_dir: tfds data dir, or the folder of the Fashion-MNIST idx files.
         image_size: side length for tfds images (default per data set).
         examples_per_class: keep only this many training images per class (seeded), for few-shot runs.
-        seed: seed of the few-shot subset.
+        seed: seed of the few-shot subset (and of the validation split).
+        validation_split: hold out this stratified fraction of the training set and
+            return it as `test` (hyperparameter search never sees the test set).
     """
     if task not in ("classification", "retrieval"):
         raise ValueError(f"Unknown task {task!r}; valid: classification, retrieval. Received: task={task!r}")
     if name in ARRAY_SETS:
         arrays = ARRAY_SETS[name](data_dir) if name == "fashion_mnist" else ARRAY_SETS[name]()
-        return _from_arrays(name, arrays, task, examples_per_class, seed)
+        return _from_arrays(name, arrays, task, examples_per_class, seed, validation_split)
     if name in TFDS_SETS:
+        if validation_split:
+            raise ValueError(f"validation_split is supported for the in-memory data sets ({', '.join(ARRAY_SETS)}); "
+                             f"for {name!r} tune on its own validation split. Received: validation_split="
+                             f"{validation_split}")
         data = _load_tfds(name, task, data_dir, image_size)
         if examples_per_class:
             keep = splits.few_shot_indices(data.train_labels, examples_per_class, seed)

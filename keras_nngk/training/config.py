@@ -34,6 +34,7 @@ class Config:
     l2_normalize: bool = True
     image_size: Optional[int] = None
     examples_per_class: Optional[int] = None
+    validation_split: float = 0.0  # > 0: evaluate on this held-out fraction of the training set, not the test set.
     data_dir: Optional[str] = None
     epochs: int = 5
     batch_size: int = 128
@@ -104,6 +105,9 @@ class Config:
         if self.pq_bytes and self.head not in ("nngk", "impostor"):
             raise ValueError(f"--pq_bytes compresses the centers of an nngk or impostor head. Received: "
                              f"head={self.head!r}")
+        if not 0.0 <= self.validation_split < 1.0:
+            raise ValueError("`validation_split` must be in [0, 1). "
+                             f"Received: validation_split={self.validation_split!r}")
         for name in ("learning_rate", "sigma"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"`{name}` must be positive. Received: {name}={getattr(self, name)!r}")

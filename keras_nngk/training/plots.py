@@ -118,3 +118,19 @@ def plot_recall_curves(table, path, dataset):
     figure.savefig(path, dpi=100)
     plt.close(figure)
     return path
+
+
+def plot_trials(trials, path):
+    """Validation accuracy of each tuner trial in the order they ran, best so far as a line."""
+    ordered = sorted(trials, key=lambda row: row["trial_id"])
+    scores = [100 * row["score"] for row in ordered]
+    figure, axis = plt.subplots(figsize=(5.5, 3.5))
+    axis.plot(range(1, len(scores) + 1), scores, "o", label="trial")
+    axis.plot(range(1, len(scores) + 1), np.maximum.accumulate(scores), "-", label="best so far")
+    axis.set(xlabel="trial", ylabel="validation accuracy (%)", title="hyperparameter search")
+    axis.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+    axis.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+    return path

@@ -151,7 +151,8 @@ def fit(config, workdir, allow_config_change=False, verbose=1):
     os.makedirs(output_dir, exist_ok=True)
     _check_workdir(output_dir, config, allow_config_change)
     data = data_lib.load(config.dataset, task=config.task, data_dir=config.data_dir, image_size=config.image_size,
-                         examples_per_class=config.examples_per_class, seed=config.seed)
+                         examples_per_class=config.examples_per_class, seed=config.seed,
+                         validation_split=config.validation_split)
     with strategy.scope():
         built = build_models(config, data)
         optimizer = keras.optimizers.Adam(config.learning_rate)
@@ -230,7 +231,8 @@ def fit(config, workdir, allow_config_change=False, verbose=1):
     results = evaluate(config, data, built.backbone, built.inference_model, verbose=verbose)
     results.update({
         "dataset": config.dataset, "task": config.task, "head": config.head, "backbone": config.backbone,
-        "epochs": config.epochs, "initial_epoch": initial_epoch, "train_seconds": round(train_seconds, 2),
+        "epochs": config.epochs, "initial_epoch": initial_epoch,
+        "evaluated_on": "validation" if config.validation_split else "test", "train_seconds": round(train_seconds, 2),
         "num_train": data.num_train, "num_test": data.num_test, "num_classes": data.num_classes,
         "history": {key: [float(value) for value in values] for key, values in history.items()},
     })
@@ -296,7 +298,8 @@ def evaluate_run(workdir, verbose=1):
         raise ValueError(f"{workdir} is not a finished run (no config.json and model.keras); train one with "
                          "python -m trainers.fit --workdir=...")
     data = data_lib.load(config.dataset, task=config.task, data_dir=config.data_dir, image_size=config.image_size,
-                         examples_per_class=config.examples_per_class, seed=config.seed)
+                         examples_per_class=config.examples_per_class, seed=config.seed,
+                         validation_split=config.validation_split)
     with compression.loading_scope(config):
         inference_model = keras.models.load_model(model_path(workdir, "model", config))
         backbone = keras.models.load_model(model_path(workdir, "backbone", config))

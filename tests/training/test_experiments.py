@@ -1,0 +1,76 @@
+"""The experiments: samples per class (tiny), retrieval (tiny), their tables, and the pixel floor."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from keras_nngk.training import experiments
+from tests.trainers.test_fit import run_entry
+
+
+def test_pixel_floor_is_exact_1nn(rng):
+    x_train = rng.normal(size=(50, 4, 4, 1)).astype(np.float32)
+    y_train = rng.integers(0, 3, 50)
+    x_test = rng.normal(size=(20, 4, 4, 1)).astype(np.float32)
+    y_test = rng.integers(0, 3, 20)
+    distances = ((x_test.reshape(20, 1, -1) - x_train.reshape(1, 50, -1)) ** 2).sum(-1)
+    expected = np.mean(y_train[distances.argmin(1)] == y_test)
+    assert experiments.pixel_knn_accuracy(x_train, y_train, x_test, y_test, 1) == pytest.approx(expected)
+
+
+def test_summarise_mean_and_spread():
+    rows = [{"head": "nngk", "n": 6, "test_accuracy": 0.5}, {"head": "nngk", "n": 6, "test_accuracy": 0.7},
+            {"head": "dense", "n": "all", "test_accuracy": 0.9}]
+    table = experiments.summarise(rows)
+    assert table["nngk"]["6"] == [pytest.approx(0.6), pytest.approx(0.1), 2]
+    assert table["dense"]["all"] == [pytest.approx(0.9), 0.0, 1]
+    assert "| nngk | 60.0 ± 10.0 |" in experiments.format_samples_table({"nngk": table["nngk"]})
+
+
+def test_samples_per_class_tiny(tmp_path):
+    config = experiments.FewShotConfig(dataset="digits", examples_per_class=(3, 20), seeds=(0,), steps=40,
+                                       eval_every=20, batch_size=32, validation_per_class=5)
+    results = experiments.samples_per_class(config, str(tmp_path), verbose=0)
+    heads = {row["head"] for row in results["runs"]}
+    assert heads == {"pixels_1nn", "dense", "knn", "nngk", "impostor"}
+    for row in results["runs"]:
+        assert 0.0 <= row["test_accuracy"] <= 1.0
+        if row["head"] != "pixels_1nn":
+            assert row["best_step"] in (20, 40)
+    # More images per class: the pixel floor (deterministic) rises on digits.
+    assert results["table"]["pixels_1nn"]["20"][0] > results["table"]["pixels_1nn"]["3"][0]
+    assert results["table"]["nngk"]["20"][0] > 0.5
+    saved = json.load(open(os.path.join(str(tmp_path), "samples_per_class.json")))
+    assert saved["table"] == results["table"]
+    assert os.path.exists(os.path.join(str(tmp_path), "samples_per_class.png"))
+
+
+def test_bad_input():
+    with pytest.raises(ValueError, match="Unknown head 'svm'"):
+        experiments.FewShotConfig(heads=("svm",)).validate()
+    with pytest.raises(ValueError, match="non-negative integers"):
+        experiments.FewShotConfig(examples_per_class=(-1,)).validate()
+
+
+@pytest.mark.slow
+def test_retrieval_entry_point(tmp_path):
+    workdir = str(tmp_path / "retrieval")
+    result = run_entry("trainers.experiments.retrieval", "--dataset=digits", "--heads=nngk", "--seeds=0",
+                       "--epochs=1", f"--workdir={workdir}", "--verbose=0")
+    assert result.returncode == 0, result.stderr[-3000:]
+    saved = json.load(open(os.path.join(workdir, "retrieval.json")))
+    assert set(saved["table"]) == {"raw pixels", "untrained network", "nngk"}
+    for values in saved["table"].values():
+        recalls = [values[f"recall@{k}"][0] for k in (1, 2, 4, 8)]
+        assert recalls == sorted(recalls) and 0 < recalls[0] <= 1
+    assert os.path.exists(os.path.join(workdir, "retrieval.png"))
+    assert "| raw pixels |" in result.stdout
+    assert os.path.exists(os.path.join(workdir, "nngk-seed0", "metrics.json"))
+
+
+@pytest.mark.slow
+def test_samples_per_class_entry_point_bad_dataset(tmp_path):
+    result = run_entry("trainers.experiments.samples_per_class", "--dataset=imagenet", f"--workdir={tmp_path}")
+    assert result.returncode == 2 and "error:" in result.stderr.strip().splitlines()[-1]
