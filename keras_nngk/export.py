@@ -16,6 +16,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_nngk import layers
+from keras_nngk import search as search_lib
 
 QUANTIZATIONS = ("none", "dynamic", "int8", "int8-full")
 
@@ -33,7 +34,7 @@ def center_layers(model):
 
 def use_exact_search(model):
     """Switches every center layer to the exportable in-graph search; returns the layers that changed."""
-    switched = [layer for layer in center_layers(model) if layer.search != "exact"]
+    switched = [layer for layer in center_layers(model) if not search_lib.is_in_graph(layer.active_search)]
     for layer in switched:
         layer.set_search("exact")
     if switched and getattr(model, "predict_function", None) is not None:

@@ -57,14 +57,16 @@ class CenterLayer(keras.layers.Layer):
         num_neighbours: `k`, how many nearest centers each query looks at.
         capacity: maximum number of centers. None: the size of the first
             `assign_centers()` call, which must then come before the layer is built.
-        search: "exact" (in-graph, exportable), a faiss name ("faiss-flat",
-            "faiss-hnsw", "faiss-ivf", "faiss:<factory>"), a config dict, or a
-            `keras_nngk.search.SearchIndex`. Faiss runs through `tf.py_function`:
-            fine for training, not exportable (use "exact" to export).
+        search: "auto" (default: the exact search, or a faiss HNSW index for large
+            center sets on a CPU, see `keras_nngk.search.resolve`), "exact" (in-graph,
+            exportable), a faiss name ("faiss-flat", "faiss-hnsw", "faiss-ivf",
+            "faiss:<factory>"), a config dict, or a `keras_nngk.search.SearchIndex`.
+            Faiss runs through `tf.py_function`: fine for training, not exportable
+            (export switches to "exact" by itself).
         chunk_size: centers per matrix product in the exact search.
     """
 
-    def __init__(self, num_classes, num_neighbours=32, capacity=None, search="exact",
+    def __init__(self, num_classes, num_neighbours=32, capacity=None, search="auto",
                  chunk_size=search_lib.exact.DEFAULT_CHUNK_SIZE, **kwargs):
         super().__init__(**kwargs)
         self.num_classes = check_positive_int("num_classes", num_classes)
@@ -75,6 +77,7 @@ class CenterLayer(keras.layers.Layer):
         self.search = search if not isinstance(search, search_lib.SearchIndex) else search_lib.serialize(search)
         self._index = search if isinstance(search, search_lib.SearchIndex) else None
         self.embedding_dim = None
+        self._resolved_search = None
         self._warned_about_k = False
 
     # -- variables -------------------------------------------------------------------------------
@@ -352,14 +355,23 @@ class CenterLayer(keras.layers.Layer):
 
     def rebuild_index(self):
         """Rebuilds a faiss index from the current center variables (nothing to do for "exact")."""
-        if search_lib.is_in_graph(self.search) or not self.built:
+        if search_lib.is_in_graph(self.active_search) or not self.built:
             return
         if self._index is None:
-            self._index = search_lib.get(self.search)
+            self._index = search_lib.get(self.active_search)
         self._index.reset()
         mask = self.center_mask.numpy()
         if mask.any():
             self._index.add(self.centers.numpy()[mask], np.flatnonzero(mask))
+
+    @property
+    def active_search(self):
+        """The search in use: `search`, with "auto" resolved from the capacity and dimension (fixed once built)."""
+        if self.search != "auto" or not self.built:
+            return self.search
+        if self._resolved_search is None:
+            self._resolved_search = search_lib.resolve("auto", self.capacity, self.embedding_dim)
+        return self._resolved_search
 
     def set_search(self, search):
         """Switches the search backend (e.g. to "exact" before export). Call
@@ -367,6 +379,7 @@ class CenterLayer(keras.layers.Layer):
         search_lib.get(search)
         self.search = search if not isinstance(search, search_lib.SearchIndex) else search_lib.serialize(search)
         self._index = search if isinstance(search, search_lib.SearchIndex) else None
+        self._resolved_search = None
         self.rebuild_index()
 
     # -- lookup ------------------------------------------------------------------------------------
@@ -387,7 +400,7 @@ class CenterLayer(keras.layers.Layer):
 
     def _search_ids(self, queries, k):
         queries = tf.stop_gradient(queries)
-        if search_lib.is_in_graph(self.search):
+        if search_lib.is_in_graph(self.active_search):
             _, ids = search_lib.exact_search(queries, self.centers, k, self.center_mask, self.chunk_size)
             return ids
 

@@ -53,7 +53,7 @@ class ImpostorClassifier(center_layer.CenterLayer):
     """
 
     def __init__(self, num_classes, num_neighbours=32, sigma=1.0, learn_sigma=True, tie="loose", tie_weight=1e-3,
-                 capacity=None, search="exact", chunk_size=center_layer.search_lib.exact.DEFAULT_CHUNK_SIZE, **kwargs):
+                 capacity=None, search="auto", chunk_size=center_layer.search_lib.exact.DEFAULT_CHUNK_SIZE, **kwargs):
         if tie not in TIES:
             raise ValueError(f"Unknown tie {tie!r}; valid: {', '.join(TIES)}. Received: tie={tie!r}")
         if isinstance(sigma, bool) or not isinstance(sigma, (int, float)) or not math.isfinite(sigma) or sigma <= 0:

@@ -32,7 +32,7 @@ class NeighbourLookup(center_layer.CenterLayer):
         `(z1 (B, value_dim), g (B, 1))`.
     """
 
-    def __init__(self, value_dim, num_neighbours=32, sigma=1.0, learn_sigma=True, capacity=None, search="exact",
+    def __init__(self, value_dim, num_neighbours=32, sigma=1.0, learn_sigma=True, capacity=None, search="auto",
                  chunk_size=center_layer.search_lib.exact.DEFAULT_CHUNK_SIZE, **kwargs):
         kwargs.pop("num_classes", None)
         super().__init__(num_classes=1, num_neighbours=num_neighbours, capacity=capacity, search=search,

@@ -53,7 +53,7 @@ class NNGKClassifier(center_layer.CenterLayer):
     """
 
     def __init__(self, num_classes, num_neighbours=32, sigma=1.0, learn_sigma=True, sample_weights=True,
-                 capacity=None, search="exact", chunk_size=center_layer.search_lib.exact.DEFAULT_CHUNK_SIZE,
+                 capacity=None, search="auto", chunk_size=center_layer.search_lib.exact.DEFAULT_CHUNK_SIZE,
                  **kwargs):
         super().__init__(num_classes=num_classes, num_neighbours=num_neighbours, capacity=capacity, search=search,
                          chunk_size=chunk_size, **kwargs)

@@ -91,7 +91,7 @@ class BiasedModels:
 
 
 def biased_network(input_shape=(28, 28, 1), num_classes=10, projection_dim=16, num_neighbours=32,
-                   embedding_dim=64, capacity=None, sigma=1.0, search="exact", plain=False):
+                   embedding_dim=64, capacity=None, sigma=1.0, search="auto", plain=False):
     """Builds the biased network of eq. 14 (or, with `plain=True`, the same network without the lookup path).
 
     The convolutional trunk is the small conv backbone split after its first block:

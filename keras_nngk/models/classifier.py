@@ -68,7 +68,7 @@ class ClassifierModels:
 
 
 def nngk_classifier(backbone, num_classes, head="nngk", capacity=None, num_neighbours=32, sigma=1.0,
-                    learn_sigma=True, sample_weights=True, search="exact", knn_neighbours=5, tie="loose",
+                    learn_sigma=True, sample_weights=True, search="auto", knn_neighbours=5, tie="loose",
                     tie_weight=1e-3):
     """Puts a classification head on `backbone`.
 

@@ -44,7 +44,7 @@ class Config:
     learn_sigma: bool = True
     sample_weights: bool = True
     refresh_every: int = 1
-    search: str = "exact"
+    search: str = "auto"
     knn_neighbours: int = 5
     recalibrate_batchnorm: bool = True
     tie: str = "loose"

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+import keras_nngk as kn
 from keras_nngk import search
 from tests import reference
 from tests.conftest import clustered
@@ -183,3 +184,21 @@ def test_exact_search_on_wide_center_sets_matches_reference(rng):
     expected_distances, positions = reference.nearest_neighbours(queries, centers[mask], 40)
     np.testing.assert_array_equal(ids.numpy(), np.flatnonzero(mask)[positions])
     np.testing.assert_allclose(distances.numpy(), expected_distances, rtol=1e-4, atol=1e-4)
+
+
+def test_auto_resolves_by_size_and_export_switches_to_exact(rng):
+    assert kn.search.resolve("auto", 10_000, 64, faiss_available=True) == "exact"
+    large = kn.search.AUTO_HNSW_MIN_SIZE // 64
+    assert kn.search.resolve("auto", large, 64, faiss_available=True) == "faiss-hnsw"
+    assert kn.search.resolve("auto", large, 64, faiss_available=False) == "exact"
+    assert kn.search.resolve("faiss-flat", 10, 2) == "faiss-flat"
+    layer = kn.layers.NNGKClassifier(3, num_neighbours=4, capacity=large)
+    centers = rng.normal(size=(200, 64)).astype(np.float32)
+    layer.assign_centers(centers, rng.integers(0, 3, 200))
+    assert layer.search == "auto" and layer.active_search == "faiss-hnsw"
+    queries = centers[:5] + 0.01
+    probabilities = layer(queries).numpy()
+    import tf_keras as keras
+    model = keras.Sequential([keras.Input((64,)), layer])
+    assert kn.export.use_exact_search(model) == [layer] and layer.active_search == "exact"
+    np.testing.assert_allclose(layer(queries).numpy(), probabilities, atol=1e-5)  # HNSW is exact on 200 points.
