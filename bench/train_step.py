@@ -1,6 +1,7 @@
 """Training-step cost of the nearest-neighbour heads against the dense head, on the same backbone and batch.
 
     python bench/train_step.py                  # small conv, 28x28x1, batch 128, N = 6,000 and 60,000 centers
+    python bench/train_step.py --heads dense nngk nngk-hnsw --sizes 60000
 
 Each head's compiled `train_function` runs on a fixed batch; the heads are measured in interleaved rounds (all
 heads once per round, median over rounds) so that machine noise hits them alike. Also timed in the same process:
@@ -32,8 +33,9 @@ def build(head, num_centers, rng, shape, batch):
         keys = rng.normal(size=(num_centers, 16)).astype(np.float32)
         models.lookup.assign_keys_values(keys, rng.normal(size=(num_centers, 64)).astype(np.float32))
     else:
-        models = kn.models.nngk_classifier(backbone, 10, head=head, capacity=num_centers,
-                                           tie="tied" if head == "impostor" else "loose")
+        search = "faiss-hnsw" if head.endswith("-hnsw") else "exact"
+        models = kn.models.nngk_classifier(backbone, 10, head=head.replace("-hnsw", ""), capacity=num_centers,
+                                           tie="tied" if head == "impostor" else "loose", search=search)
         train_model, center_head = models.train_model, models.center_head
     train_model.compile(keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy", jit_compile=False)
     if center_head is not None:
@@ -67,6 +69,8 @@ def main():
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--steps", type=int, default=5, help="steps per measurement")
+    parser.add_argument("--heads", nargs="+", default=["dense", "nngk", "nngk-hnsw", "impostor", "biased"],
+                        help="dense first; nngk-hnsw is the NNGK head searching a faiss HNSW index")
     args = parser.parse_args()
     rng = np.random.default_rng(0)
     shape = (28, 28, 1)
@@ -75,7 +79,7 @@ def main():
     print("| N | head | ms per step | / dense | search ms | matmul floor ms | refresh s | steps per epoch s |")
     print("|---|------|-------------|---------|-----------|-----------------|-----------|-------------------|")
     for size in args.sizes:
-        steps = {head: build(head, size, rng, shape, args.batch) for head in ("dense", "nngk", "impostor", "biased")}
+        steps = {head: build(head, size, rng, shape, args.batch) for head in args.heads}
         times = {head: [] for head in steps}
         for _ in range(args.rounds):
             for head, (run, _) in steps.items():
