@@ -159,7 +159,7 @@ class ContinualConfig:
     ewc_samples: int = 256
     si_c: float = 0.1
     si_xi: float = 1e-3
-    distill_weight: float = 10.0  # Feature distillation on the current task's images (0: off).
+    distill_weight: float = 10.0  # Nearest-neighbour methods: feature distillation on the current task (0: off).
     drift_compensation: bool = True  # Move old centers with the drift of nearby current embeddings.
     freeze_batchnorm: bool = True  # Nearest-neighbour methods keep the first task's BatchNorm statistics.
     local_training: bool = False  # Train each task against its own centers only (old ones serve predictions).
@@ -289,7 +289,7 @@ class ContinualTrainer:
                                        [self.head([embedding, sample_id]), embedding], name="train_model")
         self.inference_model = keras.Model(image, self.head(embedding), name="classifier")
         self.variables = self.train_model.trainable_variables
-        if config.distill_weight:
+        if config.distill_weight and self.uses_centers:  # Softmax baselines stay as published.
             self.teacher = keras.models.clone_model(self.backbone)
         if self.method in ("ewc", "si"):
             self.anchors = [tf.Variable(v, trainable=False) for v in self.variables]
