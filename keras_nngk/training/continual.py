@@ -37,6 +37,7 @@ Methods (all on the same backbone, optimizer, batch and epochs per task):
 """
 
 import dataclasses
+import json
 import math
 import os
 import time
@@ -651,8 +652,22 @@ class ContinualTrainer:
 
 
 def run(config, workdir, verbose=1):
-    """Runs one method on its benchmark and writes `results.json`, plots and `model.keras` into `workdir`."""
+    """Runs one method on its benchmark and writes `results.json`, plots and `model.keras` into `workdir`.
+
+    A workdir that already holds the finished results of the same config is kept as it is (a rerun of
+    `--method=all` after an interruption continues with the methods not yet done).
+    """
     config.validate()
+    path = os.path.join(workdir, "results.json")
+    if os.path.exists(path):
+        try:
+            with open(path) as handle:
+                saved = json.load(handle)
+        except (OSError, json.JSONDecodeError):
+            saved = {}
+        if saved.get("config") == config.to_dict() and os.path.exists(os.path.join(workdir, "model.keras")):
+            logging.info("%s already holds the results of this config; kept.", workdir)
+            return saved
     benchmark = load_benchmark(config.benchmark, data_dir=config.data_dir or None,
                                max_train_per_task=config.max_train_per_task or None, seed=config.seed)
     trainer = ContinualTrainer(config, benchmark.num_classes, benchmark.image_shape, verbose=verbose)

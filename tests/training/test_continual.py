@@ -152,5 +152,11 @@ def test_entry_point_writes_results_and_plots(tmp_path):
             assert os.path.exists(os.path.join(workdir, method, name)), name
     assert os.path.exists(os.path.join(workdir, "average_accuracy.png"))
     assert "| nngk_add_drop |" in result.stdout
+    first = os.path.getmtime(os.path.join(workdir, "finetune", "results.json"))
+    again = run_entry("trainers.continual", "--benchmark=split_digits", "--method=nngk_add_drop,finetune",
+                      "--max_train_per_task=100", "--budget=40", "--batch_size=32", "--num_neighbours=8",
+                      f"--workdir={workdir}", "--verbose=0")
+    assert again.returncode == 0 and "already holds the results" in again.stderr
+    assert os.path.getmtime(os.path.join(workdir, "finetune", "results.json")) == first
     bad = run_entry("trainers.continual", "--benchmark=split_digits", "--method=icarl", f"--workdir={workdir}")
     assert bad.returncode == 2 and bad.stderr.strip().splitlines()[-1].startswith("error: Unknown method 'icarl'")
