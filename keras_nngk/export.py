@@ -136,6 +136,9 @@ def write_atomically(path, content):
     try:
         with os.fdopen(handle, "wb") as stream:
             stream.write(content)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(staging, 0o666 & ~umask)  # mkstemp makes the file private; give it the usual permissions.
         os.replace(staging, path)
     finally:
         if os.path.exists(staging):
