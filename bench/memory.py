@@ -83,6 +83,8 @@ def main():
     parser.add_argument("--centers", type=int, default=60_000)
     parser.add_argument("--dims", type=int, nargs="+", default=[64])
     parser.add_argument("--no-training", action="store_true")
+    parser.add_argument("--heads", nargs="+", default=["dense", "nngk", "impostor"], help="heads whose training "
+                        "memory is measured")
     args = parser.parse_args()
     print(f"{args.centers} centers, 10 classes (soft labels float32, mask, sample ids, log-weights)")
     print("| d | storage | center bytes / center | other per-center bytes | total bytes / center |")
@@ -95,7 +97,7 @@ def main():
     print("\npeak resident memory of `trainers.fit --dataset=fashion_mnist --epochs=1` (60,000 centers)")
     print("| head | peak RSS GiB |")
     print("|---|---|")
-    for head in ("dense", "nngk", "impostor"):
+    for head in args.heads:
         print(f"| {head} | {peak_training_rss(head):.2f} |", flush=True)
 
 
