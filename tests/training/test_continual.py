@@ -160,3 +160,20 @@ def test_entry_point_writes_results_and_plots(tmp_path):
     assert os.path.getmtime(os.path.join(workdir, "finetune", "results.json")) == first
     bad = run_entry("trainers.continual", "--benchmark=split_digits", "--method=icarl", f"--workdir={workdir}")
     assert bad.returncode == 2 and bad.stderr.strip().splitlines()[-1].startswith("error: Unknown method 'icarl'")
+
+
+@pytest.mark.parametrize("name,num_tasks,classes_per_task", [("split_cifar10", 5, 2), ("split_cifar100", 10, 10)])
+def test_cifar_benchmarks_load_through_tfds(name, num_tasks, classes_per_task):
+    import tensorflow_datasets as tfds
+    with tfds.testing.mock_data(num_examples=1500, policy=tfds.testing.MockPolicy.USE_CODE):
+        benchmark = continual.load_benchmark(name)
+    assert len(benchmark.tasks) == num_tasks and benchmark.image_shape == (32, 32, 3)
+    for index, task in enumerate(benchmark.tasks):
+        assert list(task.classes) == list(range(index * classes_per_task, (index + 1) * classes_per_task))
+        assert set(np.unique(task.y_train)) == set(task.classes)
+        assert task.x_train.dtype == np.float32 and 0.0 <= task.x_train.min() and task.x_train.max() <= 1.0
+
+
+def test_benchmark_not_prepared_says_how(tmp_path):
+    with pytest.raises(continual.data_lib.DatasetNotAvailableError, match="not prepared in .*tfds build cifar10"):
+        continual.load_benchmark("split_cifar10", data_dir=str(tmp_path))
