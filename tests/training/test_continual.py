@@ -177,3 +177,40 @@ def test_cifar_benchmarks_load_through_tfds(name, num_tasks, classes_per_task):
 def test_benchmark_not_prepared_says_how(tmp_path):
     with pytest.raises(continual.data_lib.DatasetNotAvailableError, match="not prepared in .*tfds build cifar10"):
         continual.load_benchmark("split_cifar10", data_dir=str(tmp_path))
+
+
+@pytest.mark.parametrize("method", ["ewc", "si"])
+def test_regularisation_penalty_matches_numpy(method, digits_tasks):
+    """After a task, the penalty is (lambda/2) sum F (theta - theta*)^2 for EWC and c sum Omega (theta - theta*)^2 for
+    SI, with Omega = max(w, 0) / ((theta_end - theta_start)^2 + xi) from the path integral w."""
+    tasks, num_classes, image_shape = digits_tasks
+    config = continual.ContinualConfig(method=method, **{**TINY, "ewc_samples": 10_000})  # EWC: every sample.
+    trainer = continual.ContinualTrainer(config, num_classes, image_shape, verbose=0)
+    trainer.num_tasks = 1
+    trainer._prepare(tasks[:1])
+    start = [v.numpy().copy() for v in trainer.variables]
+    trainer._run_epochs(1, tasks[0].x_train, tasks[0].y_train.astype(np.int64), np.arange(len(tasks[0].y_train)),
+                        "task 1")
+    path = [w.numpy().copy() for w in trainer.path_integral] if method == "si" else None
+    end = [v.numpy().copy() for v in trainer.variables]
+    trainer._consolidate(tasks[0])
+    importance = [omega.numpy() for omega in trainer.importance]
+    if method == "si":
+        for omega, w, a, b in zip(importance, path, start, end):
+            np.testing.assert_allclose(omega, np.maximum(w, 0) / ((b - a) ** 2 + config.si_xi), rtol=1e-4,
+                                       atol=1e-6)
+        assert any(np.any(w > 0) for w in path)  # Training did accumulate a path integral.
+    else:  # Closed form for the softmax bias: d log p_y / d b = onehot(y) - p, so F_b = mean (onehot(y) - p)^2.
+        probabilities = trainer.predict(tasks[0].x_train)
+        onehot = np.eye(num_classes)[tasks[0].y_train]
+        bias = next(i for i, v in enumerate(trainer.variables) if "dense_head" in v.name and "bias" in v.name)
+        np.testing.assert_allclose(importance[bias], np.mean((onehot - probabilities) ** 2, axis=0), rtol=1e-3,
+                                   atol=1e-7)
+    rng = np.random.default_rng(0)
+    moved = [a + 0.01 * rng.normal(size=a.shape).astype(np.float32) for a in end]
+    for variable, value in zip(trainer.variables, moved):
+        variable.assign(value)
+    scale = config.ewc_lambda / 2 if method == "ewc" else config.si_c
+    expected = scale * sum(float(np.sum(omega * (m - a) ** 2)) for omega, m, a in zip(importance, moved, end))
+    assert float(trainer._penalty()) == pytest.approx(expected, rel=1e-4)
+    assert expected > 0
