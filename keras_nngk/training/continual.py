@@ -50,6 +50,7 @@ from absl import logging
 from keras_nngk import backbones, layers
 from keras_nngk import data as data_lib
 from keras_nngk import search as search_lib
+from keras_nngk.layers.center_layer import check_positive_int
 from keras_nngk.training import callbacks as callbacks_lib
 from keras_nngk.training import plots
 from keras_nngk.training.run import write_json_atomically
@@ -163,7 +164,6 @@ class ContinualConfig:
     distill_weight: float = 10.0  # Nearest-neighbour methods: feature distillation on the current task (0: off).
     drift_compensation: bool = True  # Move old centers with the drift of nearby current embeddings.
     freeze_batchnorm: bool = True  # Nearest-neighbour methods keep the first task's BatchNorm statistics.
-    local_training: bool = False  # Train each task against its own centers only (old ones serve predictions).
     freeze_backbone_after: int = 0  # Stop training the backbone after this many tasks (0: never).
     embedding_normalized: bool = True  # L2-normalised embeddings (the backbone's default).
     max_train_per_task: int = 0  # 0: all.
@@ -186,9 +186,7 @@ class ContinualConfig:
                              f"Received: scenario={self.scenario!r}")
         for name in ("embedding_dim", "epochs", "batch_size", "num_neighbours", "budget", "add_rounds",
                      "ewc_samples"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"`{name}` must be a positive integer. Received: {name}={value!r}")
+            check_positive_int(name, getattr(self, name))
         for name in ("finetune_epochs", "drop_per_task", "freeze_backbone_after", "add_per_task", "max_train_per_task"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
@@ -351,21 +349,11 @@ class ContinualTrainer:
         callbacks_lib.BatchNormRecalibration(self.backbone, batches, num_batches=50).recalibrate()
 
     def _run_epochs(self, epochs, images, labels, sample_ids, description, refresh=None):
-        config = self.config
-        saved_mask = None
-        if self.uses_centers and config.local_training:  # Train against the current task's centers only.
-            saved_mask = self.head.center_mask.numpy()
-            self.head.center_mask.assign(saved_mask & np.isin(self.head.center_sample_ids.numpy(), sample_ids))
-        try:
-            self._run_epochs_inner(epochs, images, labels, sample_ids, description, refresh)
-        finally:
-            if saved_mask is not None:
-                self.head.center_mask.assign(saved_mask | (self.head.center_mask.numpy() & ~saved_mask))
-
-    def _run_epochs_inner(self, epochs, images, labels, sample_ids, description, refresh):
+        """Trains `epochs` epochs; `refresh` re-embeds the current task's centers before every epoch after the first
+        (they are current when training starts)."""
         config = self.config
         for epoch in range(epochs):
-            if refresh is not None:
+            if refresh is not None and epoch > 0:
                 refresh()
             order = self.rng.permutation(len(images))
             steps = -(-len(order) // config.batch_size)

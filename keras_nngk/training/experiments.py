@@ -19,6 +19,7 @@ from absl import logging
 
 from keras_nngk import backbones, metrics, models
 from keras_nngk import data as data_lib
+from keras_nngk.layers.center_layer import check_positive_int
 from keras_nngk.training import callbacks as callbacks_lib
 from keras_nngk.training import plots, sparse_adam
 from keras_nngk.training.run import write_json_atomically
@@ -55,9 +56,7 @@ class FewShotConfig:
                 raise ValueError("`examples_per_class` must be non-negative integers (0: all). "
                                  f"Received: {self.examples_per_class}")
         for name in ("steps", "eval_every", "batch_size", "validation_per_class"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"`{name}` must be a positive integer. Received: {name}={value!r}")
+            check_positive_int(name, getattr(self, name))
         if not self.seeds:
             raise ValueError("At least one seed is needed. Received: seeds=()")
         return self
@@ -155,13 +154,18 @@ def samples_per_class(config, workdir, verbose=1):
     return results
 
 
+def mean_spread(groups):
+    """`{row: {column: [values]}}` -> `{row: {column: [mean, std, count]}}` (over seeds)."""
+    return {row: {column: [float(np.mean(v)), float(np.std(v)), len(v)] for column, v in columns.items()}
+            for row, columns in groups.items()}
+
+
 def summarise(rows):
     """`{head: {n: [mean, std, count]}}` over seeds."""
-    table = {}
+    groups = {}
     for row in rows:
-        table.setdefault(row["head"], {}).setdefault(str(row["n"]), []).append(row["test_accuracy"])
-    return {head: {n: [float(np.mean(v)), float(np.std(v)), len(v)] for n, v in by_n.items()}
-            for head, by_n in table.items()}
+        groups.setdefault(row["head"], {}).setdefault(str(row["n"]), []).append(row["test_accuracy"])
+    return mean_spread(groups)
 
 
 def format_samples_table(table):
@@ -208,13 +212,12 @@ def retrieval(dataset, heads, seeds, workdir, epochs=None, overrides=None, verbo
                               os.path.join(workdir, f"{head}-seed{seed}"), verbose=verbose)
             rows.append({"method": head, "seed": seed,
                          **{key: value for key, value in run.items() if key.startswith("recall@")}})
-    table = {}
+    groups = {}
     for row in rows:
         for key, value in row.items():
             if key.startswith("recall@"):
-                table.setdefault(row["method"], {}).setdefault(key, []).append(value)
-    table = {method: {key: [float(np.mean(v)), float(np.std(v)), len(v)] for key, v in values.items()}
-             for method, values in table.items()}
+                groups.setdefault(row["method"], {}).setdefault(key, []).append(value)
+    table = mean_spread(groups)
     results = {"dataset": dataset, "runs": rows, "table": table}
     write_json_atomically(os.path.join(workdir, "retrieval.json"), results)
     plots.plot_recall_curves(table, os.path.join(workdir, "retrieval.png"), dataset)
