@@ -105,14 +105,29 @@ def convert_to_tflite(model, quantization="none", representative_data=None, num_
         converter.representative_dataset = _representative_dataset(representative_data, num_calibration_samples)
     heads = [layer.name for layer in center_layers(model)]
     if quantization == "int8" and heads:
-        content = _quantize_keeping_float(converter, model, heads)
+        with search_lib.exact.integer_ranking():
+            content = _quantize_keeping_float(converter, model, heads)
     else:
         content = converter.convert()
     flex = [name for name in op_names(content) if name.startswith("Flex") or name == "CUSTOM"]
     if flex:
         raise ValueError(f"The TFLite model needs non-builtin ops {sorted(set(flex))}; it would not run on a plain "
                          "TFLite runtime.")
+    if quantization == "int8" and quantized_rankings(content):
+        raise ValueError("The int8 converter quantized the neighbour ranking (TOPK_V2 on 8-bit values), which "
+                         "reorders neighbours; export with quantization='dynamic' instead.")
     return content
+
+
+def quantized_rankings(content):
+    """Names of the `TOPK_V2` ops of a TFLite model that rank 8-bit values (an int8 export must have none)."""
+    interpreter = _interpreter_class()(model_content=content)
+    tensors = {detail["index"]: detail for detail in interpreter.get_tensor_details()}
+    found = []
+    for op in interpreter._get_ops_details():  # pylint: disable=protected-access
+        if op["op_name"] == "TOPK_V2" and tensors[op["inputs"][0]]["dtype"] in (np.int8, np.uint8):
+            found.append(tensors[op["outputs"][0]]["name"])
+    return found
 
 
 def _quantize_keeping_float(converter, model, head_names):

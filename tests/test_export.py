@@ -55,6 +55,29 @@ def test_quantized_tflite_agreement(trained_run, test_images, tmp_path, quantiza
     assert json.load(open(tmp_path / f"export_model_{quantization}.json"))["quantization"] == quantization
 
 
+def test_int8_export_ranks_neighbours_in_float(tmp_path):
+    # 10,000 centers: the block-pruned ranking. Before int32 ranking keys the converter quantized its TOPK_V2 inputs
+    # to int8 (whatever the denylist said) and a trained SqueezeNet's export agreed with Keras on 49% of images.
+    rng = np.random.default_rng(0)
+    means = rng.normal(size=(10, 8)) * 3.0
+    labels = rng.integers(0, 10, 10300)
+    points = (means[labels] + rng.normal(size=(10300, 8))).astype(np.float32)
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((8,))
+    embeddings = kn.backbones.common.L2Normalize()(keras.layers.Dense(16)(inputs))
+    head = kn.layers.NNGKClassifier(10, num_neighbours=16, sigma=0.2, capacity=10000, search="exact")
+    model = keras.Model(inputs, head(embeddings))
+    head.assign_centers(keras.Model(inputs, embeddings).predict(points[:10000], verbose=0), labels[:10000])
+    content = kn.export.convert_to_tflite(model, "int8", [points[:300]])
+    top_k_inputs = [op["inputs"][0] for op in kn.export._interpreter_class()(model_content=content)._get_ops_details()
+                    if op["op_name"] == "TOPK_V2"]
+    assert len(top_k_inputs) >= 2 and kn.export.quantized_rankings(content) == []
+    queries = points[10000:]
+    agreement = np.mean(kn.export.TFLiteModel(content).predict(queries).argmax(1)
+                        == model.predict(queries, verbose=0).argmax(1))
+    assert agreement >= 0.97, agreement
+
+
 @pytest.mark.slow
 def test_saved_model_export_in_fresh_process(trained_run, test_images, tmp_path):
     report = export_run.export_run(trained_run, "saved_model", output=str(tmp_path), num_eval=200)

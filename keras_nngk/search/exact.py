@@ -1,6 +1,8 @@
 """Exact search with TensorFlow ops only: usable inside the graph, exportable to SavedModel and TFLite."""
 
+import contextlib
 import math
+import threading
 
 import numpy as np
 import tensorflow as tf
@@ -9,6 +11,60 @@ from keras_nngk.search import base
 
 DEFAULT_CHUNK_SIZE = 65536
 BLOCK_PRUNING_MIN_WIDTH = 8192
+
+_ranking = threading.local()
+
+
+@contextlib.contextmanager
+def integer_ranking():
+    """Graphs traced inside rank on int32 keys instead of float values (same order; for int8 TFLite export).
+
+    The TFLite int8 quantizer quantizes `TOPK_V2` and the reshapes before it
+    whenever it holds calibration ranges for them, even for ops it was told to
+    leave float, and 8-bit distances reorder neighbours (measured: argmax
+    agreement with Keras fell to 49%). Integer tensors are never quantized, so
+    `smallest_k` then ranks order-preserving int32 images of the float values
+    (`float_keys`) and gathers the float values of the winners.
+    """
+    previous = getattr(_ranking, "integer", False)
+    _ranking.integer = True
+    try:
+        yield
+    finally:
+        _ranking.integer = previous
+
+
+def float_keys(values):
+    """int32 keys in the reverse order of float32 `values` (the largest key for the smallest value; NaN last).
+
+    The bits of a non-negative float32 read as an int32 grow with the value; a
+    negative float's other 31 bits grow with its magnitude, so they are flipped.
+    """
+    bits = tf.bitcast(tf.cast(values, tf.float32), tf.int32)
+    ascending = tf.where(bits < 0, tf.bitwise.bitwise_xor(bits, tf.constant(0x7FFFFFFF, tf.int32)), bits)
+    return -1 - ascending
+
+
+def _smallest_k_integer(values, k):
+    _, positions = _top_k_pruned(float_keys(values), k, tf.int32.min)
+    return tf.gather(values, positions, batch_dims=1), positions
+
+
+def _top_k_pruned(scores, k, lowest):
+    """`top_k` of each row of `scores`, block-pruned for wide rows (see `smallest_k`); `lowest` pads."""
+    width = scores.shape[-1]
+    if width is None or width < BLOCK_PRUNING_MIN_WIDTH or 16 * k > width:
+        return tf.math.top_k(scores, k=k)
+    block = max(8, int(round(math.sqrt(width / k))))
+    groups = -(-width // block)
+    if groups * block > width:
+        scores = tf.pad(scores, [[0, 0], [0, groups * block - width]], constant_values=lowest)
+    blocks = tf.reshape(scores, [-1, groups, block])
+    _, best_blocks = tf.math.top_k(tf.reduce_max(blocks, axis=2), k=k)
+    best_blocks = tf.sort(best_blocks, axis=1)  # Keep position order among the candidates.
+    candidates = tf.reshape(tf.gather(blocks, best_blocks, batch_dims=1), [-1, k * block])
+    top, flat = tf.math.top_k(candidates, k=k)
+    return top, tf.gather(best_blocks, flat // block, batch_dims=1) * block + flat % block
 
 
 def smallest_k(values, k):
@@ -21,22 +77,11 @@ def smallest_k(values, k):
     `k` other blocks' minima) and runs `top_k` on those blocks only. Measured here:
     128 x 60,000 values, k = 33: 23 ms with one `top_k`, 3 ms pruned. Among exactly
     equal values at the k-th place, the one kept may differ from a plain `top_k`.
+    Inside `integer_ranking()` the ranking runs on int32 keys (same result).
     """
-    width = values.shape[-1]
-    if width is None or width < BLOCK_PRUNING_MIN_WIDTH or 16 * k > width:
-        negative, positions = tf.math.top_k(-values, k=k)
-        return -negative, positions
-    block = max(8, int(round(math.sqrt(width / k))))
-    groups = -(-width // block)
-    scores = -values
-    if groups * block > width:
-        scores = tf.pad(scores, [[0, 0], [0, groups * block - width]], constant_values=-float("inf"))
-    blocks = tf.reshape(scores, [-1, groups, block])
-    _, best_blocks = tf.math.top_k(tf.reduce_max(blocks, axis=2), k=k)
-    best_blocks = tf.sort(best_blocks, axis=1)  # Keep position order among the candidates.
-    candidates = tf.reshape(tf.gather(blocks, best_blocks, batch_dims=1), [-1, k * block])
-    negative, flat = tf.math.top_k(candidates, k=k)
-    positions = tf.gather(best_blocks, flat // block, batch_dims=1) * block + flat % block
+    if getattr(_ranking, "integer", False):
+        return _smallest_k_integer(values, k)
+    negative, positions = _top_k_pruned(-values, k, -float("inf"))
     return -negative, positions
 
 

@@ -165,14 +165,31 @@ def test_corrupt_faiss_file_gets_clear_error(data, tmp_path):
         search.load(str(tmp_path))
 
 
-@pytest.mark.parametrize("width,k", [(8192, 33), (60000, 33), (20011, 5), (9000, 512)])
-def test_block_pruned_smallest_k_is_exact(rng, width, k):
+@pytest.mark.parametrize("integer", [False, True], ids=["float-ranking", "integer-ranking"])
+@pytest.mark.parametrize("width,k", [(100, 7), (8192, 33), (60000, 33), (20011, 5), (9000, 512)])
+def test_block_pruned_smallest_k_is_exact(rng, width, k, integer):
     values = rng.normal(size=(16, width)).astype(np.float32)
-    values[3, 100:] = np.inf  # A row with fewer finite entries than usual, and masked-out tails.
-    got_values, got_positions = search.exact.smallest_k(tf.constant(values), k)
+    values[3, 50:] = np.inf  # A row with fewer finite entries than usual, and masked-out tails.
+    if integer:
+        with search.exact.integer_ranking():
+            got_values, got_positions = search.exact.smallest_k(tf.constant(values), k)
+    else:
+        got_values, got_positions = search.exact.smallest_k(tf.constant(values), k)
     order = np.argsort(values, axis=1, kind="stable")[:, :k]
     np.testing.assert_array_equal(got_values.numpy(), np.take_along_axis(values, order, 1))
     np.testing.assert_array_equal(got_positions.numpy()[[0, 1, 2]], order[[0, 1, 2]])
+
+
+def test_float_keys_reverse_the_order_of_floats():
+    values = np.array([-np.inf, -3e38, -2.5, -1.0, -1e-30, -0.0, 0.0, 1e-45, 1e-30, 0.5, 1.0, 2.0, 3e38, np.inf],
+                      np.float32)
+    keys = search.exact.float_keys(tf.constant(values)).numpy()
+    assert keys.dtype == np.int32
+    assert np.all(np.diff(keys.astype(np.int64)) < 0)  # Strictly decreasing as the values increase.
+    shuffled = np.random.default_rng(0).normal(size=1000).astype(np.float32) * 10.0 ** np.arange(-20, 20, 0.04)
+    keys = search.exact.float_keys(tf.constant(shuffled)).numpy()
+    np.testing.assert_array_equal(np.argsort(-keys.astype(np.int64), kind="stable"),
+                                  np.argsort(shuffled, kind="stable"))
 
 
 def test_exact_search_on_wide_center_sets_matches_reference(rng):
