@@ -1,7 +1,11 @@
 """TFLite size and batch-1 latency: SqueezeNet 1.1 with a dense head vs NNGK heads (float and 16-byte PQ centers).
 
     python bench/export.py                         # 28x28x1 input (Fashion-MNIST; upsampled to 64x64 inside)
+    python bench/export.py --embedding_dim=128     # a smaller embedding: a 4x cheaper search
     python bench/export.py --image_size=224 --channels=3 --num_centers=5994   # CUB-sized
+
+Heads: dense; nngk (float centers); nngk-opq16 (OPQ rotation + 16 codes of 8 bits per center); nngk-pq16x4 (no
+rotation, 32 codes of 4 bits per center: 16x smaller codebooks). The NNGK heads store class ids, not label rows.
 
 Untrained weights (size and latency do not depend on them). Centers are the network's embeddings of random images.
 Latency: median of --repeats single-image invocations after a warm-up, on this machine's CPU, one thread.
@@ -58,7 +62,8 @@ def main():
     nngk = kn.layers.NNGKClassifier(args.num_classes, num_neighbours=32)
     nngk.assign_centers(centers, labels)
     heads = {"dense": kn.layers.DenseClassifier(args.num_classes), "nngk": nngk,
-             "nngk-pq16": kn.layers.compress(nngk, pq_bytes=16)}
+             "nngk-opq16": kn.layers.compress(nngk, pq_bytes=16),
+             "nngk-pq16x4": kn.layers.compress(nngk, pq_bytes=16, bits=4, rotation=False)}
     calibration = [images[:100]]
     image = images[:1]
     rows = []
@@ -73,13 +78,13 @@ def main():
     dense = {quantization: (size, ms) for head_name, quantization, size, ms in rows if head_name == "dense"}
     print(f"SqueezeNet 1.1, input {shape}, embedding {args.embedding_dim}, {args.num_centers} centers, k=32, "
           f"batch 1, 1 thread, median of {args.repeats}")
-    print("| head      | quantization | file KiB | latency ms | NNGK/dense latency | NNGK - dense size KiB |")
-    print("|-----------|--------------|----------|------------|--------------------|-----------------------|")
+    print("| head        | quantization | file KiB | latency ms | NNGK/dense latency | NNGK - dense size KB |")
+    print("|-------------|--------------|----------|------------|--------------------|----------------------|")
     for head_name, quantization, size, ms in rows:
         ratio = f"{ms / dense[quantization][1]:.2f}" if head_name != "dense" else ""
-        extra = f"{(size - dense[quantization][0]) / 1024:.0f}" if head_name != "dense" else ""
-        print(f"| {head_name:<9} | {quantization:<12} | {size / 1024:>8.0f} | {ms:>10.2f} | {ratio:>18} "
-              f"| {extra:>21} |")
+        extra = f"{(size - dense[quantization][0]) / 1000:.0f}" if head_name != "dense" else ""
+        print(f"| {head_name:<11} | {quantization:<12} | {size / 1024:>8.0f} | {ms:>10.2f} | {ratio:>18} "
+              f"| {extra:>20} |")
 
 
 if __name__ == "__main__":

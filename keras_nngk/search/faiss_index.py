@@ -182,15 +182,17 @@ class FaissIndex(base.SearchIndex):
         self._index = self._to_device(index)
 
 
-def train_opq(vectors, num_subquantizers, bits=8):
+def train_opq(vectors, num_subquantizers, bits=8, rotation=True):
     """Optimized Product Quantization (Ge et al. 2014) of `vectors` with faiss.
 
-    Learns a rotation `A` (OPQMatrix) and a product quantizer of `num_subquantizers`
+    Learns a rotation `A` (OPQMatrix; the identity when `rotation=False`: plain
+    product quantization) and a product quantizer of `num_subquantizers`
     sub-vectors with `2**bits` centroids each on the rotated vectors.
 
     Returns:
         `(rotation (d, d), codebooks (M, 2**bits, d / M), codes (N, M) uint8)`, with
-        `rotated = vectors @ rotation.T` and `vectors ~= decoded @ rotation`.
+        `rotated = vectors @ rotation.T` and `vectors ~= decoded @ rotation`; one
+        code per sub-quantizer (not packed), the nearest codebook entry.
     """
     faiss = import_faiss()
     vectors = np.ascontiguousarray(vectors, dtype=np.float32)
@@ -203,13 +205,21 @@ def train_opq(vectors, num_subquantizers, bits=8):
     if num_vectors < needed:
         raise ValueError(f"Training {bits}-bit product-quantization codebooks needs at least {needed} centers; got "
                          f"{num_vectors}. Keep the float centers (no --pq_bytes) for so few.")
-    opq = faiss.OPQMatrix(dimension, num_subquantizers)
-    opq.train(vectors)
-    rotated = opq.apply_py(vectors)
+    if rotation:
+        opq = faiss.OPQMatrix(dimension, num_subquantizers)
+        opq.train(vectors)
+        rotated = opq.apply_py(vectors)
+        matrix = faiss.vector_to_array(opq.A).reshape(dimension, dimension)
+    else:
+        rotated, matrix = vectors, np.eye(dimension)
     quantizer = faiss.ProductQuantizer(dimension, num_subquantizers, bits)
     quantizer.train(rotated)
-    codes = quantizer.compute_codes(rotated)
-    rotation = faiss.vector_to_array(opq.A).reshape(dimension, dimension)
-    codebooks = faiss.vector_to_array(quantizer.centroids).reshape(num_subquantizers, needed,
-                                                                   dimension // num_subquantizers)
-    return rotation.astype(np.float32), codebooks.astype(np.float32), codes.astype(np.uint8)
+    sub_dimension = dimension // num_subquantizers
+    codebooks = faiss.vector_to_array(quantizer.centroids).reshape(num_subquantizers, needed, sub_dimension)
+    # Nearest entry per sub-vector, computed here: faiss packs codes of fewer than 8 bits.
+    codes = np.empty((num_vectors, num_subquantizers), dtype=np.uint8)
+    for m in range(num_subquantizers):
+        pieces = rotated[:, m * sub_dimension:(m + 1) * sub_dimension]
+        scores = (codebooks[m] ** 2).sum(1)[np.newaxis, :] - 2.0 * pieces @ codebooks[m].T
+        codes[:, m] = np.argmin(scores, axis=1)
+    return matrix.astype(np.float32), codebooks.astype(np.float32), codes

@@ -7,15 +7,48 @@ distances from each rotated query sub-vector to every codebook entry is computed
 TFLite ops only (BATCH_MATMUL, GATHER, SUM, TOPK_V2).
 """
 
+import numpy as np
 import tensorflow as tf
 
 from keras_nngk.search import exact
 
 
+def pack_codes(codes, bits):
+    """`(N, M)` codes as stored: unchanged for 8 bits; two 4-bit codes per byte, code `2j` in the low nibble."""
+    codes = np.asarray(codes, dtype=np.uint8)
+    if bits == 8:
+        return codes
+    if codes.shape[1] % 2 or codes.max(initial=0) > 15:
+        raise ValueError(f"4-bit packing needs an even number of codes below 16. Received: codes.shape={codes.shape}")
+    return (codes[:, 0::2] | (codes[:, 1::2] << 4)).astype(np.uint8)
+
+
+def unpack_codes(packed, bits):
+    """The `(N, M)` int32 codes of `pack_codes` output (FLOOR_MOD / FLOOR_DIV: builtin TFLite ops)."""
+    packed = tf.cast(packed, tf.int32)
+    if bits == 8:
+        return packed
+    return tf.reshape(tf.stack([packed % 16, packed // 16], axis=-1), [tf.shape(packed)[0], -1])
+
+
+def unfolded(constant, anchor):
+    """`constant` read through a SLICE whose start depends on the tensor `anchor` (values unchanged).
+
+    The TFLite converter folds every op whose inputs are all constants: casting or
+    unpacking the stored uint8 codes would be done at conversion time and saved as
+    int32, 4 to 8 times the bytes. Routing the read through `anchor` (the queries)
+    keeps the uint8 codes in the file and the cast at run time.
+    """
+    value = tf.reshape(anchor, [-1])[0]
+    zero = tf.cast(tf.logical_and(value < 0, value > 0), tf.int32)  # Always 0 (NaN included), unknown to the converter.
+    whole = tf.slice(constant, tf.fill([len(constant.shape)], zero), [-1] * len(constant.shape))
+    return tf.reshape(whole, constant.shape)
+
+
 def adc_tables(queries, rotation, codebooks):
     """`(B, M, K)` squared distances between rotated query sub-vectors and the codebook entries."""
     num_subquantizers, _, sub_dimension = codebooks.shape
-    rotated = tf.matmul(queries, rotation, transpose_b=True)
+    rotated = tf.matmul(queries, rotation, transpose_b=True) if rotation is not None else queries
     sub_vectors = tf.transpose(tf.reshape(rotated, [-1, num_subquantizers, sub_dimension]), [1, 0, 2])  # (M, B, s)
     products = tf.matmul(sub_vectors, codebooks, transpose_b=True)  # (M, B, K)
     query_norms = tf.reduce_sum(tf.square(sub_vectors), axis=-1, keepdims=True)
@@ -44,4 +77,5 @@ def decode(codes, rotation, codebooks):
     """Reconstructed centers `(n, d)`: the selected codebook entries, concatenated, rotated back."""
     num_subquantizers = codebooks.shape[0]
     pieces = [tf.gather(codebooks[m], tf.cast(codes[:, m], tf.int32)) for m in range(num_subquantizers)]
-    return tf.matmul(tf.concat(pieces, axis=1), rotation)
+    decoded = tf.concat(pieces, axis=1)
+    return tf.matmul(decoded, rotation) if rotation is not None else decoded

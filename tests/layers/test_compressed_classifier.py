@@ -86,6 +86,56 @@ def test_memory_report_at_the_papers_reference_point():
     assert report["codebooks_bytes"] == 16 * 256 * 32 * 4 and report["rotation_bytes"] == 512 * 512 * 4
 
 
+def test_four_bit_codes_pack_two_per_byte_and_unpack(rng):
+    codes = rng.integers(0, 16, size=(50, 8)).astype(np.uint8)
+    packed = pq.pack_codes(codes, 4)
+    assert packed.shape == (50, 4) and packed.dtype == np.uint8
+    np.testing.assert_array_equal(packed[:, 1], codes[:, 2] | (codes[:, 3] << 4))
+    np.testing.assert_array_equal(pq.unpack_codes(tf.constant(packed), 4).numpy(), codes)
+    np.testing.assert_array_equal(pq.unpack_codes(tf.constant(codes), 8).numpy(), codes)
+    with pytest.raises(ValueError, match="4-bit packing"):
+        pq.pack_codes(codes + 16, 4)
+
+
+def test_four_bit_plain_pq_head_matches_reference_and_stores_class_ids(trained_head, rng):
+    head, centers, labels = trained_head
+    compressed = kn.layers.compress(head, pq_bytes=4, bits=4, rotation=False)
+    assert compressed.rotation is None and compressed.pq_codebooks.shape == (8, 16, 2)
+    assert compressed.pq_codes.shape == (600, 4) and compressed.center_labels.dtype == tf.uint8
+    np.testing.assert_array_equal(compressed.center_labels.numpy(), labels)
+    codes = compressed.codes().numpy()
+    codebooks = compressed.pq_codebooks.numpy()
+    decoded = reference.pq_decode(codes, np.eye(16), codebooks)
+    np.testing.assert_allclose(compressed.reconstructed_centers().numpy(), decoded, atol=1e-6)
+    # Each code is the nearest of its codebook's 16 entries to the center's sub-vector.
+    pieces = centers.reshape(600, 8, 2)
+    nearest = np.argmin(((pieces[:, :, None, :] - codebooks[None]) ** 2).sum(-1), axis=-1)
+    assert np.mean(nearest == codes) > 0.999
+    queries, _ = clustered(np.random.default_rng(3), 30, 16, num_clusters=12, spread=0.4)
+    expected = reference.nngk_classifier(queries, decoded, reference.one_hot(labels, 4), 8, 0.8,
+                                         np.exp(head.log_weights.numpy()))
+    np.testing.assert_allclose(compressed(queries).numpy(), expected, rtol=1e-3, atol=1e-4)
+    report = compressed.memory_report()
+    assert report["rotation_bytes"] == 0 and report["labels_bytes"] == 600 and report["codes_bytes"] == 600 * 4
+
+
+def test_tflite_file_keeps_the_codes_at_their_stored_size(rng, tmp_path):
+    # The converter folds ops on constants: casting or unpacking the uint8 codes at conversion time would store
+    # them as int32 (6,000 x 32 x 4 bytes here, 8 times the packed codes).
+    centers = rng.normal(size=(6000, 64)).astype(np.float32)
+    head = kn.layers.NNGKClassifier(10, num_neighbours=8, capacity=6000)
+    head.assign_centers(centers, rng.integers(0, 10, 6000))
+    compressed = kn.layers.compress(head, pq_bytes=16, bits=4, rotation=False)
+    inputs = keras.Input((64,))
+    path = kn.export.to_tflite(keras.Model(inputs, compressed(inputs)), str(tmp_path / "pq.tflite"))
+    report = compressed.memory_report()
+    stored = (report["codes_bytes"] + report["codebooks_bytes"] + report["labels_bytes"]
+              + 6000 * 4 + 6000)  # log-weights and mask
+    assert stored < os.path.getsize(path) < stored + 20_000, (os.path.getsize(path), stored)
+    queries = rng.normal(size=(20, 64)).astype(np.float32)
+    np.testing.assert_allclose(kn.export.TFLiteModel(path).predict(queries), compressed(queries).numpy(), atol=1e-5)
+
+
 @pytest.mark.slow
 def test_compressed_round_trips_keras_saved_model_tflite(trained_head, tmp_path, rng):
     head, _, _ = trained_head
@@ -125,5 +175,7 @@ def test_bad_input(trained_head, rng):
         kn.layers.compress(small, pq_bytes=8)
     with pytest.raises(ValueError, match="needs a built NNGK or impostor head"):
         kn.layers.compress(kn.layers.NNGKClassifier(4), pq_bytes=8)
-    with pytest.raises(ValueError, match="must divide embedding_dim=16"):
+    with pytest.raises(ValueError, match=r"must divide embedding_dim=16 into sub-vectors \(bits=8\); valid: \[1, 2,"):
         kn.layers.CompressedClassifier(4, 8, embedding_dim=16, pq_bytes=5, capacity=10)
+    with pytest.raises(ValueError, match="`bits` must be 4 or 8"):
+        kn.layers.compress(head, pq_bytes=8, bits=2)
