@@ -21,15 +21,20 @@ from keras_nngk import search as search_lib
 QUANTIZATIONS = ("none", "dynamic", "int8", "int8-full")
 
 
-def center_layers(model):
-    """Every `CenterLayer` in a model, nested models included."""
+def center_layers(model, types=(layers.CenterLayer,)):
+    """Every layer of `types` (default: `CenterLayer`) in a model, nested models included."""
     found = []
     for layer in model.layers:
-        if isinstance(layer, layers.CenterLayer):
+        if isinstance(layer, types):
             found.append(layer)
         elif hasattr(layer, "layers"):
-            found.extend(center_layers(layer))
+            found.extend(center_layers(layer, types))
     return found
+
+
+def _ranking_layers(model):
+    """The layers that rank neighbours: they stay float in an `int8` export."""
+    return center_layers(model, (layers.CenterLayer, layers.CompressedClassifier))
 
 
 def use_exact_search(model):
@@ -103,7 +108,7 @@ def convert_to_tflite(model, quantization="none", representative_data=None, num_
             raise ValueError(f"quantization={quantization!r} needs representative_data (training images) to "
                              "calibrate.")
         converter.representative_dataset = _representative_dataset(representative_data, num_calibration_samples)
-    heads = [layer.name for layer in center_layers(model)]
+    heads = [layer.name for layer in _ranking_layers(model)]
     if quantization == "int8" and heads:
         with search_lib.exact.integer_ranking():
             content = _quantize_keeping_float(converter, model, heads)

@@ -8,6 +8,7 @@ import textwrap
 
 import numpy as np
 import pytest
+import tensorflow as tf
 import tf_keras as keras
 
 import keras_nngk as kn
@@ -55,7 +56,8 @@ def test_quantized_tflite_agreement(trained_run, test_images, tmp_path, quantiza
     assert json.load(open(tmp_path / f"export_model_{quantization}.json"))["quantization"] == quantization
 
 
-def test_int8_export_ranks_neighbours_in_float(tmp_path):
+@pytest.mark.parametrize("compressed", [False, True], ids=["float-centers", "pq-centers"])
+def test_int8_export_ranks_neighbours_in_float(tmp_path, compressed):
     # 10,000 centers: the block-pruned ranking. Before int32 ranking keys the converter quantized its TOPK_V2 inputs
     # to int8 (whatever the denylist said) and a trained SqueezeNet's export agreed with Keras on 49% of images.
     rng = np.random.default_rng(0)
@@ -66,8 +68,11 @@ def test_int8_export_ranks_neighbours_in_float(tmp_path):
     inputs = keras.Input((8,))
     embeddings = kn.backbones.common.L2Normalize()(keras.layers.Dense(16)(inputs))
     head = kn.layers.NNGKClassifier(10, num_neighbours=16, sigma=0.2, capacity=10000, search="exact")
-    model = keras.Model(inputs, head(embeddings))
+    head.build(tf.TensorShape((None, 16)))
     head.assign_centers(keras.Model(inputs, embeddings).predict(points[:10000], verbose=0), labels[:10000])
+    if compressed:
+        head = kn.layers.compress(head, pq_bytes=4, bits=4, rotation=False)
+    model = keras.Model(inputs, head(embeddings))
     content = kn.export.convert_to_tflite(model, "int8", [points[:300]])
     top_k_inputs = [op["inputs"][0] for op in kn.export._interpreter_class()(model_content=content)._get_ops_details()
                     if op["op_name"] == "TOPK_V2"]
