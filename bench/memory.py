@@ -42,19 +42,23 @@ def center_table(num_centers, dimension, num_classes, seed=0):
     rows.append(("float32", dimension * 4, per_center_rest, variable_bytes(head.weights) / num_centers))
     rows.append(("float16", dimension * 2, per_center_rest, (dimension * 2 * num_centers + variable_bytes(rest))
                  / num_centers))
-    for pq_bytes in (8, 16, 32):
-        if dimension % pq_bytes:
+    variants = [(f"OPQ {pq_bytes} B", pq_bytes, 8, True) for pq_bytes in (8, 16, 32)]
+    variants.append(("PQ 16 B, 4-bit", 16, 4, False))
+    for label, pq_bytes, bits, rotation in variants:
+        if dimension % (pq_bytes * 8 // bits):
             continue
-        # The variables' sizes do not depend on the trained values: build the layer without training OPQ.
+        # The variables' sizes do not depend on the trained values: build the layer without training OPQ. Class ids
+        # as compress() stores them for one-hot labels.
         compressed = kn.layers.CompressedClassifier(num_classes, head.num_neighbours, dimension, pq_bytes,
-                                                    capacity=num_centers)
+                                                    capacity=num_centers, bits=bits, rotation=rotation,
+                                                    hard_labels=True)
         compressed.build((None, dimension))
         report = compressed.memory_report()
         tables = report["pq_codes_weight_bytes"] + report["codebooks_bytes"] + report["rotation_bytes"]
         others = variable_bytes([v for v in compressed.weights if v.name.split("/")[-1].split(":")[0] not in (
             "pq_codes", "pq_codebooks", "rotation")])
-        rows.append((f"OPQ {pq_bytes} B", tables / num_centers, others / num_centers,
-                     variable_bytes(compressed.weights) / num_centers))
+        total = variable_bytes(compressed.weights)
+        rows.append((label, tables / num_centers, others / num_centers, total / num_centers))
     return rows
 
 

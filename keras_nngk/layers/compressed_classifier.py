@@ -108,9 +108,8 @@ class CompressedClassifier(keras.layers.Layer):
         if isinstance(inputs, (list, tuple, dict)):
             raise ValueError("CompressedClassifier is an inference layer: pass embeddings only (no sample ids).")
         k = min(self.num_neighbours, self.capacity)
-        codes = pq.unpack_codes(pq.unfolded(self.pq_codes, inputs), self.bits)
-        distances, ids = pq.adc_search(inputs, self.rotation, self.pq_codebooks, codes, k, self.center_mask,
-                                       self.chunk_size)
+        distances, ids = pq.adc_search(inputs, self.rotation, self.pq_codebooks, pq.unfolded(self.pq_codes, inputs),
+                                       k, self.center_mask, self.chunk_size, self.bits)
         valid = ids >= 0
         ids = tf.where(valid, ids, tf.zeros_like(ids))
         distances = tf.where(valid, distances, tf.zeros_like(distances))

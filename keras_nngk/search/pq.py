@@ -56,21 +56,38 @@ def adc_tables(queries, rotation, codebooks):
     return tf.transpose(tf.maximum(query_norms - 2.0 * products + code_norms, 0.0), [1, 0, 2])
 
 
-def adc_distances(tables, codes):
-    """`(B, n)` approximate squared distances to the centers with `codes (n, M)`."""
-    num_subquantizers, num_codes = tables.shape[1], tables.shape[2]
-    flat_tables = tf.reshape(tables, [-1, num_subquantizers * num_codes])
-    offsets = tf.range(num_subquantizers, dtype=tf.int32) * num_codes
-    index = tf.reshape(tf.cast(codes, tf.int32) + offsets[tf.newaxis, :], [-1])
-    gathered = tf.gather(flat_tables, index, axis=1)
-    return tf.reduce_sum(tf.reshape(gathered, [-1, tf.shape(codes)[0], num_subquantizers]), axis=-1)
+def byte_tables(tables, bits=8):
+    """`(B, P, 256)` distance contributions per code byte: the tables themselves for 8-bit codes; for 4-bit codes,
+    entry `[b, j, high * 16 + low]` is `tables[b, 2j, low] + tables[b, 2j + 1, high]` (the two codes of byte `j`)."""
+    if bits == 8:
+        return tables
+    low, high = tables[:, 0::2, :], tables[:, 1::2, :]
+    pairs = high[:, :, :, tf.newaxis] + low[:, :, tf.newaxis, :]  # (B, M / 2, 16 high, 16 low)
+    return tf.reshape(pairs, [-1, tables.shape[1] // 2, 256])
 
 
-def adc_search(queries, rotation, codebooks, codes, k, center_mask=None, chunk_size=exact.DEFAULT_CHUNK_SIZE):
-    """The `k` nearest compressed centers by ADC distance: `(distances, ids)` as `exact_search` returns them."""
+def adc_distances(tables, codes, bits=8):
+    """`(B, n)` approximate squared distances to the centers with packed `codes (n, P)` (see `pack_codes`).
+
+    One lookup per code byte (a 4-bit pair counts once, through `byte_tables`),
+    gathered per byte position with `batch_dims`, so no index arithmetic runs
+    over the `n x P` codes: a transpose, a cast and the gather.
+    """
+    per_byte = tf.transpose(byte_tables(tables, bits), [1, 2, 0])  # (P, 256, B)
+    positions = tf.cast(tf.transpose(codes), tf.int32)  # (P, n)
+    gathered = tf.gather(per_byte, positions, axis=1, batch_dims=1)  # (P, n, B)
+    return tf.transpose(tf.reduce_sum(gathered, axis=0))
+
+
+def adc_search(queries, rotation, codebooks, codes, k, center_mask=None, chunk_size=exact.DEFAULT_CHUNK_SIZE,
+               bits=8):
+    """The `k` nearest compressed centers by ADC distance: `(distances, ids)` as `exact_search` returns them.
+
+    `codes` are packed as `pack_codes(codes, bits)` stores them.
+    """
     tables = adc_tables(queries, rotation, codebooks)
-    return exact.chunked_top_k(lambda start, stop: adc_distances(tables, codes[start:stop]), int(codes.shape[0]), k,
-                               tf.shape(queries)[0], center_mask, chunk_size, queries.dtype)
+    return exact.chunked_top_k(lambda start, stop: adc_distances(tables, codes[start:stop], bits),
+                               int(codes.shape[0]), k, tf.shape(queries)[0], center_mask, chunk_size, queries.dtype)
 
 
 def decode(codes, rotation, codebooks):

@@ -86,6 +86,23 @@ def test_memory_report_at_the_papers_reference_point():
     assert report["codebooks_bytes"] == 16 * 256 * 32 * 4 and report["rotation_bytes"] == 512 * 512 * 4
 
 
+def test_four_bit_adc_on_packed_codes_matches_decode_then_distance(rng):
+    rotation, _ = np.linalg.qr(rng.normal(size=(24, 24)))
+    codebooks = rng.normal(size=(8, 16, 3)).astype(np.float32)
+    codes = rng.integers(0, 16, size=(40, 8)).astype(np.uint8)
+    queries = rng.normal(size=(7, 24)).astype(np.float32)
+    tables = pq.adc_tables(tf.constant(queries), tf.constant(rotation, tf.float32), tf.constant(codebooks))
+    packed = tf.constant(pq.pack_codes(codes, 4))
+    np.testing.assert_allclose(pq.adc_distances(tables, packed, bits=4).numpy(),
+                               reference.adc_distances(queries, codes, rotation, codebooks), rtol=1e-4, atol=1e-4)
+    distances, ids = pq.adc_search(tf.constant(queries), tf.constant(rotation, tf.float32), tf.constant(codebooks),
+                                   packed, 5, chunk_size=16, bits=4)
+    expected_distances, expected_ids = reference.nearest_neighbours(
+        queries, reference.pq_decode(codes, rotation, codebooks), 5)
+    np.testing.assert_array_equal(ids.numpy(), expected_ids)
+    np.testing.assert_allclose(distances.numpy(), expected_distances, rtol=1e-4, atol=1e-4)
+
+
 def test_four_bit_codes_pack_two_per_byte_and_unpack(rng):
     codes = rng.integers(0, 16, size=(50, 8)).astype(np.uint8)
     packed = pq.pack_codes(codes, 4)

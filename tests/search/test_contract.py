@@ -180,6 +180,12 @@ def test_block_pruned_smallest_k_is_exact(rng, width, k, integer):
     np.testing.assert_array_equal(got_positions.numpy()[[0, 1, 2]], order[[0, 1, 2]])
 
 
+def test_block_size_divides_the_row_when_a_divisor_is_near():
+    assert search.exact.block_size(60000, 33) == 40  # sqrt(60000 / 33) = 42.6; 40 and 48 divide 60,000.
+    assert search.exact.block_size(60013, 33) == 43  # A prime: no divisor, the row gets padded.
+    assert search.exact.block_size(8192, 512) == 8
+
+
 def test_float_keys_reverse_the_order_of_floats():
     values = np.array([-np.inf, -3e38, -2.5, -1.0, -1e-30, -0.0, 0.0, 1e-45, 1e-30, 0.5, 1.0, 2.0, 3e38, np.inf],
                       np.float32)
