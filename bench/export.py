@@ -8,7 +8,8 @@ Heads: dense; nngk (float centers); nngk-opq16 (OPQ rotation + 16 codes of 8 bit
 rotation, 32 codes of 4 bits per center: 16x smaller codebooks). The NNGK heads store class ids, not label rows.
 
 Untrained weights (size and latency do not depend on them). Centers are the network's embeddings of random images.
-Latency: median of --repeats single-image invocations after a warm-up, on this machine's CPU, one thread.
+Latency: median of --repeats single-image invocations after a warm-up, on this machine's CPU, one thread; the models
+take turns in 10 rounds, so that the ratios compare models measured at the same moments.
 """
 
 import argparse
@@ -26,21 +27,28 @@ import tf_keras as keras  # noqa: E402
 import keras_nngk as kn  # noqa: E402
 
 
-def latency_ms(path, image, repeats):
+def interleaved_latencies_ms(paths, image, repeats, rounds=10):
+    """Median batch-1 latency of each model; the models take turns (`rounds` of `repeats / rounds` invocations
+    each) so that the machine's slow moments hit them all alike."""
     from ai_edge_litert.interpreter import Interpreter  # pylint: disable=g-import-not-at-top
-    interpreter = Interpreter(model_path=path, num_threads=1)
-    interpreter.allocate_tensors()
-    index = interpreter.get_input_details()[0]["index"]
-    for _ in range(10):
-        interpreter.set_tensor(index, image)
-        interpreter.invoke()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        interpreter.set_tensor(index, image)
-        interpreter.invoke()
-        times.append(time.perf_counter() - start)
-    return 1e3 * float(np.median(times))
+    runners = {}
+    for path in paths:
+        interpreter = Interpreter(model_path=path, num_threads=1)
+        interpreter.allocate_tensors()
+        index = interpreter.get_input_details()[0]["index"]
+        for _ in range(10):
+            interpreter.set_tensor(index, image)
+            interpreter.invoke()
+        runners[path] = (interpreter, index)
+    times = {path: [] for path in paths}
+    for _ in range(rounds):
+        for path, (interpreter, index) in runners.items():
+            for _ in range(max(1, repeats // rounds)):
+                start = time.perf_counter()
+                interpreter.set_tensor(index, image)
+                interpreter.invoke()
+                times[path].append(time.perf_counter() - start)
+    return {path: 1e3 * float(np.median(values)) for path, values in times.items()}
 
 
 def main():
@@ -74,7 +82,9 @@ def main():
         for quantization in ("none", "dynamic", "int8"):
             path = kn.export.to_tflite(model, os.path.join(folder, f"{head_name}-{quantization}.tflite"),
                                        quantization=quantization, representative_data=calibration)
-            rows.append((head_name, quantization, os.path.getsize(path), latency_ms(path, image, args.repeats)))
+            rows.append((head_name, quantization, path))
+    latencies = interleaved_latencies_ms([path for _, _, path in rows], image, args.repeats)
+    rows = [(head_name, quantization, os.path.getsize(path), latencies[path]) for head_name, quantization, path in rows]
     dense = {quantization: (size, ms) for head_name, quantization, size, ms in rows if head_name == "dense"}
     print(f"SqueezeNet 1.1, input {shape}, embedding {args.embedding_dim}, {args.num_centers} centers, k=32, "
           f"batch 1, 1 thread, median of {args.repeats}")

@@ -108,8 +108,10 @@ class CompressedClassifier(keras.layers.Layer):
         if isinstance(inputs, (list, tuple, dict)):
             raise ValueError("CompressedClassifier is an inference layer: pass embeddings only (no sample ids).")
         k = min(self.num_neighbours, self.capacity)
-        distances, ids = pq.adc_search(inputs, self.rotation, self.pq_codebooks, pq.unfolded(self.pq_codes, inputs),
-                                       k, self.center_mask, self.chunk_size, self.bits)
+        # Transposed before `unfolded`: the converter folds that transpose into a uint8 constant of the same size.
+        codes_by_byte = pq.unfolded(tf.transpose(self.pq_codes), inputs)
+        distances, ids = pq.adc_search(inputs, self.rotation, self.pq_codebooks, codes_by_byte, k, self.center_mask,
+                                       self.chunk_size, self.bits, by_byte=True)
         valid = ids >= 0
         ids = tf.where(valid, ids, tf.zeros_like(ids))
         distances = tf.where(valid, distances, tf.zeros_like(distances))

@@ -32,17 +32,18 @@ def unpack_codes(packed, bits):
 
 
 def unfolded(constant, anchor):
-    """`constant` read through a SLICE whose start depends on the tensor `anchor` (values unchanged).
+    """`constant` read through a GATHER of its rows whose index depends on the tensor `anchor` (values unchanged).
 
-    The TFLite converter folds every op whose inputs are all constants: casting or
-    unpacking the stored uint8 codes would be done at conversion time and saved as
-    int32, 4 to 8 times the bytes. Routing the read through `anchor` (the queries)
-    keeps the uint8 codes in the file and the cast at run time.
+    The TFLite converter folds every op whose inputs are all constants: casting
+    the stored uint8 codes would be done at conversion time and saved as int32,
+    4 times the bytes. Routing the read through `anchor` (the queries) keeps the
+    uint8 codes in the file and the cast at run time. The output shape stays
+    static (a dynamic-shaped SLICE here cost 0.5 ms per TFLite call); the index
+    has one entry per row, so put the short axis first.
     """
     value = tf.reshape(anchor, [-1])[0]
     zero = tf.cast(tf.logical_and(value < 0, value > 0), tf.int32)  # Always 0 (NaN included), unknown to the converter.
-    whole = tf.slice(constant, tf.fill([len(constant.shape)], zero), [-1] * len(constant.shape))
-    return tf.reshape(whole, constant.shape)
+    return tf.gather(constant, tf.range(constant.shape[0]) + zero)
 
 
 def adc_tables(queries, rotation, codebooks):
@@ -66,26 +67,32 @@ def byte_tables(tables, bits=8):
     return tf.reshape(pairs, [-1, tables.shape[1] // 2, 256])
 
 
-def adc_distances(tables, codes, bits=8):
+def adc_distances(tables, codes, bits=8, by_byte=False):
     """`(B, n)` approximate squared distances to the centers with packed `codes (n, P)` (see `pack_codes`).
 
     One lookup per code byte (a 4-bit pair counts once, through `byte_tables`),
     gathered per byte position with `batch_dims`, so no index arithmetic runs
-    over the `n x P` codes: a transpose, a cast and the gather.
+    over the `n x P` codes: a cast and the gather. `by_byte=True` takes the codes
+    transposed, `(P, n)`, as the gather reads them.
     """
     per_byte = tf.transpose(byte_tables(tables, bits), [1, 2, 0])  # (P, 256, B)
-    positions = tf.cast(tf.transpose(codes), tf.int32)  # (P, n)
+    positions = tf.cast(codes if by_byte else tf.transpose(codes), tf.int32)  # (P, n)
     gathered = tf.gather(per_byte, positions, axis=1, batch_dims=1)  # (P, n, B)
     return tf.transpose(tf.reduce_sum(gathered, axis=0))
 
 
 def adc_search(queries, rotation, codebooks, codes, k, center_mask=None, chunk_size=exact.DEFAULT_CHUNK_SIZE,
-               bits=8):
+               bits=8, by_byte=False):
     """The `k` nearest compressed centers by ADC distance: `(distances, ids)` as `exact_search` returns them.
 
-    `codes` are packed as `pack_codes(codes, bits)` stores them.
+    `codes` are packed as `pack_codes(codes, bits)` stores them, `(n, P)`, or
+    `(P, n)` with `by_byte=True`.
     """
     tables = adc_tables(queries, rotation, codebooks)
+    if by_byte:
+        return exact.chunked_top_k(lambda start, stop: adc_distances(tables, codes[:, start:stop], bits, True),
+                                   int(codes.shape[1]), k, tf.shape(queries)[0], center_mask, chunk_size,
+                                   queries.dtype)
     return exact.chunked_top_k(lambda start, stop: adc_distances(tables, codes[start:stop], bits),
                                int(codes.shape[0]), k, tf.shape(queries)[0], center_mask, chunk_size, queries.dtype)
 
