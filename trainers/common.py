@@ -18,6 +18,8 @@ _HELP = {
     "tie": "impostor centers: tied | fixed | loose",
     "tie_weight": "lambda of eq. 8 (loose impostors)",
     "pq_bytes": "compress the centers with OPQ to this many bytes each (0: keep float)",
+    "pq_bits": "bits per PQ code: 8 (256-entry codebooks) or 4 (16 entries, codes packed two per byte)",
+    "pq_rotation": "learn an OPQ rotation (d x d floats) before product quantization",
     "qat": "quantization-aware training of the backbone (tfmot)",
     "prune": "magnitude-prune the backbone to this sparsity (tfmot)",
     "backbone": "small_conv | squeezenet | vgg16 | resnet50",

@@ -50,6 +50,8 @@ class Config:
     tie: str = "loose"
     tie_weight: float = 1e-3
     pq_bytes: int = 0
+    pq_bits: int = 8
+    pq_rotation: bool = True
     qat: bool = False
     prune: float = 0.0
     strategy: str = "default"
@@ -98,10 +100,14 @@ class Config:
         if isinstance(self.pq_bytes, bool) or not isinstance(self.pq_bytes, int) or self.pq_bytes < 0:
             raise ValueError(f"`pq_bytes` must be 0 (no compression) or a positive integer. "
                              f"Received: pq_bytes={self.pq_bytes!r}")
-        if self.pq_bytes and self.embedding_dim % self.pq_bytes:
-            divisors = [m for m in range(1, self.embedding_dim + 1) if self.embedding_dim % m == 0]
-            raise ValueError(f"`pq_bytes` must divide embedding_dim={self.embedding_dim}; valid: {divisors}. "
-                             f"Received: pq_bytes={self.pq_bytes}")
+        if self.pq_bits not in (4, 8):
+            raise ValueError(f"`pq_bits` must be 4 or 8. Received: pq_bits={self.pq_bits!r}")
+        if self.pq_bytes and self.embedding_dim % (self.pq_bytes * 8 // self.pq_bits):
+            # pq_bytes * 8 / pq_bits sub-vectors must split the embedding.
+            divisors = [m * self.pq_bits // 8 for m in range(1, self.embedding_dim + 1)
+                        if self.embedding_dim % m == 0 and (m * self.pq_bits) % 8 == 0]
+            raise ValueError(f"`pq_bytes` must divide embedding_dim={self.embedding_dim}; valid: {divisors} "
+                             f"(pq_bits={self.pq_bits}). Received: pq_bytes={self.pq_bytes}")
         if self.pq_bytes and self.head not in ("nngk", "impostor"):
             raise ValueError(f"--pq_bytes compresses the centers of an nngk or impostor head. Received: "
                              f"head={self.head!r}")

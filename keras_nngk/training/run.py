@@ -252,8 +252,10 @@ def fit(config, workdir, allow_config_change=False, verbose=1):
 
 
 def _compressed_results(config, data, built, output_dir, verbose):
-    """Compresses the head's centers to `pq_bytes` (OPQ), evaluates that model too, saves it as model_pq."""
-    compressed = layers.compress(built.center_head, pq_bytes=config.pq_bytes)
+    """Compresses the head's centers to `pq_bytes` (PQ, OPQ with `pq_rotation`), evaluates that model too, saves it
+    as model_pq."""
+    compressed = layers.compress(built.center_head, pq_bytes=config.pq_bytes, bits=config.pq_bits,
+                                 rotation=config.pq_rotation)
     image = keras.Input(data.image_shape, name="image")
     model = keras.Model(image, compressed(built.backbone(image)), name="classifier_pq")
     metrics_pq = evaluate(config, data, built.backbone, model, verbose=verbose)

@@ -45,14 +45,21 @@ def test_loose_centers_move_and_training_learns(tmp_path):
 
 
 @pytest.mark.slow
-def test_pq_compressed_centers_reported_beside_float(tmp_path):
-    results = _run(str(tmp_path), "loose", 3, pq_bytes=16)
+@pytest.mark.parametrize("bits,rotation", [(8, True), (4, False)])
+def test_pq_compressed_centers_reported_beside_float(tmp_path, bits, rotation):
+    results = _run(str(tmp_path), "loose", 3, pq_bytes=16, pq_bits=bits, pq_rotation=rotation)
     assert abs(results["test_accuracy"] - results["test_accuracy_pq"]) < 0.05
     memory = results["memory"]
-    assert memory["codes_bytes"] == results["num_train"] * 16
+    assert memory["codes_bytes"] == results["num_train"] * 16 and memory["bits"] == bits
+    assert memory["rotation_bytes"] == (64 * 64 * 4 if rotation else 0)
+    assert memory["labels_bytes"] == results["num_train"]  # one uint8 class id per center
     assert memory["float_centers_bytes"] == results["num_train"] * 64 * 4
     assert os.path.exists(tmp_path / "model_pq.keras")
     with pytest.raises(ValueError, match=r"pq_bytes` must divide embedding_dim=64; valid: \[1, 2, 4, 8, 16, 32, 64\]"):
         kn.training.Config.for_dataset("digits", head="impostor", pq_bytes=12)
+    with pytest.raises(ValueError, match=r"valid: \[1, 2, 4, 8, 16, 32\] \(pq_bits=4\)"):
+        kn.training.Config.for_dataset("digits", head="impostor", pq_bytes=64, pq_bits=4)
+    with pytest.raises(ValueError, match="`pq_bits` must be 4 or 8"):
+        kn.training.Config.for_dataset("digits", head="impostor", pq_bytes=16, pq_bits=2)
     with pytest.raises(ValueError, match="Unknown tie 'soft'"):
         kn.training.Config.for_dataset("digits", head="impostor", tie="soft")
