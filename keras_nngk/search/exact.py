@@ -45,8 +45,9 @@ def float_keys(values):
     return -1 - ascending
 
 
-def _smallest_k_integer(values, k):
-    _, positions = _top_k_pruned(float_keys(values), k, tf.int32.min)
+def _top_k_by_keys(values, keys, k):
+    """The `k` entries of `values` with the largest int32 `keys`: `(values, positions)`."""
+    _, positions = _top_k_pruned(keys, k, tf.int32.min)
     return tf.gather(values, positions, batch_dims=1), positions
 
 
@@ -90,7 +91,7 @@ def smallest_k(values, k):
     Inside `integer_ranking()` the ranking runs on int32 keys (same result).
     """
     if getattr(_ranking, "integer", False):
-        return _smallest_k_integer(values, k)
+        return _top_k_by_keys(values, float_keys(values), k)
     negative, positions = _top_k_pruned(-values, k, -float("inf"))
     return -negative, positions
 
@@ -98,8 +99,7 @@ def smallest_k(values, k):
 def largest_k(values, k):
     """The `k` largest entries of each row, descending: `(values, positions)`, as `smallest_k` ranks."""
     if getattr(_ranking, "integer", False):
-        _, positions = _top_k_pruned(float_keys(-values), k, tf.int32.min)
-        return tf.gather(values, positions, batch_dims=1), positions
+        return _top_k_by_keys(values, float_keys(-values), k)
     return _top_k_pruned(values, k, -float("inf"))
 
 

@@ -89,12 +89,14 @@ def adc_search(queries, rotation, codebooks, codes, k, center_mask=None, chunk_s
     `(P, n)` with `by_byte=True`.
     """
     tables = adc_tables(queries, rotation, codebooks)
-    if by_byte:
-        return exact.chunked_top_k(lambda start, stop: adc_distances(tables, codes[:, start:stop], bits, True),
-                                   int(codes.shape[1]), k, tf.shape(queries)[0], center_mask, chunk_size,
-                                   queries.dtype)
-    return exact.chunked_top_k(lambda start, stop: adc_distances(tables, codes[start:stop], bits),
-                               int(codes.shape[0]), k, tf.shape(queries)[0], center_mask, chunk_size, queries.dtype)
+    centers_axis = 1 if by_byte else 0
+
+    def distances(start, stop):
+        chunk = codes[:, start:stop] if by_byte else codes[start:stop]
+        return adc_distances(tables, chunk, bits, by_byte)
+
+    return exact.chunked_top_k(distances, int(codes.shape[centers_axis]), k, tf.shape(queries)[0], center_mask,
+                               chunk_size, queries.dtype)
 
 
 def decode(codes, rotation, codebooks):

@@ -17,21 +17,29 @@ from tests import reference
 from tests.conftest import clustered
 
 
-def test_adc_distances_match_decode_then_distance(rng):
-    rotation, _ = np.linalg.qr(rng.normal(size=(12, 12)))
-    codebooks = rng.normal(size=(4, 256, 3)).astype(np.float32)
-    codes = rng.integers(0, 256, size=(40, 4)).astype(np.uint8)
-    queries = rng.normal(size=(7, 12)).astype(np.float32)
+@pytest.mark.parametrize("bits,num_subquantizers", [(8, 4), (4, 8)])
+def test_adc_distances_match_decode_then_distance(rng, bits, num_subquantizers):
+    dimension = 3 * num_subquantizers
+    rotation, _ = np.linalg.qr(rng.normal(size=(dimension, dimension)))
+    codebooks = rng.normal(size=(num_subquantizers, 2 ** bits, 3)).astype(np.float32)
+    codes = rng.integers(0, 2 ** bits, size=(40, num_subquantizers)).astype(np.uint8)
+    packed = pq.pack_codes(codes, bits)
+    queries = rng.normal(size=(7, dimension)).astype(np.float32)
     tables = pq.adc_tables(tf.constant(queries), tf.constant(rotation, tf.float32), tf.constant(codebooks))
-    got = pq.adc_distances(tables, tf.constant(codes)).numpy()
-    np.testing.assert_allclose(got, reference.adc_distances(queries, codes, rotation, codebooks), rtol=1e-4, atol=1e-4)
-    distances, ids = pq.adc_search(tf.constant(queries), tf.constant(rotation, tf.float32), tf.constant(codebooks),
-                                   tf.constant(codes), 5, chunk_size=16)
+    expected = reference.adc_distances(queries, codes, rotation, codebooks)
+    got = pq.adc_distances(tables, tf.constant(packed), bits).numpy()
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
+    got_by_byte = pq.adc_distances(tables, tf.constant(packed.T), bits, by_byte=True).numpy()
+    np.testing.assert_allclose(got_by_byte, expected, rtol=1e-4, atol=1e-4)
     expected_distances, expected_ids = reference.nearest_neighbours(
         queries, reference.pq_decode(codes, rotation, codebooks), 5)
-    np.testing.assert_array_equal(ids.numpy(), expected_ids)
-    np.testing.assert_allclose(distances.numpy(), expected_distances, rtol=1e-4, atol=1e-4)
-    np.testing.assert_allclose(pq.decode(codes, rotation.astype(np.float32), codebooks).numpy(),
+    for layout, by_byte in ((packed, False), (packed.T, True)):
+        distances, ids = pq.adc_search(tf.constant(queries), tf.constant(rotation, tf.float32),
+                                       tf.constant(codebooks), tf.constant(layout), 5, chunk_size=16, bits=bits,
+                                       by_byte=by_byte)
+        np.testing.assert_array_equal(ids.numpy(), expected_ids)
+        np.testing.assert_allclose(distances.numpy(), expected_distances, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(pq.decode(pq.unpack_codes(packed, bits), rotation.astype(np.float32), codebooks).numpy(),
                                reference.pq_decode(codes, rotation, codebooks), rtol=1e-4, atol=1e-5)
 
 
@@ -84,23 +92,6 @@ def test_memory_report_at_the_papers_reference_point():
     assert report["codes_bytes"] == 95_904 and report["pq_codes_weight_bytes"] == 95_904
     assert report["float_centers_bytes"] == 5994 * 512 * 4
     assert report["codebooks_bytes"] == 16 * 256 * 32 * 4 and report["rotation_bytes"] == 512 * 512 * 4
-
-
-def test_four_bit_adc_on_packed_codes_matches_decode_then_distance(rng):
-    rotation, _ = np.linalg.qr(rng.normal(size=(24, 24)))
-    codebooks = rng.normal(size=(8, 16, 3)).astype(np.float32)
-    codes = rng.integers(0, 16, size=(40, 8)).astype(np.uint8)
-    queries = rng.normal(size=(7, 24)).astype(np.float32)
-    tables = pq.adc_tables(tf.constant(queries), tf.constant(rotation, tf.float32), tf.constant(codebooks))
-    packed = tf.constant(pq.pack_codes(codes, 4))
-    np.testing.assert_allclose(pq.adc_distances(tables, packed, bits=4).numpy(),
-                               reference.adc_distances(queries, codes, rotation, codebooks), rtol=1e-4, atol=1e-4)
-    distances, ids = pq.adc_search(tf.constant(queries), tf.constant(rotation, tf.float32), tf.constant(codebooks),
-                                   packed, 5, chunk_size=16, bits=4)
-    expected_distances, expected_ids = reference.nearest_neighbours(
-        queries, reference.pq_decode(codes, rotation, codebooks), 5)
-    np.testing.assert_array_equal(ids.numpy(), expected_ids)
-    np.testing.assert_allclose(distances.numpy(), expected_distances, rtol=1e-4, atol=1e-4)
 
 
 def test_four_bit_codes_pack_two_per_byte_and_unpack(rng):
