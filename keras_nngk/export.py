@@ -9,14 +9,13 @@ leaves a half-written file under the final name.
 """
 
 import os
-import shutil
-import tempfile
 
 import numpy as np
 import tensorflow as tf
 
 from keras_nngk import layers
 from keras_nngk import search as search_lib
+from keras_nngk.utils.files import save_model, write_atomically  # noqa: F401  (write_atomically: public here too)
 
 QUANTIZATIONS = ("none", "dynamic", "int8", "int8-full")
 
@@ -50,31 +49,61 @@ def use_exact_search(model):
 def to_saved_model(model, path):
     """Writes a SavedModel that runs without keras_nngk, faiss or Python callbacks (`tf.saved_model.load`)."""
     use_exact_search(model)
-    path = os.path.abspath(path)
-    parent = os.path.dirname(path)
-    os.makedirs(parent, exist_ok=True)
-    staging = tempfile.mkdtemp(dir=parent, prefix=".tmp-saved_model-")
-    try:
-        model.save(staging, save_format="tf")
-        if os.path.exists(path):
-            shutil.rmtree(path)
-        os.rename(staging, path)
-    finally:
-        if os.path.exists(staging):
-            shutil.rmtree(staging)
-    return path
+    return save_model(model, path, save_format="tf")
 
 
-def _representative_dataset(representative_data, num_samples):
+def _calibration_images(representative_data, input_shape, num_samples):
+    """Up to `num_samples` single images `(1, *input_shape)` float32 from what a user passes as representative data.
+
+    Accepts an array of images `(N, *input_shape)` (or one image), a `tf.data.Dataset` or any iterable of image
+    batches, of single images, of `[batch]` lists (TFLite's own convention) or of `(images, labels)` pairs. Shapes
+    and values are checked here: the converter's calibrator crashes the process on input it does not expect.
+    """
+    def elements():
+        if isinstance(representative_data, np.ndarray):
+            yield representative_data
+            return
+        if isinstance(representative_data, tf.data.Dataset):
+            yield from representative_data.as_numpy_iterator()
+            return
+        if callable(representative_data) and not hasattr(representative_data, "__iter__"):
+            yield from representative_data()  # A TFLite-style generator function.
+            return
+        yield from representative_data
+
     samples = []
-    for batch in representative_data:
-        batch = np.asarray(batch, dtype=np.float32)
+    for element in elements():
+        if isinstance(element, dict) and len(element) == 1:
+            element = next(iter(element.values()))
+        if isinstance(element, (list, tuple)):
+            element = element[0]  # [batch] (TFLite's convention) or (images, labels).
+        try:
+            batch = np.asarray(element, dtype=np.float32)
+        except (TypeError, ValueError) as error:
+            raise ValueError(f"representative_data must hold float images of shape {input_shape}. Received: an "
+                             f"element that is not numeric ({type(element).__name__}: {error})") from None
+        if _fits(batch.shape, input_shape):
+            batch = batch[np.newaxis]
+        if not _fits(batch.shape[1:], input_shape):
+            raise ValueError(f"representative_data must hold images of shape {input_shape} (the model's input), as "
+                             f"an array (N, {', '.join(map(str, input_shape))}), a dataset or an iterable of batches. "
+                             f"Received: an element of shape {batch.shape}")
+        if not np.all(np.isfinite(batch)):
+            raise ValueError("representative_data contains NaN or Inf values; pass real training images.")
         for sample in batch:
             samples.append(sample[np.newaxis])
             if len(samples) >= num_samples:
-                break
-        if len(samples) >= num_samples:
-            break
+                return samples
+    return samples
+
+
+def _fits(shape, input_shape):
+    """Whether an array shape matches a model input shape (None: any size)."""
+    return len(shape) == len(input_shape) and all(want is None or want == got for got, want in zip(shape, input_shape))
+
+
+def _representative_dataset(representative_data, input_shape, num_samples):
+    samples = _calibration_images(representative_data, input_shape, num_samples)
     if not samples:
         raise ValueError("The representative data set for int8 quantization is empty; pass some training images "
                          "(e.g. 100 to 500).")
@@ -92,7 +121,8 @@ def convert_to_tflite(model, quantization="none", representative_data=None, num_
             in float: 8-bit distances reorder neighbours); "int8-full" (every op
             that has an int8 kernel, the heads included). Inputs and outputs stay
             float32 in every case.
-        representative_data: iterable of image batches, required for the int8 modes.
+        representative_data: training images, required for the int8 modes: an array `(N, H, W, C)`, a
+            `tf.data.Dataset` or an iterable of image batches (see `_calibration_images`).
         num_calibration_samples: images used to calibrate int8 ranges.
     """
     if quantization not in QUANTIZATIONS:
@@ -107,7 +137,9 @@ def convert_to_tflite(model, quantization="none", representative_data=None, num_
         if representative_data is None:
             raise ValueError(f"quantization={quantization!r} needs representative_data (training images) to "
                              "calibrate.")
-        converter.representative_dataset = _representative_dataset(representative_data, num_calibration_samples)
+        input_shape = tuple(model.inputs[0].shape[1:])
+        converter.representative_dataset = _representative_dataset(representative_data, input_shape,
+                                                                    num_calibration_samples)
     heads = [layer.name for layer in _ranking_layers(model)]
     if quantization == "int8" and heads:
         with search_lib.exact.integer_ranking():
@@ -146,24 +178,6 @@ def _quantize_keeping_float(converter, model, head_names):
     debugger = tf.lite.experimental.QuantizationDebugger(
         converter=converter, debug_dataset=converter.representative_dataset, debug_options=options)
     return debugger.get_nondebug_quantized_model()
-
-
-def write_atomically(path, content):
-    """Writes bytes to a temporary file beside `path`, then renames it over `path`."""
-    path = os.path.abspath(path)
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    handle, staging = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".tmp-", suffix=os.path.basename(path))
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            stream.write(content)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(staging, 0o666 & ~umask)  # mkstemp makes the file private; give it the usual permissions.
-        os.replace(staging, path)
-    finally:
-        if os.path.exists(staging):
-            os.remove(staging)
-    return path
 
 
 def to_tflite(model, path, quantization="none", representative_data=None, num_calibration_samples=300):

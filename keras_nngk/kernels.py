@@ -4,7 +4,10 @@ Everything here is stateless and works in eager mode, inside `tf.function`, and
 in SavedModel / TFLite graphs (builtin ops only).
 """
 
+import numpy as np
 import tensorflow as tf
+
+_SMALLEST_NORMAL = float(np.finfo(np.float32).tiny)
 
 
 def squared_distances(queries, centers):
@@ -56,12 +59,25 @@ def kernel_logits(squared_distance, sigma, log_weights=None, valid=None):
     Returns:
         `(B, k)` logits.
     """
-    logits = -squared_distance / (2.0 * tf.square(sigma))
+    # The width is kept above float32's smallest normal number, so it never underflows to 0 (0/0 = NaN).
+    width = 2.0 * tf.maximum(tf.square(sigma), _SMALLEST_NORMAL)
+    logits = -squared_distance / width
     if log_weights is not None:
         logits = logits + log_weights
     if valid is not None:
         logits = tf.where(valid, logits, tf.fill(tf.shape(logits), -float("inf")))
-    return logits
+    # With a width so small that every valid term underflows to -inf, measure the distances from the nearest
+    # neighbour instead: softmax does not change under that shift, and the nearest neighbours keep finite logits
+    # (the sigma -> 0 limit, a nearest-neighbour vote) instead of the row losing all its neighbours.
+    has_finite = tf.reduce_any(tf.math.is_finite(logits), axis=-1, keepdims=True)
+    candidates = squared_distance if valid is None else tf.where(valid, squared_distance, tf.reduce_max(
+        squared_distance, axis=-1, keepdims=True) + tf.zeros_like(squared_distance))
+    shifted = -(squared_distance - tf.reduce_min(candidates, axis=-1, keepdims=True)) / width
+    if log_weights is not None:
+        shifted = shifted + log_weights
+    if valid is not None:
+        shifted = tf.where(valid, shifted, tf.fill(tf.shape(shifted), -float("inf")))
+    return tf.where(has_finite, logits, shifted)
 
 
 def kernel_coefficients(logits):

@@ -1,6 +1,8 @@
 """Flags for every field of `keras_nngk.training.Config`, defined in one loop (no hand-written flag lists)."""
 
+import contextlib
 import dataclasses
+import errno
 import os
 import sys
 import typing
@@ -55,7 +57,55 @@ def config_from_flags():
     return config_lib.Config.for_dataset(dataset, **given)
 
 
-def fail(error):
+def fail(error, status=2):
     """One clear line on stderr and exit status 2, instead of a traceback, for errors of the user's input."""
     print(f"error: {error}", file=sys.stderr)
-    sys.exit(2)
+    sys.exit(status)
+
+
+_FILE_SYSTEM_ERRNOS = {errno.ENOSPC: "the disk is full", errno.EROFS: "the file system is read-only",
+                       errno.EACCES: "permission denied", errno.EPERM: "permission denied",
+                       errno.EDQUOT: "the disk quota is exceeded", errno.ENOENT: "no such file or folder",
+                       errno.EIO: "an input/output error"}
+_FILE_SYSTEM_MESSAGES = {"No space left": "the disk is full", "Read-only file system": "the file system is read-only",
+                         "Permission denied": "permission denied", "Disk quota exceeded": "the disk quota is exceeded"}
+
+
+def user_error_message(error):
+    """The one line to print for an error caused by the user's input or machine, or None for anything else.
+
+    Covers ValueError (bad input, with its own message) and file-system failures (a
+    full disk, a read-only or unwritable folder), whether Python (OSError) or
+    TensorFlow's file layer (`tf.errors.OpError`) raised them.
+    """
+    if isinstance(error, ValueError) and not type(error).__module__.startswith("tensorflow"):
+        return str(error)
+    if isinstance(error, OSError) and error.errno in _FILE_SYSTEM_ERRNOS:
+        where = f" writing {error.filename}" if getattr(error, "filename", None) else ""
+        return (f"{_FILE_SYSTEM_ERRNOS[error.errno]}{where} ({error.strerror}); free space or fix the permissions, or "
+                "choose another --workdir, then rerun the same command to resume.")
+    message = str(getattr(error, "message", "") or error)
+    for marker, meaning in _FILE_SYSTEM_MESSAGES.items():
+        if marker in message and (isinstance(error, OSError) or type(error).__module__.startswith("tensorflow")):
+            return (f"{meaning} ({message.strip().splitlines()[0][:200]}); free space or fix the permissions, or "
+                    "choose another --workdir, then rerun the same command to resume.")
+    return None
+
+
+@contextlib.contextmanager
+def user_errors(resume_hint=None):
+    """Turns errors of the user's input or machine into one line (exit 2), and Ctrl-C into one line (exit 130).
+
+    Args:
+        resume_hint: optional callable returning what to say after "interrupted" (e.g. how to resume).
+    """
+    try:
+        yield
+    except KeyboardInterrupt:
+        hint = resume_hint() if resume_hint else None
+        fail("interrupted" + (f"; {hint}" if hint else "."), status=130)
+    except Exception as error:  # pylint: disable=broad-except  (re-raised unless it is the user's)
+        message = user_error_message(error)
+        if message is None:
+            raise
+        fail(message)

@@ -39,7 +39,7 @@ _define_flags()
 def main(argv):
     del argv
     from keras_nngk.training import continual  # pylint: disable=g-import-not-at-top
-    try:
+    with common.user_errors():
         values = {name: FLAGS[name].value for name in continual.ContinualConfig.field_names()}
         methods = continual.METHODS if values["method"] == "all" else values.pop("method").split(",")
         values.pop("method", None)
@@ -48,8 +48,6 @@ def main(argv):
         workdir = FLAGS.workdir or os.path.join("saved_models", f"continual-{values['benchmark']}-{stamp}")
         results = {config.method: continual.run(config, os.path.join(workdir, config.method), verbose=FLAGS.verbose)
                    for config in configs}
-    except ValueError as error:
-        common.fail(error)
     summary = continual.compare(results, workdir) if len(results) > 1 else {
         method: {key: r[key] for key in ("average_accuracy", "forgetting", "stored_bytes")}
         for method, r in results.items()}

@@ -18,10 +18,8 @@ FLAGS = flags.FLAGS
 def main(argv):
     del argv
     from keras_nngk import training  # pylint: disable=g-import-not-at-top
-    try:
+    with common.user_errors():
         results = training.evaluate_run(FLAGS.model, verbose=FLAGS.verbose)
-    except ValueError as error:
-        common.fail(error)
     saved_path = os.path.join(FLAGS.model, "metrics.json")
     saved = json.load(open(saved_path)) if os.path.exists(saved_path) else {}
     for key, value in sorted(results.items()):

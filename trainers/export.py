@@ -20,10 +20,8 @@ FLAGS = flags.FLAGS
 def main(argv):
     del argv
     from keras_nngk.training import export_run  # pylint: disable=g-import-not-at-top
-    try:
+    with common.user_errors():
         report = export_run.export_run(FLAGS.model, FLAGS.format, FLAGS.quantization, FLAGS.output, FLAGS.num_eval)
-    except ValueError as error:
-        common.fail(error)
     print(export_run.model_card(report))
 
 

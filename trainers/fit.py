@@ -25,13 +25,17 @@ FLAGS = flags.FLAGS
 def main(argv):
     del argv
     from keras_nngk import training  # pylint: disable=g-import-not-at-top  (TensorFlow loads after flag parsing)
-    try:
+    workdir = FLAGS.workdir
+
+    def resume_hint():
+        return (f"rerun with --workdir={workdir} to resume from its last checkpoint." if workdir
+                else "nothing was written.")
+
+    with common.user_errors(resume_hint):
         config = common.config_from_flags()
         stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-        workdir = FLAGS.workdir or os.path.join("saved_models", f"{config.dataset}-{config.head}-{stamp}")
+        workdir = workdir or os.path.join("saved_models", f"{config.dataset}-{config.head}-{stamp}")
         results = training.fit(config, workdir, allow_config_change=FLAGS.allow_config_change, verbose=FLAGS.verbose)
-    except ValueError as error:
-        common.fail(error)
     summary = {key: value for key, value in results.items() if key != "history"}
     print(json.dumps(summary, indent=2, sort_keys=True))
     print(f"Run written to {workdir}")

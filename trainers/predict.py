@@ -12,7 +12,7 @@ from absl import app, flags
 from trainers import common
 
 flags.DEFINE_string("model", None, "a .tflite file written by trainers.export", required=True)
-flags.DEFINE_integer("top", 5, "how many classes to show per image")
+flags.DEFINE_integer("top", 5, "how many classes to show per image (at least 1)", lower_bound=1)
 flags.DEFINE_boolean("json", False, "print one JSON document instead of text")
 FLAGS = flags.FLAGS
 
@@ -33,15 +33,13 @@ def main(argv):
 
     from keras_nngk import export  # pylint: disable=g-import-not-at-top
     from keras_nngk.data import images as images_lib  # pylint: disable=g-import-not-at-top
-    try:
+    with common.user_errors():
         preprocessing = _sidecar(FLAGS.model, "preprocessing.json")
         class_names = _sidecar(FLAGS.model, "class_names.json")
         model = export.TFLiteModel(FLAGS.model)
         files = [path for argument in argv[1:] for path in images_lib.image_files(argument)]
         inputs = np.stack([images_lib.load_image(path, preprocessing["image_shape"], preprocessing["central_crop"])
                            for path in files])
-    except ValueError as error:
-        common.fail(error)
     probabilities = model.predict(inputs)
     results = []
     for path, row in zip(files, probabilities):

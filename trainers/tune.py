@@ -28,7 +28,7 @@ FLAGS = flags.FLAGS
 def main(argv):
     del argv
     from keras_nngk import tuning  # pylint: disable=g-import-not-at-top
-    try:
+    with common.user_errors():
         config = common.config_from_flags()
         if not config.validation_split:
             config = config.from_dict({**config.to_dict(), "validation_split": 0.1})
@@ -36,8 +36,6 @@ def main(argv):
         workdir = FLAGS.workdir or os.path.join("saved_models", f"tune-{config.dataset}-{config.head}-{stamp}")
         results = tuning.tune(config, workdir, kind=FLAGS.tuner, max_trials=FLAGS.max_trials, seed=config.seed,
                               overwrite=FLAGS.overwrite, verbose=FLAGS.verbose)
-    except ValueError as error:
-        common.fail(error)
     print(tuning.format_trials(results["trials"]))
     print(json.dumps({"best_validation_accuracy": results["best_score"]}))
     path = results["best_config_path"]

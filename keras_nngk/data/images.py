@@ -5,6 +5,7 @@ import os
 import numpy as np
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
+MAX_PIXELS = 50_000_000  # Larger images are refused before decoding (PIL's own limit is ~179 million).
 
 
 def load_image(path, image_shape, central_crop=1.0):
@@ -17,7 +18,10 @@ def load_image(path, image_shape, central_crop=1.0):
     from PIL import Image, UnidentifiedImageError  # pylint: disable=g-import-not-at-top
     height, width, channels = image_shape
     try:
-        with Image.open(path) as image:
+        with Image.open(path) as image:  # Reads the header only.
+            if image.size[0] * image.size[1] > MAX_PIXELS:
+                raise ValueError(f"Image {path!r} is too large to decode ({image.size[0]} x {image.size[1]} pixels, "
+                                 f"more than {MAX_PIXELS:,}: a decompression bomb?); resize it first.")
             image = image.convert("L" if channels == 1 else "RGB")
             if central_crop < 1.0:
                 outer_height, outer_width = round(height / central_crop), round(width / central_crop)
@@ -27,6 +31,8 @@ def load_image(path, image_shape, central_crop=1.0):
             elif image.size != (width, height):
                 image = image.resize((width, height), Image.BILINEAR)
             array = np.asarray(image, dtype=np.float32) / 255.0
+    except Image.DecompressionBombError as error:  # PIL's own check, at open, above ~179 million pixels.
+        raise ValueError(f"Image {path!r} is too large to decode ({error}); resize it first.") from None
     except (UnidentifiedImageError, OSError) as error:
         raise ValueError(f"Cannot decode image {path!r} ({error.__class__.__name__}); pass a PNG or JPEG "
                          "file.") from None

@@ -7,14 +7,7 @@ from absl import logging
 
 from keras_nngk import kernels
 from keras_nngk import search as search_lib
-
-
-def check_positive_int(name, value, allow_none=False):
-    if value is None and allow_none:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"`{name}` must be a positive integer. Received: {name}={value!r}")
-    return int(value)
+from keras_nngk.utils.checks import check_positive_int
 
 
 def split_inputs(inputs):
@@ -68,6 +61,8 @@ class CenterLayer(keras.layers.Layer):
 
     def __init__(self, num_classes, num_neighbours=32, capacity=None, search="auto",
                  chunk_size=search_lib.exact.DEFAULT_CHUNK_SIZE, **kwargs):
+        # Distances and kernels stay float32 under a mixed-precision policy: float16 would reorder neighbours.
+        kwargs.setdefault("dtype", "float32")
         super().__init__(**kwargs)
         self.num_classes = check_positive_int("num_classes", num_classes)
         self.num_neighbours = check_positive_int("num_neighbours", num_neighbours)
@@ -387,16 +382,45 @@ class CenterLayer(keras.layers.Layer):
     def effective_neighbours(self):
         return min(self.num_neighbours, self.capacity)
 
-    def check_queries(self, embeddings):
-        """Raises a ValueError for queries the layer cannot answer (checked eagerly only)."""
+    def check_queries(self, embeddings, sample_ids=None):
+        """The queries (and sample ids) ready for lookup, or a clear error for input the layer cannot answer.
+
+        Queries of another dtype (integers, float16) are cast to the centers' float32, also under a mixed-precision
+        policy.
+        Eagerly, NaN/Inf queries, an empty center set and sample ids of another length raise a ValueError; in a
+        graph (`model.predict`, `tf.function`) NaN/Inf raise an InvalidArgumentError with the same message when the
+        batch runs (TFLite drops that check).
+
+        Returns:
+            `(embeddings, sample_ids)`.
+        """
+        embeddings = tf.convert_to_tensor(embeddings)
+        if embeddings.dtype != self.centers.dtype:
+            embeddings = tf.cast(embeddings, self.centers.dtype)
         if embeddings.shape.rank != 2 or embeddings.shape[-1] != self.embedding_dim:
             raise ValueError(f"Query embeddings must have shape (batch, {self.embedding_dim}), the dimension of the "
                              f"centers. Received: shape={embeddings.shape}")
+        if sample_ids is not None:
+            sample_ids = tf.reshape(tf.cast(sample_ids, tf.int32), [-1])  # Keras casts list inputs to float.
+            if (sample_ids.shape[0] is not None and embeddings.shape[0] is not None
+                    and sample_ids.shape[0] != embeddings.shape[0]):
+                raise ValueError(f"`sample_ids` must hold one id per query. Received: {sample_ids.shape[0]} ids for "
+                                 f"{embeddings.shape[0]} queries")
         if tf.executing_eagerly():
             if not bool(tf.reduce_any(self.center_mask)):
                 raise ValueError(f"{self.name} has no centers: call assign_centers(embeddings, labels) first.")
             if not bool(tf.reduce_all(tf.math.is_finite(embeddings))):
                 raise ValueError("Query embeddings contain NaN or Inf; check the inputs and the network.")
+            return embeddings, sample_ids
+        # In a graph (model.predict, tf.function) the same checks run as ops when the batch runs.
+        embeddings = tf.debugging.check_numerics(
+            embeddings, "Query embeddings contain NaN or Inf; check the inputs and the network.")
+        if sample_ids is not None:
+            with tf.control_dependencies([tf.debugging.assert_equal(
+                    tf.shape(sample_ids)[0], tf.shape(embeddings)[0],
+                    message="`sample_ids` must hold one id per query")]):
+                sample_ids = tf.identity(sample_ids)
+        return embeddings, sample_ids
 
     def _search_ids(self, queries, k):
         queries = tf.stop_gradient(queries)

@@ -66,7 +66,7 @@ class NeighbourLookup(center_layer.CenterLayer):
 
     def call(self, inputs):
         keys, sample_ids = center_layer.split_inputs(inputs)
-        self.check_queries(keys)
+        keys, sample_ids = self.check_queries(keys, sample_ids)
         distances, ids, valid = self.lookup(keys, sample_ids)
         values = tf.gather(self.center_values, ids)
         looked_up = kernels.kernel_average(distances, values, self.sigma, None, valid)

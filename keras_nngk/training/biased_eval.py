@@ -6,6 +6,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_nngk import attacks, metrics
+from keras_nngk.training.plots import save_figure
 
 THRESHOLDS = (0.02, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 1.01)
 MAX_ACCURACY_COST = 0.005  # The threshold reported is the one that costs at most half a point of accuracy.
@@ -99,7 +100,7 @@ def _plot(results, output_dir):
         axes[1].set(xlabel="gate threshold", ylabel="ms per batch", title="latency")
         axes[1].legend()
         figure.tight_layout()
-        figure.savefig(os.path.join(output_dir, "early_exit.png"), dpi=100)
+        save_figure(figure, os.path.join(output_dir, "early_exit.png"))
         plt.close(figure)
     curve = results["attack"]["curve"]
     if curve:
@@ -107,5 +108,5 @@ def _plot(results, output_dir):
         axis.plot([q for q, _ in curve], [100 * s for _, s in curve], marker="o")
         axis.set(xlabel="queries", ylabel="attack success (%)", title="SimBA black-box attack", ylim=(0, 100))
         figure.tight_layout()
-        figure.savefig(os.path.join(output_dir, "attack.png"), dpi=100)
+        save_figure(figure, os.path.join(output_dir, "attack.png"))
         plt.close(figure)

@@ -1,8 +1,14 @@
 """Keras callbacks that keep nearest-neighbour heads' centers in step with the network."""
 
+import json
+import os
+
 import numpy as np
+import tensorflow as tf
 import tf_keras as keras
 from absl import logging
+
+from keras_nngk.utils import files
 
 
 class CenterRefresh(keras.callbacks.Callback):
@@ -127,6 +133,12 @@ class BatchNormRecalibration(keras.callbacks.Callback):
             for count, batch in enumerate(self.images.take(self.num_batches)):
                 for layer in bn_layers:
                     layer.momentum = count / (count + 1.0)
+                    if count == 0:
+                        # Keras updates `s -= (s - batch) * (1 - momentum)`: from s = 0 the first batch's statistics
+                        # are stored exactly, so the result does not depend on the statistics before (a resumed run
+                        # recalibrates to the same bits as the uninterrupted one).
+                        layer.moving_mean.assign(tf.zeros_like(layer.moving_mean))
+                        layer.moving_variance.assign(tf.zeros_like(layer.moving_variance))
                 self.network(batch, training=True)
             count += 1
         finally:
@@ -175,3 +187,51 @@ class KeyValueRefresh(CenterRefresh):
         keys, values = self.embedding_model.predict(self.x, batch_size=self.batch_size, verbose=self.verbose)
         self.head.assign_keys_values(keys, values, self.sample_ids)
         self.refresh_count += 1
+
+
+class HistoryLog(keras.callbacks.Callback):
+    """Keeps every epoch's logs in a JSON file, so that a resumed run reports the history of all its epochs.
+
+    Place it before `EpochCheckpoint`: the history of an epoch is then on disk
+    before its checkpoint, and a resume from epoch `initial_epoch` drops the
+    entries of later epochs (those of an epoch whose checkpoint was not written).
+
+    Args:
+        path: the JSON file (`history.json` of a run folder); read if it exists.
+        initial_epoch: the epoch training (re)starts at.
+    """
+
+    def __init__(self, path, initial_epoch=0):
+        super().__init__()
+        self.path = path
+        self.entries = [entry for entry in self._read(path) if entry["epoch"] < initial_epoch]
+
+    @staticmethod
+    def _read(path):
+        if not os.path.exists(path):
+            return []
+        try:
+            with open(path) as handle:
+                entries = json.load(handle)["epochs"]
+            return [dict(entry, epoch=int(entry["epoch"])) for entry in entries]
+        except (OSError, ValueError, KeyError, TypeError) as error:
+            logging.warning("Ignoring the unreadable training history %s (%s); it restarts at this epoch.", path,
+                            error)
+            return []
+
+    def on_epoch_end(self, epoch, logs=None):
+        entry = {"epoch": int(epoch)}
+        entry.update({key: float(value) for key, value in (logs or {}).items()})
+        self.entries = [old for old in self.entries if old["epoch"] < epoch] + [entry]
+        files.write_json_atomically(self.path, {"epochs": self.entries})
+
+    @property
+    def first_epoch(self):
+        """The epoch of the first entry (0 for a run whose history is whole)."""
+        return self.entries[0]["epoch"] if self.entries else None
+
+    @property
+    def history(self):
+        """`{metric: [value per epoch]}` over every epoch recorded, as `History.history`."""
+        keys = sorted({key for entry in self.entries for key in entry if key != "epoch"})
+        return {key: [entry[key] for entry in self.entries if key in entry] for key in keys}

@@ -7,7 +7,9 @@ overrides (command-line flags or a config file).
 """
 
 import dataclasses
+import difflib
 import json
+import typing
 from typing import Optional
 
 from keras_nngk import backbones, data, models
@@ -74,8 +76,26 @@ class Config:
     def field_names(cls):
         return tuple(field.name for field in dataclasses.fields(cls))
 
+    def check_types(self):
+        """Raises a ValueError for a field whose value is not of the field's type (e.g. `"sigma": "abc"`)."""
+        hints = typing.get_type_hints(type(self))
+        for field in dataclasses.fields(self):
+            kind, value = hints[field.name], getattr(self, field.name)
+            optional = typing.get_origin(kind) is typing.Union
+            if optional:
+                kind = next(arg for arg in typing.get_args(kind) if arg is not type(None))
+                if value is None:
+                    continue
+            valid = {bool: (bool,), int: (int,), float: (int, float), str: (str,)}[kind]
+            if not isinstance(value, valid) or (kind is not bool and isinstance(value, bool)):
+                expected = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}[kind]
+                raise ValueError(f"`{field.name}` must be {expected}{' or null' if optional else ''}. "
+                                 f"Received: {field.name}={value!r}")
+        return self
+
     def validate(self):
         """Raises a ValueError naming the field, the valid choices and the value received."""
+        self.check_types()
         choices = {"dataset": data.NAMES, "task": TASKS, "head": models.HEADS, "backbone": tuple(backbones.BACKBONES),
                    "strategy": STRATEGIES, "loop": LOOPS, "model": MODELS}
         for name, valid in choices.items():
@@ -138,9 +158,17 @@ class Config:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)
 
     @classmethod
-    def from_dict(cls, values):
-        known = {key: value for key, value in values.items() if key in cls.field_names()}
-        return cls(**known).validate()
+    def from_dict(cls, values, source="the config"):
+        """A validated config from a dict; unknown keys (a misspelt field) are refused, not ignored."""
+        if not isinstance(values, dict):
+            raise ValueError(f"{source} must be a JSON object of config fields. Received: {type(values).__name__}")
+        unknown = sorted(set(values) - set(cls.field_names()))
+        if unknown:
+            suggestions = {key: difflib.get_close_matches(key, cls.field_names(), n=1) for key in unknown}
+            hints = ", ".join(f"{key!r}" + (f" (did you mean {match[0]!r}?)" if match else "")
+                              for key, match in suggestions.items())
+            raise ValueError(f"Unknown field {hints} in {source}; valid fields: {', '.join(cls.field_names())}.")
+        return cls(**values).validate()
 
     @classmethod
     def from_file(cls, path):
@@ -148,8 +176,12 @@ class Config:
             with open(path) as handle:
                 values = json.load(handle)
         except (OSError, json.JSONDecodeError) as error:
-            raise ValueError(f"Cannot read config file {path!r}: {error}") from error
-        return cls.from_dict(values)
+            raise ValueError(f"Cannot read config file {path!r}: {error}") from None
+        try:
+            return cls.from_dict(values, source=path)
+        except ValueError as error:
+            message = str(error)
+            raise ValueError(message if path in message else f"{path}: {message}") from None
 
     def differences(self, other):
         """`{field: (self value, other value)}` for the fields that differ."""

@@ -19,10 +19,10 @@ from absl import logging
 
 from keras_nngk import backbones, metrics, models
 from keras_nngk import data as data_lib
-from keras_nngk.layers.center_layer import check_positive_int
 from keras_nngk.training import callbacks as callbacks_lib
 from keras_nngk.training import plots, sparse_adam
 from keras_nngk.training.run import write_json_atomically
+from keras_nngk.utils.checks import check_positive_int
 
 HEADS = ("dense", "knn", "nngk", "impostor")
 

@@ -3,29 +3,21 @@
 import datetime
 import json
 import os
-import shutil
 
 import numpy as np
-import tf_keras as keras
 
 from keras_nngk import data as data_lib
 from keras_nngk import export
-from keras_nngk.training import compression
 from keras_nngk.training import run as run_lib
-from keras_nngk.training.config import Config
+from keras_nngk.utils import files
 
 FORMATS = ("tflite", "saved_model")
 SIDECAR_FILES = ("class_names.json", "preprocessing.json")
 
 
 def _load_run(workdir):
-    config_path = os.path.join(workdir, run_lib.CONFIG_FILE)
-    config = Config.from_file(config_path) if os.path.isfile(config_path) else None
-    if config is None or not os.path.isfile(run_lib.model_path(workdir, "model", config)):
-        raise ValueError(f"{workdir!r} holds no trained model (model.keras and config.json); train one with "
-                         "python -m trainers.fit --workdir=...")
-    with compression.loading_scope(config):
-        return config, keras.models.load_model(run_lib.model_path(workdir, "model", config))
+    config, model, _ = run_lib.load_run(workdir)
+    return config, model
 
 
 def _storage_report(model):
@@ -98,9 +90,10 @@ def export_run(workdir, export_format="tflite", quantization="none", output=None
     for name in SIDECAR_FILES:
         source = os.path.join(workdir, name)
         if os.path.exists(source) and os.path.abspath(output) != os.path.abspath(workdir):
-            shutil.copy(source, os.path.join(output, name))
+            with open(source, "rb") as handle:
+                files.write_atomically(os.path.join(output, name), handle.read())
     run_lib.write_json_atomically(os.path.join(output, f"export_{os.path.basename(path).split('.')[0]}.json"), report)
-    export.write_atomically(os.path.join(output, "model_card.md"), model_card(report).encode())
+    files.write_atomically(os.path.join(output, "model_card.md"), model_card(report).encode())
     return report
 
 

@@ -1,5 +1,6 @@
 """Plots of a run, saved as PNG next to its metrics (matplotlib, no display needed)."""
 
+import io
 import os
 
 import matplotlib
@@ -9,6 +10,15 @@ import numpy as np
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  pylint: disable=g-import-not-at-top,wrong-import-position
 
+from keras_nngk.utils.files import write_atomically  # noqa: E402  pylint: disable=wrong-import-position
+
+
+def save_figure(figure, path, dpi=100):
+    """Saves a figure as PNG atomically (a killed run never leaves half an image)."""
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=dpi)
+    return write_atomically(path, buffer.getvalue())
+
 
 def plot_run(results, output_dir):
     """Training curves (`training.png`) and, for retrieval, Recall@K bars (`recall_at_k.png`). Returns the paths."""
@@ -16,7 +26,8 @@ def plot_run(results, output_dir):
     history = results.get("history", {})
     if history.get("loss"):
         figure, axes = plt.subplots(1, 2, figsize=(9, 3.5))
-        epochs = range(results.get("initial_epoch", 0) + 1, results.get("initial_epoch", 0) + len(history["loss"]) + 1)
+        first = results.get("history_first_epoch", results.get("initial_epoch", 0))  # Older runs: initial_epoch.
+        epochs = range(first + 1, first + len(history["loss"]) + 1)
         axes[0].plot(list(epochs), history["loss"], marker="o")
         axes[0].set(xlabel="epoch", ylabel="training loss", title="loss")
         if history.get("accuracy"):
@@ -30,7 +41,7 @@ def plot_run(results, output_dir):
         figure.suptitle(f"{results.get('dataset')} / {results.get('backbone')} / {results.get('head')} head")
         figure.tight_layout()
         paths.append(os.path.join(output_dir, "training.png"))
-        figure.savefig(paths[-1], dpi=100)
+        save_figure(figure, paths[-1])
         plt.close(figure)
     recalls = {key: value for key, value in results.items() if key.startswith("recall@")}
     if recalls:
@@ -41,7 +52,7 @@ def plot_run(results, output_dir):
         axis.set(ylim=(0, 105), ylabel="Recall@K (%)", title=f"{results.get('dataset')}: unseen classes")
         figure.tight_layout()
         paths.append(os.path.join(output_dir, "recall_at_k.png"))
-        figure.savefig(paths[-1], dpi=100)
+        save_figure(figure, paths[-1])
         plt.close(figure)
     return paths
 
@@ -61,7 +72,7 @@ def plot_accuracy_matrix(results, path):
              title=f"{results['method']}: average {100 * results['average_accuracy']:.1f}%")
     figure.colorbar(image, ax=axis, label="accuracy (%)")
     figure.tight_layout()
-    figure.savefig(path, dpi=100)
+    save_figure(figure, path)
     plt.close(figure)
     return path
 
@@ -78,7 +89,7 @@ def plot_average_accuracy(results_by_method, path):
     axis.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     axis.legend(fontsize=7, ncol=2)
     figure.tight_layout()
-    figure.savefig(path, dpi=100)
+    save_figure(figure, path)
     plt.close(figure)
     return path
 
@@ -100,7 +111,7 @@ def plot_samples_per_class(table, path, dataset):
              title=f"{dataset}: accuracy against samples per class")
     axis.legend(fontsize=8)
     figure.tight_layout()
-    figure.savefig(path, dpi=100)
+    save_figure(figure, path)
     plt.close(figure)
     return path
 
@@ -115,7 +126,7 @@ def plot_recall_curves(table, path, dataset):
     axis.set(xlabel="K", ylabel="Recall@K (%)", title=f"{dataset}: Recall@K on unseen classes")
     axis.legend(fontsize=8)
     figure.tight_layout()
-    figure.savefig(path, dpi=100)
+    save_figure(figure, path)
     plt.close(figure)
     return path
 
@@ -131,6 +142,6 @@ def plot_trials(trials, path):
     axis.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     axis.legend()
     figure.tight_layout()
-    figure.savefig(path, dpi=100)
+    save_figure(figure, path)
     plt.close(figure)
     return path

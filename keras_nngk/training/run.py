@@ -5,7 +5,6 @@ recomputes the metrics of a finished run from its saved models.
 """
 
 import dataclasses
-import json
 import os
 import shutil
 import tempfile
@@ -22,9 +21,11 @@ from keras_nngk.training import callbacks as callbacks_lib
 from keras_nngk.training import compression, sparse_adam
 from keras_nngk.training import loop as loop_lib
 from keras_nngk.training.config import Config
+from keras_nngk.utils import files, model_files
 
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.json"
+HISTORY_FILE = "history.json"
 EVAL_BATCH_SIZE = 512
 
 
@@ -33,9 +34,7 @@ def model_path(workdir, name, config):
     return os.path.join(workdir, name + (".h5" if config.qat else ".keras"))
 
 
-def write_json_atomically(path, values):
-    """Writes JSON under a temporary name beside `path`, then renames it over `path`."""
-    export.write_atomically(path, json.dumps(values, indent=2, sort_keys=True, default=float).encode())
+write_json_atomically = files.write_json_atomically  # Kept here for existing imports.
 
 
 def make_strategy(name):
@@ -121,17 +120,49 @@ def _check_workdir(workdir, config, allow_config_change):
                          "or pass --allow_config_change to resume it with the new config.")
 
 
+def _checkpoint_paths(directory):
+    """The checkpoints in `directory` whose files are there (`ckpt-N`), newest first."""
+    if not os.path.isdir(directory):
+        return []
+    numbers = [int(name[len("ckpt-"):-len(".index")]) for name in os.listdir(directory)
+               if name.startswith("ckpt-") and name.endswith(".index") and name[len("ckpt-"):-len(".index")].isdigit()]
+    return [os.path.join(directory, f"ckpt-{number}") for number in sorted(numbers, reverse=True)]
+
+
 def _restore(checkpoint, manager):
-    path = manager.latest_checkpoint
-    if not path:
-        return 0
-    try:
-        checkpoint.restore(path).expect_partial()
-    except Exception as error:  # pylint: disable=broad-except  (any failure to read means the same to the user)
-        reason = str(error).strip().splitlines()[0][:200]
+    """Restores the newest intact checkpoint; returns the epochs it holds (0: none, train from scratch).
+
+    The `checkpoint` index file names the latest checkpoint; when it is unreadable
+    or names a checkpoint that does not restore, older intact ones are tried, newest
+    first. If checkpoints exist and none restores, the run refuses (one line)
+    rather than silently training from scratch.
+    """
+    directory = manager.directory
+    latest = manager.latest_checkpoint
+    candidates = _checkpoint_paths(directory)
+    if latest in candidates:
+        candidates.remove(latest)
+    if latest:
+        candidates.insert(0, latest)
+    first_error = None
+    for path in candidates:
+        try:
+            checkpoint.restore(path).expect_partial()
+        except Exception as error:  # pylint: disable=broad-except  (any failure to read means the same to the user)
+            first_error = first_error or (path, error)
+            logging.warning("Checkpoint %s does not restore (%s); trying an older one.", path, type(error).__name__)
+            continue
+        if path != latest:
+            logging.warning("The checkpoint index of %s %s; resuming from %s, the newest checkpoint that restores.",
+                            directory, f"names {latest}, which does not restore" if latest else "is unreadable",
+                            os.path.basename(path))
+        return int(checkpoint.epoch.numpy())
+    if first_error is not None:
+        path, error = first_error
+        reason = str(error).strip().splitlines()[0][:200] if str(error).strip() else ""
         raise ValueError(f"Checkpoint {path} is corrupt or does not match the model ({type(error).__name__}: "
-                         f"{reason}); delete {os.path.dirname(path)} to train from scratch.") from None
-    return int(checkpoint.epoch.numpy())
+                         f"{reason}); delete {directory} to train from scratch.")
+    return 0
 
 
 def fit(config, workdir, allow_config_change=False, verbose=1):
@@ -148,11 +179,25 @@ def fit(config, workdir, allow_config_change=False, verbose=1):
     strategy = make_strategy(config.strategy)
     chief = _is_chief(strategy)
     output_dir = workdir if chief else tempfile.mkdtemp(prefix="keras_nngk_worker_")
-    os.makedirs(output_dir, exist_ok=True)
     _check_workdir(output_dir, config, allow_config_change)
+    # The data first: a data set that is not available leaves no empty run folder behind.
     data = data_lib.load(config.dataset, task=config.task, data_dir=config.data_dir, image_size=config.image_size,
                          examples_per_class=config.examples_per_class, seed=config.seed,
                          validation_split=config.validation_split)
+    with files.WorkdirLock(output_dir, purpose="trainers.fit"):
+        _check_workdir(output_dir, config, allow_config_change)  # Again: another run may have written it meanwhile.
+        for directory in (output_dir, os.path.join(output_dir, "checkpoints")):
+            removed = files.remove_temporaries(directory)
+            if removed:
+                logging.info("Removed what an interrupted run left in %s: %s", directory, ", ".join(removed))
+        results = _fit(config, output_dir, data, strategy, verbose)
+    if not chief:
+        shutil.rmtree(output_dir, ignore_errors=True)
+    return results
+
+
+def _fit(config, output_dir, data, strategy, verbose):
+    """`fit` once the data is loaded and the run folder is locked."""
     with strategy.scope():
         built = build_models(config, data)
         optimizer = keras.optimizers.Adam(config.learning_rate)
@@ -203,6 +248,8 @@ def fit(config, workdir, allow_config_change=False, verbose=1):
             run_callbacks.append(recalibration)
     elif recalibration is not None:
         run_callbacks.append(recalibration)  # Dense and kNN heads: once, at the end of training.
+    history_log = callbacks_lib.HistoryLog(os.path.join(output_dir, HISTORY_FILE), initial_epoch)
+    run_callbacks.append(history_log)  # Before the checkpoint: an epoch's history is on disk before its checkpoint.
     run_callbacks.append(callbacks_lib.EpochCheckpoint(manager, epoch))
     if config.prune:
         run_callbacks.extend(compression.pruning_callbacks())
@@ -210,14 +257,13 @@ def fit(config, workdir, allow_config_change=False, verbose=1):
     dataset, steps_per_epoch = training_pipeline(data, config.batch_size, config.seed, initial_epoch, config.epochs)
     start = time.time()
     if config.loop == "custom":
-        history = loop_lib.CustomLoop(built.train_model, optimizer, strategy, verbose=verbose,
-                                      log_dir=os.path.join(output_dir, "logs")).fit(
+        loop_lib.CustomLoop(built.train_model, optimizer, strategy, verbose=verbose,
+                            log_dir=os.path.join(output_dir, "logs")).fit(
             dataset, config.epochs, steps_per_epoch, initial_epoch=initial_epoch, callbacks=run_callbacks)
     else:
         run_callbacks.append(keras.callbacks.TensorBoard(os.path.join(output_dir, "logs")))
-        history = built.train_model.fit(dataset, epochs=config.epochs, initial_epoch=initial_epoch,
-                                        steps_per_epoch=steps_per_epoch, callbacks=run_callbacks,
-                                        verbose=verbose).history
+        built.train_model.fit(dataset, epochs=config.epochs, initial_epoch=initial_epoch,
+                              steps_per_epoch=steps_per_epoch, callbacks=run_callbacks, verbose=verbose)
     train_seconds = time.time() - start
 
     if config.prune:  # Export the pruned weights without tfmot's wrappers.
@@ -234,7 +280,8 @@ def fit(config, workdir, allow_config_change=False, verbose=1):
         "epochs": config.epochs, "initial_epoch": initial_epoch,
         "evaluated_on": "validation" if config.validation_split else "test", "train_seconds": round(train_seconds, 2),
         "num_train": data.num_train, "num_test": data.num_test, "num_classes": data.num_classes,
-        "history": {key: [float(value) for value in values] for key, values in history.items()},
+        "history": history_log.history,
+        "history_first_epoch": history_log.first_epoch if history_log.entries else initial_epoch,
     })
     if config.model == "classifier" and config.head in ("nngk", "impostor"):
         results["sigma"] = float(built.center_head.sigma.numpy())
@@ -246,8 +293,6 @@ def fit(config, workdir, allow_config_change=False, verbose=1):
     if config.prune:
         results["backbone_sparsity"] = compression.sparsity(built.backbone)
     _save_outputs(output_dir, built, results, data, config)
-    if not chief:
-        shutil.rmtree(output_dir, ignore_errors=True)
     return results
 
 
@@ -259,7 +304,7 @@ def _compressed_results(config, data, built, output_dir, verbose):
     image = keras.Input(data.image_shape, name="image")
     model = keras.Model(image, compressed(built.backbone(image)), name="classifier_pq")
     metrics_pq = evaluate(config, data, built.backbone, model, verbose=verbose)
-    model.save(model_path(output_dir, "model_pq", config))
+    files.save_model(model, model_path(output_dir, "model_pq", config))
     report = compressed.memory_report()
     logging.info("Compressed centers: %s", report)
     return {"test_accuracy_pq": metrics_pq.get("test_accuracy"), "memory": report}
@@ -281,28 +326,42 @@ def evaluate(config, data, backbone, inference_model, verbose=1):
 
 
 def _save_outputs(output_dir, built, results, data, config):
-    built.inference_model.save(model_path(output_dir, "model", config))
-    built.backbone.save(model_path(output_dir, "backbone", config))
-    export.use_exact_search(built.inference_model)  # The SavedModel must not depend on faiss or Python callbacks.
-    built.inference_model.save(os.path.join(output_dir, "saved_model"), save_format="tf")
+    """Every file of a finished run, each written atomically; metrics.json last, as the mark of a finished run."""
+    files.save_model(built.inference_model, model_path(output_dir, "model", config))
+    files.save_model(built.backbone, model_path(output_dir, "backbone", config))
+    export.to_saved_model(built.inference_model, os.path.join(output_dir, "saved_model"))
     write_json_atomically(os.path.join(output_dir, "class_names.json"), list(data.class_names))
     write_json_atomically(os.path.join(output_dir, "preprocessing.json"), data.preprocessing)
-    write_json_atomically(os.path.join(output_dir, METRICS_FILE), results)
     from keras_nngk.training import plots  # pylint: disable=g-import-not-at-top
     plots.plot_run(results, output_dir)
+    write_json_atomically(os.path.join(output_dir, METRICS_FILE), results)
+
+
+def load_run(workdir):
+    """The config and saved models of a finished run: `(config, inference_model, backbone)`.
+
+    Models are loaded with `keras_nngk.utils.load_model`, which refuses files that
+    carry code. Raises a one-line ValueError for a folder that is not a finished run
+    (no metrics.json: training was interrupted; rerunning trainers.fit completes it).
+    """
+    path = os.path.join(workdir, CONFIG_FILE)
+    if not os.path.isfile(path):
+        raise ValueError(f"{workdir!r} holds no trained model (no config.json); train one with "
+                         "python -m trainers.fit --workdir=...")
+    config = Config.from_file(path)
+    if not os.path.isfile(os.path.join(workdir, METRICS_FILE)):
+        raise ValueError(f"The run in {workdir} did not finish (no metrics.json); rerun python -m trainers.fit "
+                         f"--workdir={workdir} to complete it from its last checkpoint.")
+    with compression.loading_scope(config):
+        inference_model = model_files.load_model(model_path(workdir, "model", config))
+        backbone = model_files.load_model(model_path(workdir, "backbone", config))
+    return config, inference_model, backbone
 
 
 def evaluate_run(workdir, verbose=1):
     """Reloads a finished run's saved models and data and recomputes its metrics."""
-    path = os.path.join(workdir, CONFIG_FILE)
-    config = Config.from_file(path) if os.path.exists(path) else None
-    if config is None or not os.path.exists(model_path(workdir, "model", config)):
-        raise ValueError(f"{workdir} is not a finished run (no config.json and model.keras); train one with "
-                         "python -m trainers.fit --workdir=...")
+    config, inference_model, backbone = load_run(workdir)
     data = data_lib.load(config.dataset, task=config.task, data_dir=config.data_dir, image_size=config.image_size,
                          examples_per_class=config.examples_per_class, seed=config.seed,
                          validation_split=config.validation_split)
-    with compression.loading_scope(config):
-        inference_model = keras.models.load_model(model_path(workdir, "model", config))
-        backbone = keras.models.load_model(model_path(workdir, "backbone", config))
     return evaluate(config, data, backbone, inference_model, verbose=verbose)

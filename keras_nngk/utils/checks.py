@@ -1,0 +1,12 @@
+"""Argument checks shared by layers, configs and entry points (one-line ValueErrors ending in `Received:`)."""
+
+import numpy as np
+
+
+def check_positive_int(name, value, allow_none=False):
+    """`value` as an int if it is a positive integer (not a bool); None passes when `allow_none`."""
+    if value is None and allow_none:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"`{name}` must be a positive integer. Received: {name}={value!r}")
+    return int(value)
