@@ -6,6 +6,8 @@ import os
 
 import numpy as np
 
+from keras_nngk.utils import files
+
 _CONFIG_FILE = "search_config.json"
 _VECTORS_FILE = "vectors.npz"
 
@@ -146,8 +148,10 @@ class SearchIndex(abc.ABC):
         return cls(**config)
 
     def save(self, directory):
-        """Writes the configuration, vectors and ids (and any built index) into `directory`."""
-        os.makedirs(directory, exist_ok=True)
+        """Writes the configuration, vectors and ids (and any built index) into `directory`, replaced as a whole."""
+        files.write_folder_atomically(directory, self._save_into)
+
+    def _save_into(self, directory):
         with open(os.path.join(directory, _CONFIG_FILE), "w") as handle:
             json.dump({"class_name": self.name, "config": self.get_config()}, handle)
         vectors = self._vectors if self._vectors is not None else np.zeros((0, 0), np.float32)

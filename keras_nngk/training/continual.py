@@ -53,6 +53,7 @@ from keras_nngk import search as search_lib
 from keras_nngk.training import callbacks as callbacks_lib
 from keras_nngk.training import plots
 from keras_nngk.training.run import write_json_atomically
+from keras_nngk.utils import files
 from keras_nngk.utils.checks import check_positive_int
 
 METHODS = ("nngk_add_drop", "nngk_add", "nngk_random", "nngk", "impostor", "finetune", "ewc", "si", "replay",
@@ -662,7 +663,7 @@ def run(config, workdir, verbose=1):
     results = trainer.fit(benchmark.tasks)
     os.makedirs(workdir, exist_ok=True)
     write_json_atomically(os.path.join(workdir, "results.json"), results)
-    trainer.inference_model.save(os.path.join(workdir, "model.keras"))
+    files.save_model(trainer.inference_model, os.path.join(workdir, "model.keras"))
     plots.plot_accuracy_matrix(results, os.path.join(workdir, "accuracy_matrix.png"))
     return results
 

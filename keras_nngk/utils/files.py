@@ -51,12 +51,8 @@ def write_json_atomically(path, values):
 
 
 def save_model(model, path, **save_kwargs):
-    """`model.save(path)` under a temporary name, then renamed: a `.keras` / `.h5` file or a SavedModel folder.
-
-    A SavedModel folder that already exists is swapped out by two renames; a
-    process killed between them leaves no `path` (and a `.tmp-` folder that
-    `remove_temporaries` clears), never a partial SavedModel under the real name.
-    """
+    """`model.save(path)` under a temporary name, then renamed: a `.keras` / `.h5` file or a SavedModel folder
+    (see `write_folder_atomically`)."""
     path = os.path.abspath(path)
     parent = os.path.dirname(path)
     os.makedirs(parent, exist_ok=True)
@@ -74,10 +70,23 @@ def save_model(model, path, **save_kwargs):
             if os.path.exists(staging):
                 os.remove(staging)
         return path
+    return write_folder_atomically(path, lambda staging: model.save(staging, **save_kwargs))
+
+
+def write_folder_atomically(path, write):
+    """Calls `write(staging_folder)`, then puts the folder in place of `path` by renames; returns the path.
+
+    A folder that already exists is swapped out by two renames; a process killed
+    between them leaves no `path` (and a `.tmp-` folder that `remove_temporaries`
+    clears), never a partly written folder under the real name.
+    """
+    path = os.path.abspath(path)
+    parent, name = os.path.dirname(path), os.path.basename(path)
+    os.makedirs(parent, exist_ok=True)
     staging = tempfile.mkdtemp(dir=parent, prefix=TEMPORARY_PREFIX + name + "-")
     retired = None
     try:
-        model.save(staging, **save_kwargs)
+        write(staging)
         os.chmod(staging, 0o777 & ~_current_umask())
         if os.path.exists(path):
             retired = tempfile.mkdtemp(dir=parent, prefix=TEMPORARY_PREFIX + name + "-old-")
