@@ -44,7 +44,7 @@ def gathered_squared_distances(queries, neighbour_centers):
 
 def gaussian_kernel(squared_distance, sigma):
     """The Gaussian (RBF) kernel of eq. 5: `exp(-|z - c|^2 / (2 sigma^2))`."""
-    return tf.exp(-squared_distance / (2.0 * tf.square(sigma)))
+    return tf.exp(-squared_distance / (2.0 * tf.maximum(tf.square(sigma), _SMALLEST_NORMAL)))  # 0/0 never happens.
 
 
 def kernel_logits(squared_distance, sigma, log_weights=None, valid=None):

@@ -127,6 +127,14 @@ def test_export_and_predict_commands_on_a_png(trained_run, test_images, tmp_path
     text = subprocess.run([sys.executable, "-m", "trainers.predict", f"--model={output}/model.tflite",
                            str(folder / "digit0.png")], cwd=ROOT, capture_output=True, text=True, timeout=300, env=ENV)
     assert text.returncode == 0 and "%" in text.stdout
+    # The run folder, its .keras model and its SavedModel give the same answers; probabilities never exceed 1.
+    for model_path in (trained_run, os.path.join(trained_run, "model.keras"), os.path.join(trained_run, "saved_model")):
+        other = subprocess.run([sys.executable, "-m", "trainers.predict", f"--model={model_path}", "--json",
+                                str(folder)], cwd=ROOT, capture_output=True, text=True, timeout=300, env=ENV)
+        assert other.returncode == 0, other.stderr[-3000:]
+        answers = json.loads(other.stdout[other.stdout.index("["):])
+        assert [answer["top"][0]["class"] for answer in answers] == expected.tolist(), model_path
+        assert all(0.0 <= entry["probability"] <= 1.0 for answer in answers for entry in answer["top"])
 
 
 def test_bad_input(trained_run, tmp_path):

@@ -3,46 +3,79 @@
 import contextlib
 import dataclasses
 import errno
+import logging
 import os
 import sys
 import typing
 
 from absl import flags
+from absl import logging as absl_logging
 
 from keras_nngk.training import config as config_lib
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+def _choices(values):
+    return " | ".join(values)
+
+
+# Every config field's help: "<group>: what it does (allowed values, units)". The default is appended.
 _HELP = {
-    "dataset": "data set (" + ", ".join(config_lib.data.NAMES) + ")",
-    "task": "classification | retrieval (Recall@K on unseen classes)",
-    "head": "nngk | impostor | dense | knn",
-    "tie": "impostor centers: tied | fixed | loose",
-    "tie_weight": "lambda of eq. 8 (loose impostors)",
-    "pq_bytes": "compress the centers with OPQ to this many bytes each (0: keep float)",
-    "pq_bits": "bits per PQ code: 8 (256-entry codebooks) or 4 (16 entries, codes packed two per byte)",
-    "pq_rotation": "learn an OPQ rotation (d x d floats) before product quantization",
-    "qat": "quantization-aware training of the backbone (tfmot)",
-    "prune": "magnitude-prune the backbone to this sparsity (tfmot)",
-    "backbone": "small_conv | squeezenet | vgg16 | resnet50",
-    "weights": "local weights file for the backbone (nothing is downloaded)",
-    "strategy": "tf.distribute strategy: default | mirrored | multi_worker (TF_CONFIG)",
-    "loop": "fit (model.fit) | custom (explicit training loop)",
+    "dataset": f"data: the data set ({_choices(config_lib.data.NAMES)}); mnist5k and digits ship with pip packages, "
+               "fashion_mnist with Debian's dataset-fashion-mnist, the rest through tfds (prepare with tfds build)",
+    "task": "data: classification (test accuracy) | retrieval (Recall@K on classes held out of training)",
+    "image_size": "data: resize images to this many pixels square (default: the data set's own size)",
+    "examples_per_class": "data: train on only this many images per class (few-shot)",
+    "validation_split": "data: evaluate on this held-out fraction of the training set instead of the test set (0-1)",
+    "data_dir": "data: tfds data folder of prepared data sets",
+    "model": "model: classifier (backbone + head) | biased (the gated two-path network) | plain (it without lookup)",
+    "backbone": f"model: the network ({_choices(config_lib.backbones.BACKBONES)})",
+    "weights": "model: local weights file for the backbone (nothing is downloaded)",
+    "embedding_dim": "model: embedding dimension d",
+    "l2_normalize": "model: L2-normalise the embeddings",
+    "projection_dim": "model: dimension of the biased network's lookup keys",
+    "head": f"head: {_choices(config_lib.models.HEADS)} (nngk: Gaussian-kernel average of the k nearest "
+            "centers; impostor: trainable centers; dense: softmax; knn: majority vote)",
+    "num_neighbours": "head: k, the nearest centers the head averages over (not --knn_neighbours)",
+    "sigma": "head: initial Gaussian kernel width (> 0)",
+    "learn_sigma": "head: train the kernel width",
+    "sample_weights": "head: learn one importance weight per center (nngk)",
+    "refresh_every": "head: recompute the centers from the network every this many epochs",
+    "search": "head: neighbour search: auto | exact | faiss-flat | faiss-hnsw | faiss-ivf | faiss:<factory string>",
+    "tie": "head: impostor centers: tied (refreshed) | fixed (initial network) | loose (trained, tied by an L2 term)",
+    "tie_weight": "head: weight of the L2 term tying loose impostor centers to their samples' embeddings",
+    "knn_neighbours": "evaluation: k of the kNN-accuracy vote over the embeddings (not the head's --num_neighbours)",
+    "epochs": "training: epochs",
+    "batch_size": "training: images per step",
+    "learning_rate": "training: Adam learning rate",
+    "recalibrate_batchnorm": "training: re-estimate BatchNorm statistics before computing centers and at the end",
+    "strategy": "training: tf.distribute strategy: default | mirrored (local devices) | multi_worker (TF_CONFIG)",
+    "loop": "training: fit (model.fit) | custom (explicit training loop, same results)",
+    "seed": "training: random seed (data order and initial weights)",
+    "pq_bytes": "compression: compress the trained centers with (O)PQ to this many bytes each (0: keep float)",
+    "pq_bits": "compression: bits per PQ code: 8 (256-entry codebooks) | 4 (16 entries, two codes per byte)",
+    "pq_rotation": "compression: learn an OPQ rotation (d x d floats) before product quantization",
+    "qat": "compression: quantization-aware training of the backbone (tfmot; models saved as .h5)",
+    "prune": "compression: magnitude-prune the backbone to this sparsity (0-1, tfmot)",
 }
 
 
 def define_config_flags():
-    """One flag per config field; each defaults to None, meaning "the data set's preset"."""
+    """One flag per config field; each defaults to None, meaning "the data set's preset".
+
+    The flags are key flags of the calling entry point, so its `--help` lists them all.
+    """
     hints = typing.get_type_hints(config_lib.Config)
     for field in dataclasses.fields(config_lib.Config):
         kind = hints[field.name]
         if typing.get_origin(kind) is typing.Union:
             kind = next(arg for arg in typing.get_args(kind) if arg is not type(None))
-        help_text = _HELP.get(field.name, field.name.replace("_", " ")) + f" (default {field.default!r} or preset)"
+        help_text = _HELP[field.name] + f" (default {field.default!r} or the data set's preset)"
         define = {bool: flags.DEFINE_boolean, int: flags.DEFINE_integer, float: flags.DEFINE_float}.get(
             kind, flags.DEFINE_string)
         define(field.name, None, help_text)
-    flags.DEFINE_string("config", None, "JSON config file (e.g. written by trainers.tune); flags override it")
+    flags.DEFINE_string("config", None, "run: a JSON config file (e.g. best_config.json of trainers.tune); flags "
+                                        "given with it override its fields")
+    flags.adopt_module_key_flags(sys.modules[__name__])
 
 
 def config_from_flags():
@@ -55,6 +88,35 @@ def config_from_flags():
         return config_lib.Config.from_dict(base)
     dataset = given.pop("dataset", config_lib.data.DEFAULT)
     return config_lib.Config.for_dataset(dataset, **given)
+
+
+class _OwnInfoOnly(logging.Filter):
+    """Passes this project's INFO lines and everyone's warnings and errors (TensorFlow logs internals at INFO)."""
+
+    def filter(self, record):
+        return record.levelno >= logging.WARNING or any(part in record.pathname for part in _OWN_CODE)
+
+
+_OWN_CODE = (os.sep + "keras_nngk" + os.sep, os.sep + "trainers" + os.sep)
+
+
+def configure_logging():
+    """What a person wants to read: this project's INFO lines and all warnings, each once. `--verbosity=1` shows
+    TensorFlow's INFO lines too."""
+    tensorflow_logger = logging.getLogger("tensorflow")
+    for handler in list(tensorflow_logger.handlers):  # absl's handler prints TensorFlow's records; not twice.
+        tensorflow_logger.removeHandler(handler)
+    tensorflow_logger.propagate = True
+    if flags.FLAGS["verbosity"].value < 1:
+        absl_logging.get_absl_handler().addFilter(_OwnInfoOnly())
+
+
+def entry(main):
+    """`main` with the logging set up as `configure_logging` says, for `absl.app.run`."""
+    def run_main(argv):
+        configure_logging()
+        return main(argv)
+    return run_main
 
 
 def fail(error, status=2):

@@ -24,13 +24,17 @@ FLAGS = flags.FLAGS
 
 
 def _define_flags():
-    from keras_nngk.training.continual import ContinualConfig  # Light: no TensorFlow work happens at import.
-    hints = typing.get_type_hints(ContinualConfig)
-    for field in dataclasses.fields(ContinualConfig):
+    from keras_nngk.training import continual  # Light: no TensorFlow work happens at import.
+    choices = {"method": f"a name, a comma list, or all ({' | '.join(continual.METHODS)})",
+               "benchmark": " | ".join(continual.BENCHMARKS), "scenario": " | ".join(continual.SCENARIOS)}
+    hints = typing.get_type_hints(continual.ContinualConfig)
+    for field in dataclasses.fields(continual.ContinualConfig):
         define = {bool: flags.DEFINE_boolean, int: flags.DEFINE_integer, float: flags.DEFINE_float}.get(
             hints[field.name], flags.DEFINE_string)
-        define(field.name, field.default, field.name.replace("_", " ") + " (method: a name, a comma list, or all)"
-               if field.name == "method" else field.name.replace("_", " "))
+        help_text = field.name.replace("_", " ")
+        if field.name in choices:
+            help_text += f": {choices[field.name]}"
+        define(field.name, field.default, help_text)
 
 
 _define_flags()
@@ -56,5 +60,10 @@ def main(argv):
     print(f"Run written to {workdir}")
 
 
+def run():
+    """The console command (see pyproject.toml)."""
+    app.run(common.entry(main))
+
+
 if __name__ == "__main__":
-    app.run(main)
+    run()

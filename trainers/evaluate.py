@@ -20,13 +20,23 @@ def main(argv):
     from keras_nngk import training  # pylint: disable=g-import-not-at-top
     with common.user_errors():
         results = training.evaluate_run(FLAGS.model, verbose=FLAGS.verbose)
-    saved_path = os.path.join(FLAGS.model, "metrics.json")
-    saved = json.load(open(saved_path)) if os.path.exists(saved_path) else {}
+        saved_path = os.path.join(FLAGS.model, "metrics.json")
+        try:
+            with open(saved_path) as handle:
+                saved = json.load(handle)
+        except ValueError as error:
+            raise ValueError(f"{saved_path} is not valid JSON ({error}); rerun python -m trainers.fit "
+                             f"--workdir={FLAGS.model} to write it again.") from None
     for key, value in sorted(results.items()):
         before = saved.get(key)
         note = f"  (at training: {before:.4f})" if isinstance(before, float) else ""
         print(f"{key}: {value:.4f}{note}")
 
 
+def run():
+    """The console command (see pyproject.toml)."""
+    app.run(common.entry(main))
+
+
 if __name__ == "__main__":
-    app.run(main)
+    run()

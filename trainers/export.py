@@ -25,5 +25,10 @@ def main(argv):
     print(export_run.model_card(report))
 
 
+def run():
+    """The console command (see pyproject.toml)."""
+    app.run(common.entry(main))
+
+
 if __name__ == "__main__":
-    app.run(main)
+    run()

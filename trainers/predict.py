@@ -1,7 +1,11 @@
-r"""Classifies image files with an exported TFLite model: top classes with probabilities.
+r"""Classifies image files with a trained or exported model: top classes with probabilities.
 
     python -m trainers.predict --model=saved_models/<run>/model.tflite image.png
-    python -m trainers.predict --model=saved_models/<run>/model.tflite images/ --json
+    python -m trainers.predict --model=saved_models/<run> images/ --json       # a run folder (its model.keras)
+    python -m trainers.predict --model=saved_models/<run>/saved_model image.png
+
+--model takes a .tflite file, a .keras / .h5 model, a SavedModel folder or a run folder written by trainers.fit;
+class_names.json and preprocessing.json are read from the model's folder or the folder above it.
 """
 
 import json
@@ -11,19 +15,45 @@ from absl import app, flags
 
 from trainers import common
 
-flags.DEFINE_string("model", None, "a .tflite file written by trainers.export", required=True)
+flags.DEFINE_string("model", None, "a .tflite file (trainers.export), a .keras/.h5 model, a SavedModel folder or a "
+                    "run folder (trainers.fit)", required=True)
 flags.DEFINE_integer("top", 5, "how many classes to show per image (at least 1)", lower_bound=1)
 flags.DEFINE_boolean("json", False, "print one JSON document instead of text")
 FLAGS = flags.FLAGS
 
 
 def _sidecar(model_path, name):
-    path = os.path.join(os.path.dirname(os.path.abspath(model_path)), name)
-    if not os.path.exists(path):
-        raise ValueError(f"{name} is missing beside {model_path}; export with python -m trainers.export, which "
-                         "writes it.")
-    with open(path) as handle:
-        return json.load(handle)
+    """A JSON file written beside a model: in the model's folder (or the model folder itself), or the one above."""
+    folder = os.path.abspath(model_path) if os.path.isdir(model_path) else os.path.dirname(os.path.abspath(model_path))
+    for candidate in (folder, os.path.dirname(folder)):
+        path = os.path.join(candidate, name)
+        if os.path.isfile(path):
+            with open(path) as handle:
+                return json.load(handle)
+    raise ValueError(f"{name} is missing beside {model_path}; trainers.fit and trainers.export write it into the run "
+                     "or export folder.")
+
+
+def load_classifier(path):
+    """A function from images `(N, H, W, C)` to class probabilities, for any model form --model accepts."""
+    import numpy as np  # pylint: disable=g-import-not-at-top
+
+    from keras_nngk import export, utils  # pylint: disable=g-import-not-at-top
+    if path.endswith(".tflite"):
+        return export.TFLiteModel(path).predict
+    if os.path.isdir(path) and os.path.isfile(os.path.join(path, "saved_model.pb")):
+        import tensorflow as tf  # pylint: disable=g-import-not-at-top
+        serve = tf.saved_model.load(path).signatures["serving_default"]
+        return lambda images: list(serve(tf.constant(images, tf.float32)).values())[0].numpy()
+    if os.path.isdir(path):
+        from keras_nngk.training import run as run_lib  # pylint: disable=g-import-not-at-top
+        _, model, _ = run_lib.load_run(path)
+    elif path.endswith((".keras", ".h5")):
+        model = utils.load_model(path)
+    else:
+        raise ValueError(f"Cannot classify with {path!r}: give a .tflite file, a .keras/.h5 model, a SavedModel "
+                         "folder or a run folder.")
+    return lambda images: model.predict(np.asarray(images, np.float32), verbose=0)
 
 
 def main(argv):
@@ -31,16 +61,16 @@ def main(argv):
         common.fail("give one or more image files or folders after the flags")
     import numpy as np  # pylint: disable=g-import-not-at-top
 
-    from keras_nngk import export  # pylint: disable=g-import-not-at-top
     from keras_nngk.data import images as images_lib  # pylint: disable=g-import-not-at-top
     with common.user_errors():
         preprocessing = _sidecar(FLAGS.model, "preprocessing.json")
         class_names = _sidecar(FLAGS.model, "class_names.json")
-        model = export.TFLiteModel(FLAGS.model)
+        classify = load_classifier(FLAGS.model)
         files = [path for argument in argv[1:] for path in images_lib.image_files(argument)]
         inputs = np.stack([images_lib.load_image(path, preprocessing["image_shape"], preprocessing["central_crop"])
                            for path in files])
-    probabilities = model.predict(inputs)
+        # Rounding can put a probability a few ulp above 1 (or below 0): show what it means.
+        probabilities = np.clip(classify(inputs), 0.0, 1.0)
     results = []
     for path, row in zip(files, probabilities):
         top = np.argsort(-row, kind="stable")[:FLAGS.top]
@@ -55,5 +85,10 @@ def main(argv):
             print(f"  {entry['probability']:7.2%}  {entry['name']} ({entry['class']})")
 
 
+def run():
+    """The console command (see pyproject.toml)."""
+    app.run(common.entry(main))
+
+
 if __name__ == "__main__":
-    app.run(main)
+    run()

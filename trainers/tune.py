@@ -17,6 +17,7 @@ from absl import app, flags
 from trainers import common
 
 common.define_config_flags()
+flags.adopt_module_key_flags(common)  # --help lists the config flags too.
 flags.DEFINE_enum("tuner", "random", ["random", "hyperband", "bayesian"], "search algorithm")
 flags.DEFINE_integer("max_trials", 20, "number of trials (hyperband: the budget is derived from it)")
 flags.DEFINE_string("workdir", None, "output folder (default saved_models/tune-<dataset>-<head>-<time>)")
@@ -42,5 +43,10 @@ def main(argv):
     print(f"Best config: {path}  (python -m trainers.fit --config={path})")
 
 
+def run():
+    """The console command (see pyproject.toml)."""
+    app.run(common.entry(main))
+
+
 if __name__ == "__main__":
-    app.run(main)
+    run()

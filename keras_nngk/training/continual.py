@@ -659,12 +659,12 @@ def run(config, workdir, verbose=1):
             return saved
     benchmark = load_benchmark(config.benchmark, data_dir=config.data_dir or None,
                                max_train_per_task=config.max_train_per_task or None, seed=config.seed)
-    trainer = ContinualTrainer(config, benchmark.num_classes, benchmark.image_shape, verbose=verbose)
-    results = trainer.fit(benchmark.tasks)
-    os.makedirs(workdir, exist_ok=True)
-    write_json_atomically(os.path.join(workdir, "results.json"), results)
-    files.save_model(trainer.inference_model, os.path.join(workdir, "model.keras"))
-    plots.plot_accuracy_matrix(results, os.path.join(workdir, "accuracy_matrix.png"))
+    with files.WorkdirLock(workdir, purpose="trainers.continual"):
+        trainer = ContinualTrainer(config, benchmark.num_classes, benchmark.image_shape, verbose=verbose)
+        results = trainer.fit(benchmark.tasks)
+        files.save_model(trainer.inference_model, os.path.join(workdir, "model.keras"))
+        plots.plot_accuracy_matrix(results, os.path.join(workdir, "accuracy_matrix.png"))
+        write_json_atomically(path, results)  # Last: results.json marks a finished method.
     return results
 
 

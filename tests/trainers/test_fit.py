@@ -26,6 +26,11 @@ def test_fit_writes_everything_and_evaluate_reproduces(tmp_path):
     workdir = str(tmp_path / "run")
     result = run_entry("trainers.fit", "--epochs=1", f"--workdir={workdir}", "--verbose=0")
     assert result.returncode == 0, result.stderr[-3000:]
+    # What a person reads: a short summary, this project's log lines, no TensorFlow internals.
+    assert result.stdout.splitlines()[0].startswith("mnist5k / small_conv / nngk head: 1 epochs")
+    assert f"Run written to {workdir}" in result.stdout and "accuracy" in result.stdout
+    assert len(result.stdout.splitlines()) + len(result.stderr.splitlines()) < 20, result.stdout + result.stderr
+    assert "Sharding callback" not in result.stderr and "oneDNN" not in result.stderr
     for name in ("config.json", "metrics.json", "model.keras", "backbone.keras", "saved_model/saved_model.pb",
                  "training.png", "class_names.json", "checkpoints/checkpoint"):
         assert os.path.exists(os.path.join(workdir, name)), name

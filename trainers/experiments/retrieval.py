@@ -30,18 +30,21 @@ FLAGS = flags.FLAGS
 def main(argv):
     del argv
     from keras_nngk.training import experiments  # pylint: disable=g-import-not-at-top
-    try:
+    with common.user_errors():
         overrides = {name: FLAGS[name].value for name in ("backbone", "weights", "data_dir")
                      if FLAGS[name].value is not None}
         stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
         workdir = FLAGS.workdir or os.path.join("saved_models", f"retrieval-{FLAGS.dataset}-{stamp}")
         results = experiments.retrieval(FLAGS.dataset, FLAGS.heads, [int(s) for s in FLAGS.seeds], workdir,
                                         epochs=FLAGS.epochs, overrides=overrides, verbose=FLAGS.verbose)
-    except ValueError as error:
-        common.fail(error)
     print(experiments.format_retrieval_table(results["table"]))
     print(f"Written to {workdir}")
 
 
+def run():
+    """The console command (see pyproject.toml)."""
+    app.run(common.entry(main))
+
+
 if __name__ == "__main__":
-    app.run(main)
+    run()

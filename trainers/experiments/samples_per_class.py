@@ -28,7 +28,7 @@ FLAGS = flags.FLAGS
 def main(argv):
     del argv
     from keras_nngk.training import experiments  # pylint: disable=g-import-not-at-top
-    try:
+    with common.user_errors():
         config = experiments.FewShotConfig(
             dataset=FLAGS.dataset, examples_per_class=tuple(int(n) for n in FLAGS.examples_per_class),
             heads=tuple(FLAGS.heads), seeds=tuple(int(s) for s in FLAGS.seeds), steps=FLAGS.steps,
@@ -36,11 +36,14 @@ def main(argv):
         stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
         workdir = FLAGS.workdir or os.path.join("saved_models", f"samples_per_class-{FLAGS.dataset}-{stamp}")
         results = experiments.samples_per_class(config, workdir, verbose=FLAGS.verbose)
-    except ValueError as error:
-        common.fail(error)
     print(experiments.format_samples_table(results["table"]))
     print(f"Written to {workdir}")
 
 
+def run():
+    """The console command (see pyproject.toml)."""
+    app.run(common.entry(main))
+
+
 if __name__ == "__main__":
-    app.run(main)
+    run()
