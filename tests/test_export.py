@@ -32,6 +32,7 @@ def test_images():
     return next(iter(data.test.batch(200).as_numpy_iterator()))
 
 
+@pytest.mark.slow
 def test_float_tflite_matches_keras_with_builtin_ops_only(trained_run, test_images, tmp_path):
     model = keras.models.load_model(os.path.join(trained_run, "model.keras"))
     path = kn.export.to_tflite(model, str(tmp_path / "model.tflite"))
@@ -43,6 +44,7 @@ def test_float_tflite_matches_keras_with_builtin_ops_only(trained_run, test_imag
     assert not [name for name in os.listdir(tmp_path) if name.startswith(".tmp-")]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("quantization,floor", [("dynamic", 0.97), ("int8", 0.95), ("int8-full", 0.6)])
 def test_quantized_tflite_agreement(trained_run, test_images, tmp_path, quantization, floor):
     # Floors measured on this 4-epoch digits model: "int8" keeps the NNGK head in float and agreed on 98-100% of
@@ -56,6 +58,7 @@ def test_quantized_tflite_agreement(trained_run, test_images, tmp_path, quantiza
     assert json.load(open(tmp_path / f"export_model_{quantization}.json"))["quantization"] == quantization
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("compressed", [False, True], ids=["float-centers", "pq-centers"])
 def test_int8_export_ranks_neighbours_in_float(tmp_path, compressed):
     # 10,000 centers: the block-pruned ranking. Before int32 ranking keys the converter quantized its TOPK_V2 inputs
@@ -137,6 +140,7 @@ def test_export_and_predict_commands_on_a_png(trained_run, test_images, tmp_path
         assert all(0.0 <= entry["probability"] <= 1.0 for answer in answers for entry in answer["top"])
 
 
+@pytest.mark.slow
 def test_bad_input(trained_run, tmp_path):
     with pytest.raises(ValueError, match="holds no trained model"):
         export_run.export_run(str(tmp_path))
@@ -153,6 +157,7 @@ def test_bad_input(trained_run, tmp_path):
         kn.export.TFLiteModel(str(tmp_path / "missing.tflite"))
 
 
+@pytest.mark.slow
 def test_quantization_aware_training_exports_to_int8(tmp_path, test_images):
     workdir = str(tmp_path / "qat")
     results = kn.training.fit(kn.training.Config.for_dataset("digits", epochs=3, qat=True), workdir, verbose=0)
@@ -162,6 +167,7 @@ def test_quantization_aware_training_exports_to_int8(tmp_path, test_images):
     assert report["argmax_agreement"] >= 0.95, report
 
 
+@pytest.mark.slow
 def test_pruning_reaches_the_sparsity_and_strips_wrappers(tmp_path):
     workdir = str(tmp_path / "pruned")
     results = kn.training.fit(kn.training.Config.for_dataset("digits", epochs=3, prune=0.5), workdir, verbose=0)

@@ -10,6 +10,7 @@ from keras_nngk.training.config import Config
 from tests.trainers.test_fit import run_entry
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["random", "bayesian"])
 def test_tune_writes_the_best_trial_as_a_config(kind, tmp_path):
     base = Config.for_dataset("digits", epochs=1, head="nngk", validation_split=0.2)

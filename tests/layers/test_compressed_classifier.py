@@ -43,6 +43,7 @@ def test_adc_distances_match_decode_then_distance(rng, bits, num_subquantizers):
                                reference.pq_decode(codes, rotation, codebooks), rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_opq_codes_and_error_against_faiss_product_quantizer(rng):
     vectors, _ = clustered(rng, 3000, 32, num_clusters=30)
     rotation, codebooks, codes = faiss_index.train_opq(vectors, 8)

@@ -106,7 +106,7 @@ def test_bad_input_errors(backend, data):
         index.search(np.full((1, 16), np.inf), 3)
 
 
-@pytest.mark.parametrize("name", ["faiss-hnsw", "faiss-ivf", "faiss:IVF16,PQ16"])
+@pytest.mark.parametrize("name", ["faiss-hnsw", "faiss-ivf", "faiss:IVF16,PQ16np"])
 def test_approximate_defaults_have_high_recall_on_clustered_data(name, rng):
     vectors, _ = clustered(rng, 4000, 32, num_clusters=40)
     queries, _ = clustered(np.random.default_rng(1), 100, 32, num_clusters=40)
@@ -115,7 +115,7 @@ def test_approximate_defaults_have_high_recall_on_clustered_data(name, rng):
     _, found = index.search(queries, 10)
     _, expected = reference.nearest_neighbours(queries, vectors, 10)
     recall = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(found, expected)])
-    assert recall >= (0.5 if "PQ" in name else 0.9), recall
+    assert recall >= (0.5 if "PQ" in name else 0.9), recall  # PQ16np: no polysemous training (2 min on 2 cores)
 
 
 def test_exact_search_chunks_and_mask_match_reference(rng):

@@ -68,6 +68,7 @@ def test_killed_run_resumes_from_last_checkpoint(tmp_path):
     assert "Resuming" in resumed.stderr
 
 
+@pytest.mark.slow
 def test_bad_input_gets_one_clear_line(tmp_path):
     for args, message in [(["--dataset=imagenet"], "Unknown dataset 'imagenet'; valid: digits"),
                           (["--head=svm"], "Unknown head 'svm'; valid: nngk, impostor, dense, knn"),
@@ -87,6 +88,7 @@ def _tiny(**overrides):
     return kn.training.Config.for_dataset("digits", **{"epochs": 1, **overrides})
 
 
+@pytest.mark.slow
 def test_workdir_with_other_config_is_refused(tmp_path):
     kn.training.fit(_tiny(), str(tmp_path), verbose=0)
     with pytest.raises(ValueError, match=r"another config \(head: 'nngk' -> 'dense'\)"):
@@ -95,6 +97,7 @@ def test_workdir_with_other_config_is_refused(tmp_path):
     assert results["head"] == "dense"
 
 
+@pytest.mark.slow
 def test_corrupt_checkpoint_gets_clear_error(tmp_path):
     kn.training.fit(_tiny(epochs=1), str(tmp_path), verbose=0)
     checkpoints = tmp_path / "checkpoints"
@@ -105,6 +108,7 @@ def test_corrupt_checkpoint_gets_clear_error(tmp_path):
         kn.training.fit(_tiny(epochs=2), str(tmp_path), verbose=0)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("head", ["dense", "knn"])
 def test_baseline_heads(tmp_path, head):
     results = kn.training.fit(_tiny(head=head, epochs=3), str(tmp_path), verbose=0)
@@ -113,6 +117,7 @@ def test_baseline_heads(tmp_path, head):
         assert results["test_accuracy"] == pytest.approx(results["knn_accuracy"])
 
 
+@pytest.mark.slow
 def test_retrieval_task_reports_recall(tmp_path):
     results = kn.training.fit(_tiny(task="retrieval", epochs=2), str(tmp_path), verbose=0)
     recalls = [results[f"recall@{k}"] for k in (1, 2, 4, 8)]
@@ -120,6 +125,7 @@ def test_retrieval_task_reports_recall(tmp_path):
     assert os.path.exists(tmp_path / "recall_at_k.png")
 
 
+@pytest.mark.slow
 def test_custom_loop_matches_model_fit(tmp_path):
     config = dict(epochs=2, recalibrate_batchnorm=False)
     fitted = kn.training.fit(_tiny(**config), str(tmp_path / "fit"), verbose=0)
@@ -133,6 +139,7 @@ def test_custom_loop_matches_model_fit(tmp_path):
     assert os.listdir(tmp_path / "custom" / "logs" / "train")  # TensorBoard scalars from the custom loop too.
 
 
+@pytest.mark.slow
 def test_cars196_retrieval_run_on_mock_tfds(tmp_path):
     import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
 

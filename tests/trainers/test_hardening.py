@@ -128,6 +128,7 @@ def _copy(run, tmp_path):
     return copy
 
 
+@pytest.mark.slow
 def test_truncated_model_file_gets_one_line(finished_run, tmp_path):
     run = _copy(finished_run, tmp_path)
     path = os.path.join(run, "model.keras")
@@ -137,6 +138,7 @@ def test_truncated_model_file_gets_one_line(finished_run, tmp_path):
         run_lib.load_run(run)
 
 
+@pytest.mark.slow
 def test_unfinished_run_is_refused_with_how_to_complete_it(finished_run, tmp_path):
     run = _copy(finished_run, tmp_path)
     os.remove(os.path.join(run, "metrics.json"))
@@ -145,6 +147,7 @@ def test_unfinished_run_is_refused_with_how_to_complete_it(finished_run, tmp_pat
 
 
 # -- 5. a garbage checkpoint index ---------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_garbage_checkpoint_index_resumes_from_the_newest_intact_checkpoint(finished_run, tmp_path, caplog):
     run = _copy(finished_run, tmp_path)
     checkpoints = os.path.join(run, "checkpoints")
@@ -228,6 +231,7 @@ def small_classifier():
     return built.inference_model, images
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("form", ["array", "one image", "dataset", "labelled dataset", "list of [batch]"])
 def test_int8_export_accepts_every_usual_form_of_representative_data(small_classifier, form):
     model, images = small_classifier
@@ -301,6 +305,7 @@ def test_command_line_refuses_bad_files_and_flags_in_one_line(tmp_path):
 
 
 # -- 13. what interrupted writers leave ------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_temporaries_of_an_interrupted_run_are_removed_at_the_next_run(finished_run, tmp_path):
     run = _copy(finished_run, tmp_path)
     os.makedirs(os.path.join(run, "checkpoints", "ckpt-3_temp", "part"))

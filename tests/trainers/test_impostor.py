@@ -19,6 +19,7 @@ def _run(workdir, tie, epochs, **overrides):
     return kn.training.fit(config, workdir, verbose=0)
 
 
+@pytest.mark.slow
 def test_fixed_centers_are_bit_identical_after_training(tmp_path):
     _run(str(tmp_path), "fixed", 1)
     first = _centers(str(tmp_path))
@@ -27,6 +28,7 @@ def test_fixed_centers_are_bit_identical_after_training(tmp_path):
     np.testing.assert_array_equal(_centers(str(tmp_path)), first)
 
 
+@pytest.mark.slow
 def test_tied_centers_equal_the_networks_embeddings(tmp_path):
     _run(str(tmp_path), "tied", 2)
     backbone = keras.models.load_model(os.path.join(tmp_path, "backbone.keras"))
@@ -35,6 +37,7 @@ def test_tied_centers_equal_the_networks_embeddings(tmp_path):
     np.testing.assert_allclose(_centers(str(tmp_path)), embeddings, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_loose_centers_move_and_training_learns(tmp_path):
     _run(str(tmp_path), "loose", 1)
     first = _centers(str(tmp_path))

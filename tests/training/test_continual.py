@@ -42,6 +42,7 @@ def test_accuracy_matrix_summary_by_hand():
     assert continual.accuracy_matrix_summary([[0.7]]) == (pytest.approx(0.7), 0.0)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", continual.METHODS)
 def test_every_method_runs_two_tasks(method, digits_tasks, tmp_path):
     tasks, num_classes, image_shape = digits_tasks
@@ -66,6 +67,7 @@ def test_every_method_runs_two_tasks(method, digits_tasks, tmp_path):
         assert results["stored_bytes"] == 0
 
 
+@pytest.mark.slow
 def test_add_drop_keeps_budget_and_reports_surgery(digits_tasks):
     tasks, num_classes, image_shape = digits_tasks
     config = continual.ContinualConfig(method="nngk_add_drop", **{**TINY, "budget": 30, "drop_per_task": 4})
@@ -82,6 +84,7 @@ def test_add_drop_keeps_budget_and_reports_surgery(digits_tasks):
     assert np.any((labels > 1e-6) & (labels < 1 - 1e-6))  # Eq. 13 made some labels soft.
 
 
+@pytest.mark.slow
 def test_drops_are_the_best_predicted_centers(digits_tasks):
     tasks, num_classes, image_shape = digits_tasks
     config = continual.ContinualConfig(method="nngk_add_drop", **TINY)
@@ -104,6 +107,7 @@ def test_drops_are_the_best_predicted_centers(digits_tasks):
     assert scores.min() < threshold - 0.05  # Some centers were predicted worse and are kept.
 
 
+@pytest.mark.slow
 def test_worst_predicted_samples_are_added_first(digits_tasks):
     tasks, num_classes, image_shape = digits_tasks
     config = continual.ContinualConfig(method="nngk_add", **{**TINY, "add_rounds": 1})
@@ -162,6 +166,7 @@ def test_entry_point_writes_results_and_plots(tmp_path):
     assert bad.returncode == 2 and bad.stderr.strip().splitlines()[-1].startswith("error: Unknown method 'icarl'")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name,num_tasks,classes_per_task", [("split_cifar10", 5, 2), ("split_cifar100", 10, 10)])
 def test_cifar_benchmarks_load_through_tfds(name, num_tasks, classes_per_task):
     import tensorflow_datasets as tfds

@@ -29,6 +29,7 @@ def test_summarise_mean_and_spread():
     assert "| nngk | 60.0 ± 10.0 |" in experiments.format_samples_table({"nngk": table["nngk"]})
 
 
+@pytest.mark.slow
 def test_samples_per_class_tiny(tmp_path):
     config = experiments.FewShotConfig(dataset="digits", examples_per_class=(3, 20), seeds=(0,), steps=40,
                                        eval_every=20, batch_size=32, validation_per_class=5)
