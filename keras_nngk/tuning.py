@@ -18,6 +18,7 @@ import keras_tuner as kt
 
 from keras_nngk.training import run as run_lib
 from keras_nngk.training.config import Config
+from keras_nngk.utils import files
 
 TUNERS = ("random", "hyperband", "bayesian")
 OBJECTIVE = "val_accuracy"
@@ -115,8 +116,8 @@ def tune(base_config, workdir, kind="random", max_trials=20, seed=0, overwrite=F
     best = tuner.oracle.get_best_trials(1)[0]
     best_config = dataclasses.replace(tuner.trial_config(best.hyperparameters), validation_split=0.0)
     best_config.validate()
-    run_lib.write_json_atomically(os.path.join(workdir, "best_config.json"), best_config.to_dict())
-    run_lib.write_json_atomically(os.path.join(workdir, "trials.json"), trials)
+    files.write_json_atomically(os.path.join(workdir, "best_config.json"), best_config.to_dict())
+    files.write_json_atomically(os.path.join(workdir, "trials.json"), trials)
     from keras_nngk.training import plots  # pylint: disable=g-import-not-at-top
     plots.plot_trials(trials, os.path.join(workdir, "trials.png"))
     return {"best_config": best_config.to_dict(), "best_score": float(best.score), "trials": trials,

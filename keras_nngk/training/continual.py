@@ -52,9 +52,9 @@ from keras_nngk import data as data_lib
 from keras_nngk import search as search_lib
 from keras_nngk.training import callbacks as callbacks_lib
 from keras_nngk.training import plots
-from keras_nngk.training.run import write_json_atomically
 from keras_nngk.utils import files
 from keras_nngk.utils.checks import check_positive_int
+from keras_nngk.utils.files import write_json_atomically
 
 METHODS = ("nngk_add_drop", "nngk_add", "nngk_random", "nngk", "impostor", "finetune", "ewc", "si", "replay",
            "joint")

@@ -21,8 +21,8 @@ from keras_nngk import backbones, metrics, models
 from keras_nngk import data as data_lib
 from keras_nngk.training import callbacks as callbacks_lib
 from keras_nngk.training import plots, sparse_adam
-from keras_nngk.training.run import write_json_atomically
 from keras_nngk.utils.checks import check_positive_int
+from keras_nngk.utils.files import write_json_atomically
 
 HEADS = ("dense", "knn", "nngk", "impostor")
 

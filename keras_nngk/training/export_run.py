@@ -92,7 +92,7 @@ def export_run(workdir, export_format="tflite", quantization="none", output=None
         if os.path.exists(source) and os.path.abspath(output) != os.path.abspath(workdir):
             with open(source, "rb") as handle:
                 files.write_atomically(os.path.join(output, name), handle.read())
-    run_lib.write_json_atomically(os.path.join(output, f"export_{os.path.basename(path).split('.')[0]}.json"), report)
+    files.write_json_atomically(os.path.join(output, f"export_{os.path.basename(path).split('.')[0]}.json"), report)
     files.write_atomically(os.path.join(output, "model_card.md"), model_card(report).encode())
     return report
 

@@ -6,6 +6,7 @@ recomputes the metrics of a finished run from its saved models.
 
 import dataclasses
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -32,9 +33,6 @@ EVAL_BATCH_SIZE = 512
 def model_path(workdir, name, config):
     """`<name>.keras`, or `<name>.h5` for QAT runs (tfmot's quantizer variables do not round-trip through .keras)."""
     return os.path.join(workdir, name + (".h5" if config.qat else ".keras"))
-
-
-write_json_atomically = files.write_json_atomically  # Kept here for existing imports.
 
 
 def make_strategy(name):
@@ -124,8 +122,8 @@ def _checkpoint_paths(directory):
     """The checkpoints in `directory` whose files are there (`ckpt-N`), newest first."""
     if not os.path.isdir(directory):
         return []
-    numbers = [int(name[len("ckpt-"):-len(".index")]) for name in os.listdir(directory)
-               if name.startswith("ckpt-") and name.endswith(".index") and name[len("ckpt-"):-len(".index")].isdigit()]
+    numbers = [int(match.group(1)) for match in map(re.compile(r"ckpt-(\d+)\.index").fullmatch, os.listdir(directory))
+               if match]
     return [os.path.join(directory, f"ckpt-{number}") for number in sorted(numbers, reverse=True)]
 
 
@@ -214,7 +212,7 @@ def _fit(config, output_dir, data, strategy, verbose):
     initial_epoch = _restore(checkpoint, manager)
     if initial_epoch:
         logging.info("Resuming %s from the checkpoint of epoch %d.", output_dir, initial_epoch)
-    write_json_atomically(os.path.join(output_dir, CONFIG_FILE), config.to_dict())
+    files.write_json_atomically(os.path.join(output_dir, CONFIG_FILE), config.to_dict())
 
     embed_images = image_batches(data.train)
     run_callbacks = []
@@ -330,11 +328,11 @@ def _save_outputs(output_dir, built, results, data, config):
     files.save_model(built.inference_model, model_path(output_dir, "model", config))
     files.save_model(built.backbone, model_path(output_dir, "backbone", config))
     export.to_saved_model(built.inference_model, os.path.join(output_dir, "saved_model"))
-    write_json_atomically(os.path.join(output_dir, "class_names.json"), list(data.class_names))
-    write_json_atomically(os.path.join(output_dir, "preprocessing.json"), data.preprocessing)
+    files.write_json_atomically(os.path.join(output_dir, "class_names.json"), list(data.class_names))
+    files.write_json_atomically(os.path.join(output_dir, "preprocessing.json"), data.preprocessing)
     from keras_nngk.training import plots  # pylint: disable=g-import-not-at-top
     plots.plot_run(results, output_dir)
-    write_json_atomically(os.path.join(output_dir, METRICS_FILE), results)
+    files.write_json_atomically(os.path.join(output_dir, METRICS_FILE), results)
 
 
 def load_run(workdir):

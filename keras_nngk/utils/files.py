@@ -28,15 +28,16 @@ def _usual_permissions(path):
     os.chmod(path, 0o666 & ~_current_umask())  # mkstemp makes the file private; give it the usual permissions.
 
 
-def write_atomically(path, content):
-    """Writes bytes to a temporary file beside `path`, then renames it over `path`; returns the absolute path."""
+def write_file_atomically(path, write):
+    """Calls `write(staging_path)` for a new file beside `path`, then renames it over `path`; returns the path."""
     path = os.path.abspath(path)
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    handle, staging = tempfile.mkstemp(dir=os.path.dirname(path), prefix=TEMPORARY_PREFIX,
-                                       suffix=os.path.basename(path))
+    parent = os.path.dirname(path)
+    os.makedirs(parent, exist_ok=True)
+    handle, staging = tempfile.mkstemp(dir=parent, prefix=TEMPORARY_PREFIX, suffix=os.path.basename(path))
+    os.close(handle)
     try:
-        with os.fdopen(handle, "wb") as stream:
-            stream.write(content)
+        os.remove(staging)  # Writers such as h5py and zipfile create the file themselves.
+        write(staging)
         _usual_permissions(staging)
         os.replace(staging, path)
     finally:
@@ -45,31 +46,24 @@ def write_atomically(path, content):
     return path
 
 
+def write_atomically(path, content):
+    """Writes bytes to a temporary file beside `path`, then renames it over `path`; returns the absolute path."""
+    def write(staging):
+        with open(staging, "xb") as stream:
+            stream.write(content)
+    return write_file_atomically(path, write)
+
+
 def write_json_atomically(path, values):
     """Writes `values` as indented, key-sorted JSON (NumPy scalars as floats) atomically."""
     return write_atomically(path, json.dumps(values, indent=2, sort_keys=True, default=float).encode())
 
 
 def save_model(model, path, **save_kwargs):
-    """`model.save(path)` under a temporary name, then renamed: a `.keras` / `.h5` file or a SavedModel folder
+    """`model.save(path)` under a temporary name, then renamed: a `.keras` / `.h5` file, or a SavedModel folder
     (see `write_folder_atomically`)."""
-    path = os.path.abspath(path)
-    parent = os.path.dirname(path)
-    os.makedirs(parent, exist_ok=True)
-    name = os.path.basename(path)
-    extension = os.path.splitext(name)[1]
-    if extension in (".keras", ".h5"):
-        handle, staging = tempfile.mkstemp(dir=parent, prefix=TEMPORARY_PREFIX, suffix=name)
-        os.close(handle)
-        try:
-            os.remove(staging)  # h5py and zipfile create the file themselves.
-            model.save(staging, **save_kwargs)
-            _usual_permissions(staging)
-            os.replace(staging, path)
-        finally:
-            if os.path.exists(staging):
-                os.remove(staging)
-        return path
+    if os.path.splitext(path)[1] in (".keras", ".h5"):
+        return write_file_atomically(path, lambda staging: model.save(staging, **save_kwargs))
     return write_folder_atomically(path, lambda staging: model.save(staging, **save_kwargs))
 
 
