@@ -1,4 +1,5 @@
-"""Evaluation metrics on embeddings and predictions: Recall@K (leave-one-out), accuracy, kNN accuracy."""
+"""Evaluation metrics on embeddings and predictions: Recall@K, MAP@R and R-precision (leave-one-out), accuracy,
+kNN accuracy."""
 
 import time
 
@@ -11,6 +12,57 @@ def _labels(labels):
     return np.asarray(labels).reshape(-1)
 
 
+def _neighbours_leaving_one_out(embeddings, labels, count):
+    """`(N, count)` ids of each embedding's nearest other embeddings (exact search), nearest first."""
+    index = search_lib.ExactSearch()
+    index.add(embeddings)
+    _, ids = index.search(embeddings, count + 1)
+    own = ids == np.arange(len(labels))[:, None]
+    # Drop each query's own entry (or the last column when a duplicate pushed it out), keeping the order.
+    order = np.argsort(own, axis=1, kind="stable")[:, :count]
+    return np.take_along_axis(ids, order, axis=1)
+
+
+def _checked(embeddings, labels):
+    embeddings = np.asarray(embeddings, np.float32)
+    labels = _labels(labels)
+    if len(embeddings) != len(labels):
+        raise ValueError(f"One label per embedding expected. Received: {len(embeddings)} embeddings and "
+                         f"{len(labels)} labels")
+    return embeddings, labels
+
+
+def map_at_r(embeddings, labels):
+    """MAP@R and R-precision, leave-one-out (Musgrave, Belongie and Lim 2020; pytorch-metric-learning's
+    `AccuracyCalculator` reports the same two numbers).
+
+    For a query whose class has `R` other members, its `R` nearest other
+    embeddings are retrieved. R-precision is the fraction of them of the query's
+    class; MAP@R is `(1/R) sum_{i<=R} P(i) rel(i)`, the precision at each rank
+    that holds a same-class embedding, averaged over the `R` ranks. Queries whose
+    class has no other member are skipped.
+
+    Returns:
+        `{"map@r": value, "r_precision": value}`, means over the queries.
+    """
+    embeddings, labels = _checked(embeddings, labels)
+    classes, inverse, counts = np.unique(labels, return_inverse=True, return_counts=True)
+    relevant = counts[inverse] - 1  # R of each query.
+    if relevant.max(initial=0) < 1:
+        raise ValueError("MAP@R needs a class with at least two embeddings. Received: "
+                         f"{len(classes)} classes of one embedding each")
+    hits = labels[_neighbours_leaving_one_out(embeddings, labels, int(relevant.max()))] == labels[:, None]
+    ranks = np.arange(1, hits.shape[1] + 1)
+    within_r = ranks[None, :] <= relevant[:, None]
+    hits = hits & within_r
+    precision_at_rank = np.cumsum(hits, axis=1) / ranks[None, :]
+    queries = relevant > 0
+    r = relevant[queries]
+    average_precision = (precision_at_rank * hits)[queries].sum(axis=1) / r
+    r_precision = hits[queries].sum(axis=1) / r
+    return {"map@r": float(average_precision.mean()), "r_precision": float(r_precision.mean())}
+
+
 def recall_at_k(embeddings, labels, ks=(1, 2, 4, 8)):
     """Recall@K over a query set, leave-one-out (the metric-learning protocol of Cars196 / CUB).
 
@@ -21,22 +73,11 @@ def recall_at_k(embeddings, labels, ks=(1, 2, 4, 8)):
     Returns:
         `{K: recall}` for each K.
     """
-    embeddings = np.asarray(embeddings, np.float32)
-    labels = _labels(labels)
-    if len(embeddings) != len(labels):
-        raise ValueError(f"One label per embedding expected. Received: {len(embeddings)} embeddings and "
-                         f"{len(labels)} labels")
+    embeddings, labels = _checked(embeddings, labels)
     largest = max(ks)
     if largest >= len(labels):
         raise ValueError(f"Recall@{largest} needs more than {largest} embeddings. Received: {len(labels)}")
-    index = search_lib.ExactSearch()
-    index.add(embeddings)
-    _, ids = index.search(embeddings, largest + 1)
-    own = ids == np.arange(len(labels))[:, None]
-    # Drop each query's own entry (or the last column when a duplicate pushed it out), keeping the order.
-    order = np.argsort(own, axis=1, kind="stable")[:, :largest]
-    neighbours = np.take_along_axis(ids, order, axis=1)
-    hits = labels[neighbours] == labels[:, None]
+    hits = labels[_neighbours_leaving_one_out(embeddings, labels, largest)] == labels[:, None]
     return {int(k): float(np.mean(hits[:, :k].any(axis=1))) for k in ks}
 
 

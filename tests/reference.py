@@ -133,3 +133,21 @@ def influence_redistribution(centers, labels, active, drop, k, sigma, weights=No
         term = weights[drop] * np.exp(-np.sum((centers[j] - centers[drop]) ** 2) / (2 * sigma ** 2))
         labels[j] = original[j] + term / total * (original[drop] - original[j])
     return labels
+
+
+def map_at_r(embeddings, labels):
+    """MAP@R and R-precision by a loop over queries: the R nearest others by stable argsort, leave-one-out."""
+    labels = np.asarray(labels)
+    distances = squared_distances(embeddings, embeddings)
+    np.fill_diagonal(distances, np.inf)
+    average_precisions, r_precisions = [], []
+    for query in range(len(labels)):
+        r = int(np.sum(labels == labels[query])) - 1
+        if r < 1:
+            continue
+        retrieved = np.argsort(distances[query], kind="stable")[:r]
+        relevant = labels[retrieved] == labels[query]
+        precisions = [relevant[:rank].sum() / rank for rank in range(1, r + 1)]
+        average_precisions.append(sum(p for p, hit in zip(precisions, relevant) if hit) / r)
+        r_precisions.append(relevant.sum() / r)
+    return float(np.mean(average_precisions)), float(np.mean(r_precisions))

@@ -47,3 +47,30 @@ def test_bad_input():
         metrics.recall_at_k(np.zeros((5, 2)), [0, 1])
     with pytest.raises(ValueError, match="more than 8"):
         metrics.recall_at_k(np.random.default_rng(0).normal(size=(5, 2)), [0, 1, 0, 1, 0])
+
+
+def test_map_at_r_and_r_precision_match_reference(rng):
+    embeddings = rng.normal(size=(300, 4)).astype(np.float32)
+    labels = rng.integers(0, 12, 300)
+    labels[0] = 99  # A class of one embedding: skipped as a query, never relevant.
+    got = metrics.map_at_r(embeddings, labels)
+    expected_map, expected_r_precision = reference.map_at_r(embeddings, labels)
+    assert got["map@r"] == pytest.approx(expected_map, abs=1e-12)
+    assert got["r_precision"] == pytest.approx(expected_r_precision, abs=1e-12)
+    assert got["map@r"] < got["r_precision"]  # Hits rank late on random data: MAP@R penalises that.
+
+
+def test_map_at_r_hand_computed():
+    # 1-D points 0, 1, 3, 10, 12 with labels a, b, a, b, b (R = 1 for a, 2 for b). Retrieved: 0 -> [1] miss;
+    # 1 -> [0, 3] misses; 3 -> [1] miss; 10 -> [12 hit, 3 miss]: AP = 1/2, precision 1/2; 12 -> [10 hit, 3 miss]: same.
+    embeddings = np.array([[0.0], [1.0], [3.0], [10.0], [12.0]], np.float32)
+    labels = np.array([0, 1, 0, 1, 1])
+    assert metrics.map_at_r(embeddings, labels) == {"map@r": pytest.approx(0.2), "r_precision": pytest.approx(0.2)}
+    # A hit at rank 2 only: AP = (1/2) / 2 while R-precision = 1/2.
+    embeddings = np.array([[0.0], [1.0], [1.5], [5.0]], np.float32)  # Query 0 (b): retrieves 1 (a), then 1.5 (b).
+    labels = np.array([1, 0, 1, 1])
+    got = metrics.map_at_r(embeddings[[0, 1, 2, 3]], labels)
+    expected_map, expected_r_precision = reference.map_at_r(embeddings, labels)
+    assert got == {"map@r": pytest.approx(expected_map), "r_precision": pytest.approx(expected_r_precision)}
+    with pytest.raises(ValueError, match="at least two embeddings"):
+        metrics.map_at_r(embeddings[:2], np.array([0, 1]))

@@ -59,7 +59,8 @@ def human_summary(results, workdir):
     recalls = sorted((int(key.split("@")[1]), value) for key, value in results.items() if key.startswith("recall@"))
     if recalls:
         lines.append(f"  Recall@K on unseen classes {evaluated_on}: "
-                     + ", ".join(f"R@{k} {100 * value:.2f}%" for k, value in recalls))
+                     + ", ".join(f"R@{k} {100 * value:.2f}%" for k, value in recalls)
+                     + (f"; MAP@R {100 * results['map@r']:.2f}%" if "map@r" in results else ""))
     if "test_accuracy_pq" in results:
         lines.append(f"  accuracy with compressed centers {100 * results['test_accuracy_pq']:.2f}%")
     lines += [f"Run written to {workdir} (metrics.json, training.png, model.keras, saved_model/)",

@@ -1,6 +1,6 @@
 """Keras layers: the NNGK classifier (eq. 7), impostor heads (eq. 8-9) and the baseline heads (eq. 2 and 3)."""
 
-from keras_nngk.layers.center_layer import CenterLayer
+from keras_nngk.layers.center_layer import CenterLayer, Lookup
 from keras_nngk.layers.compressed_classifier import CompressedClassifier, compress
 from keras_nngk.layers.dense_classifier import DenseClassifier
 from keras_nngk.layers.impostor_classifier import ImpostorClassifier
@@ -8,5 +8,5 @@ from keras_nngk.layers.knn_classifier import KNNClassifier
 from keras_nngk.layers.neighbour_lookup import NeighbourLookup
 from keras_nngk.layers.nngk_classifier import NNGKClassifier
 
-__all__ = ["CenterLayer", "CompressedClassifier", "compress", "DenseClassifier", "ImpostorClassifier",
+__all__ = ["CenterLayer", "Lookup", "CompressedClassifier", "compress", "DenseClassifier", "ImpostorClassifier",
            "KNNClassifier", "NeighbourLookup", "NNGKClassifier"]

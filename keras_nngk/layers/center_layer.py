@@ -1,5 +1,7 @@
 """Shared base of the heads that hold a set of stored centers and look up their nearest neighbours."""
 
+import collections
+
 import numpy as np
 import tensorflow as tf
 import tf_keras as keras
@@ -29,6 +31,9 @@ def embedding_shape(input_shape):
             input_shape[0], (tf.TensorShape, list, tuple)):
         return tf.TensorShape(input_shape[0])
     return tf.TensorShape(input_shape)
+
+
+Lookup = collections.namedtuple("Lookup", ["distances", "sample_ids", "labels"])
 
 
 class CenterLayer(keras.layers.Layer):
@@ -438,8 +443,39 @@ class CenterLayer(keras.layers.Layer):
         ids.set_shape([queries.shape[0], k])
         return ids
 
-    def lookup(self, embeddings, sample_ids=None):
-        """The `k` nearest centers of each query, leaving out each query's own center.
+    def lookup(self, embeddings, k=None):
+        """The `k` nearest stored centers of each embedding, nearest first: what tf-similarity calls a lookup.
+
+        Args:
+            embeddings: `(B, d)` query embeddings.
+            k: how many neighbours (default `num_neighbours`); beyond the stored centers, rows are padded.
+
+        Returns:
+            `Lookup(distances, sample_ids, labels)`, NumPy arrays of shape `(B, k)`: squared Euclidean
+            distances (inf where padded), the ids of the samples the centers were computed from, and their
+            class ids (the argmax of the soft labels); -1 where padded.
+
+        Example:
+
+        >>> head.assign_centers(train_embeddings, train_labels)
+        >>> found = head.lookup(query_embeddings, k=5)
+        >>> found.labels[0], found.distances[0]     # the classes and distances of query 0's 5 neighbours
+        """
+        k = check_positive_int("k", self.num_neighbours if k is None else k)
+        embeddings, _ = self.check_queries(embeddings)
+        ids = self._search_ids(embeddings, min(k, self.capacity))
+        valid = (ids >= 0).numpy()
+        slots = tf.maximum(ids, 0)
+        distances = kernels.gathered_squared_distances(embeddings, tf.gather(self.centers, slots)).numpy()
+        labels = tf.argmax(tf.gather(self.center_labels, slots), axis=-1, output_type=tf.int32).numpy()
+        sample_ids = tf.gather(self.center_sample_ids, slots).numpy()
+        pad = ((0, 0), (0, k - ids.shape[1]))
+        return Lookup(np.pad(np.where(valid, distances, np.inf), pad, constant_values=np.inf),
+                      np.pad(np.where(valid, sample_ids, -1), pad, constant_values=-1),
+                      np.pad(np.where(valid, labels, -1), pad, constant_values=-1))
+
+    def _neighbours(self, embeddings, sample_ids=None):
+        """The `k` nearest centers of each query, leaving out each query's own center (the heads' `call`).
 
         Returns:
             `(distances, ids, valid)`, each `(B, k)`: squared distances recomputed on

@@ -93,7 +93,7 @@ class ImpostorClassifier(center_layer.CenterLayer):
     def call(self, inputs, training=None):
         embeddings, sample_ids = center_layer.split_inputs(inputs)
         embeddings, sample_ids = self.check_queries(embeddings, sample_ids)
-        distances, ids, valid = self.lookup(embeddings, sample_ids)
+        distances, ids, valid = self._neighbours(embeddings, sample_ids)
         probabilities = kernels.kernel_average(distances, tf.gather(self.center_labels, ids), self.sigma, None, valid)
         if training and self.tie == "loose" and sample_ids is not None and self.tie_weight > 0:
             self.add_loss(self.tie_term(embeddings, sample_ids))

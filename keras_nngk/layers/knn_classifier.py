@@ -33,7 +33,7 @@ class KNNClassifier(center_layer.CenterLayer):
     def call(self, inputs):
         embeddings, sample_ids = center_layer.split_inputs(inputs)
         embeddings, sample_ids = self.check_queries(embeddings, sample_ids)
-        _, ids, valid = self.lookup(embeddings, sample_ids)
+        _, ids, valid = self._neighbours(embeddings, sample_ids)
         k = ids.shape[-1]
         neighbour_classes = tf.argmax(tf.gather(self.center_labels, ids), axis=-1, output_type=tf.int32)
         votes = tf.one_hot(neighbour_classes, self.num_classes) * tf.cast(valid, tf.float32)[..., tf.newaxis]

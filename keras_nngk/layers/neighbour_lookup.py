@@ -67,7 +67,7 @@ class NeighbourLookup(center_layer.CenterLayer):
     def call(self, inputs):
         keys, sample_ids = center_layer.split_inputs(inputs)
         keys, sample_ids = self.check_queries(keys, sample_ids)
-        distances, ids, valid = self.lookup(keys, sample_ids)
+        distances, ids, valid = self._neighbours(keys, sample_ids)
         values = tf.gather(self.center_values, ids)
         looked_up = kernels.kernel_average(distances, values, self.sigma, None, valid)
         kernel = kernels.gaussian_kernel(distances, self.sigma) * tf.cast(valid, distances.dtype)

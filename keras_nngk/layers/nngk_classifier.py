@@ -84,7 +84,7 @@ class NNGKClassifier(center_layer.CenterLayer):
     def call(self, inputs):
         embeddings, sample_ids = center_layer.split_inputs(inputs)
         embeddings, sample_ids = self.check_queries(embeddings, sample_ids)
-        distances, ids, valid = self.lookup(embeddings, sample_ids)
+        distances, ids, valid = self._neighbours(embeddings, sample_ids)
         log_weights = tf.gather(self.log_weights, ids) if self.log_weights is not None else None
         neighbour_labels = tf.gather(self.center_labels, ids)
         probabilities = kernels.kernel_average(distances, neighbour_labels, self.sigma, log_weights, valid)

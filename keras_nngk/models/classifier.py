@@ -77,7 +77,8 @@ def nngk_classifier(backbone, num_classes, head="nngk", capacity=None, num_neigh
         num_classes: number of classes.
         head: "nngk" (eq. 7), "impostor" (eq. 8-9, see `tie`), "dense" (eq. 2, softmax), or "knn" (eq. 3: the
             backbone is trained with a dense softmax head, and the inference model
-            votes among the `knn_neighbours` nearest training embeddings).
+            votes among the `knn_neighbours` nearest training embeddings); or a head layer
+            (e.g. `kn.layers.NNGKClassifier(...)`), used by both models (the other settings are ignored).
         capacity: number of centers (the training set size) for "nngk" and "knn".
         num_neighbours, sigma, learn_sigma, sample_weights, search: NNGK settings.
         tie, tie_weight: impostor settings ("tied", "fixed", "loose"; lambda of eq. 8).
@@ -85,13 +86,16 @@ def nngk_classifier(backbone, num_classes, head="nngk", capacity=None, num_neigh
     Returns:
         `ClassifierModels`.
     """
-    if head not in HEADS:
-        raise ValueError(f"Unknown head {head!r}; valid: {', '.join(HEADS)}. Received: head={head!r}")
+    if not isinstance(head, keras.layers.Layer) and head not in HEADS:
+        raise ValueError(f"Unknown head {head!r}; valid: {', '.join(HEADS)} or a head layer. Received: head={head!r}")
     image = keras.Input(backbone.input_shape[1:], name="image")
     sample_id = keras.Input((), dtype="int32", name="sample_id")
     embedding = backbone(image)
     center_head = None
-    if head == "nngk":
+    if isinstance(head, keras.layers.Layer):  # A head built by the user: trains and infers, ids for leave-one-out.
+        train_head = inference_head = head
+        center_head = head if isinstance(head, layers.CenterLayer) else None
+    elif head == "nngk":
         train_head = layers.NNGKClassifier(num_classes, num_neighbours=num_neighbours, sigma=sigma,
                                            learn_sigma=learn_sigma, sample_weights=sample_weights, capacity=capacity,
                                            search=search, name="nngk_head")

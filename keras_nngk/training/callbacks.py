@@ -65,6 +65,7 @@ class CenterRefresh(keras.callbacks.Callback):
         self.refresh_on_train_end = refresh_on_train_end
         self.recalibration = recalibration
         self._refreshed_after_last_epoch = False
+        self._sample_ids_checked = False
         self.refresh_count = 0
 
     def refresh(self):
@@ -77,11 +78,26 @@ class CenterRefresh(keras.callbacks.Callback):
         self.head.assign_centers(embeddings, self.labels, self.sample_ids, reset_weights=not self.head.built)
         self.refresh_count += 1
 
+    def _check_sample_ids(self):
+        """Warns (once per training) when the trained model cannot feed the head sample ids; True once checked."""
+        inputs = getattr(self.model, "inputs", None)
+        if inputs is None:  # A Sequential model builds on its first batch.
+            return False
+        if len(inputs) < 2:
+            logging.warning("%s is trained by a model with one input, so it gets no sample ids: every training "
+                            "sample finds its own center at distance 0 (no leave-one-out) and learns little. Build "
+                            "the models with kn.models.nngk_classifier(backbone, num_classes, head=...) and feed "
+                            "{'image': x, 'sample_id': ids}.", self.head.name)
+        return True
+
     def on_train_begin(self, logs=None):
+        self._sample_ids_checked = self._check_sample_ids()
         if self.refresh_on_train_begin or not self.head.built or self.head.num_centers == 0:
             self.refresh()
 
     def on_epoch_end(self, epoch, logs=None):
+        if not self._sample_ids_checked:
+            self._sample_ids_checked = self._check_sample_ids()
         if self.every_n_epochs is None:
             return
         self._refreshed_after_last_epoch = (epoch + 1) % self.every_n_epochs == 0

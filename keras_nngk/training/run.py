@@ -309,13 +309,15 @@ def _compressed_results(config, data, built, output_dir, verbose):
 
 
 def evaluate(config, data, backbone, inference_model, verbose=1):
-    """Test metrics: accuracy and kNN accuracy (classification) or Recall@K on unseen classes (retrieval)."""
+    """Test metrics: accuracy and kNN accuracy (classification), or Recall@K, MAP@R and R-precision on unseen
+    classes (retrieval)."""
     test_images = image_batches(data.test)
     test_labels = labels_of(data.test)
     test_embeddings = backbone.predict(test_images, verbose=verbose)
     if config.task == "retrieval":
         recalls = metrics.recall_at_k(test_embeddings, test_labels, ks=(1, 2, 4, 8))
-        return {f"recall@{k}": value for k, value in recalls.items()}
+        return {**{f"recall@{k}": value for k, value in recalls.items()},
+                **metrics.map_at_r(test_embeddings, test_labels)}
     train_embeddings = backbone.predict(image_batches(data.train), verbose=verbose)
     probabilities = inference_model.predict(test_images, verbose=verbose)
     return {"test_accuracy": metrics.accuracy(probabilities, test_labels),

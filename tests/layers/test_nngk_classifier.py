@@ -256,3 +256,20 @@ def test_bad_input_errors(problem):
         head(np.where(queries > 1, np.inf, queries).astype(np.float32))
     with pytest.raises(ValueError, match="capacity 60"):
         head.assign_centers(np.concatenate([centers, centers]), np.concatenate([labels, labels]))
+
+
+def test_lookup_returns_the_nearest_centers_with_their_labels(problem):
+    centers, labels, queries = problem
+    head = kn.layers.NNGKClassifier(NUM_CLASSES, num_neighbours=7)
+    sample_ids = np.arange(500, 560)
+    head.assign_centers(centers, labels, sample_ids=sample_ids)
+    found = head.lookup(queries)  # k defaults to num_neighbours.
+    distances, order = reference.nearest_neighbours(queries, centers, 7)
+    np.testing.assert_array_equal(found.sample_ids, sample_ids[order])
+    np.testing.assert_array_equal(found.labels, labels[order])
+    np.testing.assert_allclose(found.distances, distances, rtol=1e-5, atol=1e-5)
+    padded = head.lookup(queries[:2], k=65)  # More than the 60 centers: padded like faiss.
+    assert padded.sample_ids.shape == (2, 65) and np.all(padded.sample_ids[:, 60:] == -1)
+    assert np.all(padded.labels[:, 60:] == -1) and np.all(np.isinf(padded.distances[:, 60:]))
+    with pytest.raises(ValueError, match="`k` must be a positive integer"):
+        head.lookup(queries, k=0)

@@ -122,6 +122,7 @@ def test_retrieval_task_reports_recall(tmp_path):
     results = kn.training.fit(_tiny(task="retrieval", epochs=2), str(tmp_path), verbose=0)
     recalls = [results[f"recall@{k}"] for k in (1, 2, 4, 8)]
     assert recalls == sorted(recalls) and 0.5 < recalls[0] <= 1.0
+    assert 0.0 < results["map@r"] <= results["r_precision"] <= 1.0
     assert os.path.exists(tmp_path / "recall_at_k.png")
 
 

@@ -46,3 +46,21 @@ def test_refresh_interval_and_final_refresh(rng):
     np.testing.assert_allclose(head.centers.numpy(), backbone.predict(x, verbose=0), rtol=1e-5, atol=1e-5)
     with pytest.raises(ValueError, match="every_n_epochs=0"):
         kn.callbacks.CenterRefresh(head, backbone, x, y, every_n_epochs=0)
+
+
+def test_models_built_from_a_head_layer_train_with_leave_one_out_and_a_plain_model_is_warned(rng, caplog):
+    x, y, backbone, _, _ = _setup(rng)
+    head = kn.layers.NNGKClassifier(3, num_neighbours=8, capacity=len(x))
+    built = kn.models.nngk_classifier(backbone, 3, head=head)
+    assert built.center_head is head and set(built.train_model.input) == {"image", "sample_id"}
+    built.train_model.compile(keras.optimizers.Adam(1e-2), "sparse_categorical_crossentropy", jit_compile=False)
+    refresh = kn.callbacks.CenterRefresh(head, backbone, x, y, verbose=0)
+    with caplog.at_level("WARNING"):
+        built.train_model.fit({"image": x, "sample_id": np.arange(len(x))}, y, epochs=1, batch_size=64,
+                              callbacks=[refresh], verbose=0)
+    assert not any("no leave-one-out" in record.getMessage() for record in caplog.records)
+    plain = keras.Sequential([backbone, head])  # No sample ids reach the head.
+    plain.compile(keras.optimizers.Adam(1e-2), "sparse_categorical_crossentropy", jit_compile=False)
+    with caplog.at_level("WARNING"):
+        plain.fit(x, y, epochs=1, batch_size=64, callbacks=[refresh], verbose=0)
+    assert any("no leave-one-out" in record.getMessage() for record in caplog.records)
