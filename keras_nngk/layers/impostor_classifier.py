@@ -49,7 +49,8 @@ class ImpostorClassifier(center_layer.CenterLayer):
     >>> head.assign_centers(initial_embeddings, labels)
 
     Reference: V. Lebedev, A. Babenko, V. Lempitsky, "Impostor Networks for Fast
-    Fine-Grained Recognition", arXiv:1806.05217.
+    Fine-Grained Recognition", arXiv:1806.05217. The equations
+    and their symbols: docs/method.md.
     """
 
     def __init__(self, num_classes, num_neighbours=32, sigma=1.0, learn_sigma=True, tie="loose", tie_weight=1e-3,

@@ -49,7 +49,8 @@ class NNGKClassifier(center_layer.CenterLayer):
     >>> probs = head(query_embeddings)
 
     Reference: B. J. Meyer, B. Harwood, T. Drummond, "Nearest Neighbour Radial
-    Basis Function Solvers for Deep Neural Networks", arXiv:1705.09780.
+    Basis Function Solvers for Deep Neural Networks", arXiv:1705.09780. The
+    equations and their symbols: docs/method.md.
     """
 
     def __init__(self, num_classes, num_neighbours=32, sigma=1.0, learn_sigma=True, sample_weights=True,

@@ -170,7 +170,9 @@ def exact_search(queries, centers, k, center_mask=None, chunk_size=DEFAULT_CHUNK
     # Rank by 2 q.c - |c|^2, the largest first (the row's |q|^2 does not change the order): the product plus a bias,
     # which oneDNN fuses into the product (measured: 1.2x faster than |c|^2 - 2 q.c, a separate pass over the
     # (B, chunk) matrix). Masked centers get |c|^2 = inf, so they rank last without a separate select.
-    doubled_queries = 2.0 * queries
+    # q + q (not 2 * q): the same bits, but the converter cannot fold the doubling into the centers, so a TFLite
+    # file stores the centers once, shared by this product and the heads' gather, instead of a doubled copy too.
+    doubled_queries = queries + queries
     infinity = tf.constant(float("inf"), dtype=queries.dtype)
 
     def scores(start, stop):

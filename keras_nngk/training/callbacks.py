@@ -71,7 +71,8 @@ class CenterRefresh(keras.callbacks.Callback):
     def refresh(self):
         """Embeds the training inputs with the current network and stores them as the centers."""
         if self.verbose:
-            logging.info("Refreshing %d centers of %s.", len(self.labels), self.head.name)
+            logging.info("Refreshing the centers of %s: embedding %d training images.", self.head.name,
+                         len(self.labels))
         if self.recalibration is not None:
             self.recalibration.recalibrate()
         embeddings = self.embedding_model.predict(self.x, batch_size=self.batch_size, verbose=self.verbose)
@@ -103,6 +104,11 @@ class CenterRefresh(keras.callbacks.Callback):
         self._refreshed_after_last_epoch = (epoch + 1) % self.every_n_epochs == 0
         if self._refreshed_after_last_epoch:
             self.refresh()
+
+    @property
+    def refreshed_after_last_epoch(self):
+        """Whether the last `on_epoch_end` refreshed the centers."""
+        return self._refreshed_after_last_epoch
 
     def mark_stale(self):
         """Makes the end-of-training refresh happen even if the last epoch refreshed (the network changed)."""
@@ -251,3 +257,26 @@ class HistoryLog(keras.callbacks.Callback):
         """`{metric: [value per epoch]}` over every epoch recorded, as `History.history`."""
         keys = sorted({key for entry in self.entries for key in entry if key != "epoch"})
         return {key: [entry[key] for entry in self.entries if key in entry] for key in keys}
+
+
+class HeadLogs(keras.callbacks.Callback):
+    """Adds the head's state to each epoch's logs: its kernel width `sigma`, and whether its centers were refreshed
+    after the epoch (1 or 0).
+
+    Place it after the `CenterRefresh` and before `HistoryLog` and
+    `keras.callbacks.TensorBoard`, which then record them with the loss
+    (`epoch_sigma`, `epoch_centers_refreshed` in TensorBoard).
+    """
+
+    def __init__(self, head, center_refresh=None):
+        super().__init__()
+        self.head = head
+        self.center_refresh = center_refresh
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is None:
+            return
+        if hasattr(self.head, "sigma"):
+            logs["sigma"] = float(self.head.sigma.numpy())
+        if self.center_refresh is not None:
+            logs["centers_refreshed"] = float(self.center_refresh.refreshed_after_last_epoch)

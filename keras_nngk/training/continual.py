@@ -575,6 +575,15 @@ class ContinualTrainer:
             accuracies.append(float(np.mean(np.argmax(probabilities, axis=1) == task.y_test)))
         return accuracies
 
+    def _warn_if_not_learned(self, index, task, accuracy):
+        """Warns when the task just trained is recognised no better than chance: its numbers say nothing then."""
+        chance = 1.0 / max(len(task.classes), 1)
+        if accuracy <= chance + 0.02:
+            steps = self.config.epochs * -(-len(task.x_train) // self.config.batch_size)
+            logging.warning("%s learned nothing on task %d (accuracy %.1f%%, chance %.1f%%) in %d training steps; "
+                            "raise --epochs or lower --batch_size, or use a larger benchmark, before reading its "
+                            "results.", self.method, index + 1, 100 * accuracy, 100 * chance, steps)
+
     def fit(self, tasks):
         """Trains on `tasks` in order; returns the results dict (accuracy matrix, average accuracy, forgetting)."""
         config = self.config
@@ -620,6 +629,7 @@ class ContinualTrainer:
                 if self.method == "replay":
                     self._update_memory(task)
             matrix.append(self.evaluate(tasks, config.scenario))
+            self._warn_if_not_learned(index, task, matrix[-1][index])
             stored.append(self.stored_bytes(tasks[:index + 1]))
             logging.info("%s after task %d: accuracies %s", self.method, index + 1,
                          " ".join(f"{a:.3f}" for a in matrix[-1]))

@@ -8,6 +8,7 @@ half for the learned embeddings, the untrained network and raw pixels.
 """
 
 import dataclasses
+import json
 import math
 import os
 import time
@@ -212,6 +213,13 @@ def retrieval(dataset, heads, seeds, workdir, epochs=None, overrides=None, verbo
                               os.path.join(workdir, f"{head}-seed{seed}"), verbose=verbose)
             rows.append({"method": head, "seed": seed,
                          **{key: value for key, value in run.items() if key.startswith("recall@")}})
+    path = os.path.join(workdir, "retrieval.json")
+    if os.path.exists(path):  # Another call on this workdir (e.g. one head at a time): keep its other rows.
+        with open(path) as handle:
+            previous = json.load(handle)
+        if previous.get("dataset") == dataset:
+            done = {(row["method"], row["seed"]) for row in rows}
+            rows = [row for row in previous["runs"] if (row["method"], row["seed"]) not in done] + rows
     groups = {}
     for row in rows:
         for key, value in row.items():
@@ -219,7 +227,7 @@ def retrieval(dataset, heads, seeds, workdir, epochs=None, overrides=None, verbo
                 groups.setdefault(row["method"], {}).setdefault(key, []).append(value)
     table = mean_spread(groups)
     results = {"dataset": dataset, "runs": rows, "table": table}
-    write_json_atomically(os.path.join(workdir, "retrieval.json"), results)
+    write_json_atomically(path, results)
     plots.plot_recall_curves(table, os.path.join(workdir, "retrieval.png"), dataset)
     return results
 

@@ -246,6 +246,10 @@ def _fit(config, output_dir, data, strategy, verbose):
             run_callbacks.append(recalibration)
     elif recalibration is not None:
         run_callbacks.append(recalibration)  # Dense and kNN heads: once, at the end of training.
+    if built.center_head is not None:  # Sigma and refreshes into history.json and TensorBoard.
+        refresh = next((callback for callback in run_callbacks if isinstance(callback, callbacks_lib.CenterRefresh)),
+                       None)
+        run_callbacks.append(callbacks_lib.HeadLogs(built.center_head, refresh))
     history_log = callbacks_lib.HistoryLog(os.path.join(output_dir, HISTORY_FILE), initial_epoch)
     run_callbacks.append(history_log)  # Before the checkpoint: an epoch's history is on disk before its checkpoint.
     run_callbacks.append(callbacks_lib.EpochCheckpoint(manager, epoch))
@@ -313,12 +317,19 @@ def evaluate(config, data, backbone, inference_model, verbose=1):
     classes (retrieval)."""
     test_images = image_batches(data.test)
     test_labels = labels_of(data.test)
+    if verbose:  # A label for each progress bar below.
+        logging.info("Evaluating: embedding the %d %s images.", data.num_test, "held-out-class" if
+                     config.task == "retrieval" else "test")
     test_embeddings = backbone.predict(test_images, verbose=verbose)
     if config.task == "retrieval":
         recalls = metrics.recall_at_k(test_embeddings, test_labels, ks=(1, 2, 4, 8))
         return {**{f"recall@{k}": value for k, value in recalls.items()},
                 **metrics.map_at_r(test_embeddings, test_labels)}
+    if verbose:
+        logging.info("Evaluating: embedding the %d training images for the kNN accuracy.", data.num_train)
     train_embeddings = backbone.predict(image_batches(data.train), verbose=verbose)
+    if verbose:
+        logging.info("Evaluating: classifying the %d test images.", data.num_test)
     probabilities = inference_model.predict(test_images, verbose=verbose)
     return {"test_accuracy": metrics.accuracy(probabilities, test_labels),
             "knn_accuracy": metrics.knn_accuracy(train_embeddings, data.train_labels, test_embeddings, test_labels,

@@ -1,5 +1,6 @@
 """End to end: the real entry points on tiny configs, resume after a kill, bad input, loops and heads."""
 
+import glob
 import json
 import os
 import signal
@@ -37,6 +38,12 @@ def test_fit_writes_everything_and_evaluate_reproduces(tmp_path):
     assert os.listdir(os.path.join(workdir, "logs"))
     saved = json.load(open(os.path.join(workdir, "metrics.json")))
     assert saved["dataset"] == "mnist5k" and saved["head"] == "nngk" and saved["test_accuracy"] > 0.8
+    # The head's kernel width and refreshes are logged per epoch, in the history and in TensorBoard.
+    assert saved["history"]["sigma"] == [pytest.approx(saved["sigma"])] and saved["history"]["centers_refreshed"] == [1]
+    import tensorflow as tf  # pylint: disable=g-import-not-at-top
+    tags = {value.tag for path in glob.glob(os.path.join(workdir, "logs", "train", "events.*"))
+            for event in tf.compat.v1.train.summary_iterator(path) for value in event.summary.value}
+    assert {"epoch_loss", "epoch_sigma", "epoch_centers_refreshed"} <= tags, tags
     evaluation = run_entry("trainers.evaluate", f"--model={workdir}", "--verbose=0")
     assert evaluation.returncode == 0, evaluation.stderr[-3000:]
     reported = dict(line.split(": ")[:2] for line in evaluation.stdout.splitlines() if ": " in line)

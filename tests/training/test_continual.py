@@ -219,3 +219,17 @@ def test_regularisation_penalty_matches_numpy(method, digits_tasks):
     expected = scale * sum(float(np.sum(omega * (m - a) ** 2)) for omega, m, a in zip(importance, moved, end))
     assert float(trainer._penalty()) == pytest.approx(expected, rel=1e-4)
     assert expected > 0
+
+
+def test_a_task_left_at_chance_is_warned(caplog):
+    trainer = continual.ContinualTrainer.__new__(continual.ContinualTrainer)  # Only the warning is under test.
+    trainer.config = continual.ContinualConfig(epochs=1, batch_size=256)
+    trainer.method = "nngk"
+    task = continual.Task(classes=np.array([0, 1]), x_train=np.zeros((300, 8, 8, 1)),
+                          y_train=np.zeros(300), x_test=None, y_test=None)
+    with caplog.at_level("WARNING"):
+        trainer._warn_if_not_learned(0, task, 0.0)
+        trainer._warn_if_not_learned(1, task, 0.9)  # Learned: no warning.
+    warnings = [record.getMessage() for record in caplog.records if "learned nothing" in record.getMessage()]
+    assert warnings == ["nngk learned nothing on task 1 (accuracy 0.0%, chance 50.0%) in 2 training steps; raise "
+                        "--epochs or lower --batch_size, or use a larger benchmark, before reading its results."]

@@ -69,6 +69,15 @@ def test_retrieval_entry_point(tmp_path):
     assert os.path.exists(os.path.join(workdir, "retrieval.png"))
     assert "| raw pixels |" in result.stdout
     assert os.path.exists(os.path.join(workdir, "nngk-seed0", "metrics.json"))
+    # One head at a time on the same workdir: the summary gains the new head and keeps the earlier one.
+    result = run_entry("trainers.experiments.retrieval", "--dataset=digits", "--heads=dense", "--seeds=0",
+                       "--epochs=1", f"--workdir={workdir}", "--verbose=0")
+    assert result.returncode == 0, result.stderr[-3000:]
+    merged = json.load(open(os.path.join(workdir, "retrieval.json")))
+    assert set(merged["table"]) == {"raw pixels", "untrained network", "nngk", "dense"}
+    assert merged["table"]["nngk"] == saved["table"]["nngk"]
+    assert sorted((row["method"], row["seed"] or 0) for row in merged["runs"]) == [
+        ("dense", 0), ("nngk", 0), ("raw pixels", 0), ("untrained network", 0)]
 
 
 @pytest.mark.slow
