@@ -52,6 +52,11 @@ def _is_chief(strategy):
                                                       and "chief" not in resolver.cluster_spec().as_dict())
 
 
+def _plain(function):
+    """A dataset function without Python control flow: autograph need not (and for lambdas cannot) convert it."""
+    return tf.autograph.experimental.do_not_convert(function)
+
+
 def training_pipeline(data, batch_size, seed, initial_epoch, epochs):
     """`({"image", "sample_id"}, label)` batches for epochs `initial_epoch..epochs-1`, and the steps per epoch.
 
@@ -61,7 +66,7 @@ def training_pipeline(data, batch_size, seed, initial_epoch, epochs):
     and continues with exactly the batches the interrupted run would have seen.
     """
     examples = data.train.enumerate().map(
-        lambda index, example: ({"image": example[0], "sample_id": tf.cast(index, tf.int32)}, example[1]),
+        _plain(lambda index, example: ({"image": example[0], "sample_id": tf.cast(index, tf.int32)}, example[1])),
         num_parallel_calls=tf.data.AUTOTUNE)
     if data.num_train <= 100_000:
         examples = examples.cache()
@@ -70,7 +75,7 @@ def training_pipeline(data, batch_size, seed, initial_epoch, epochs):
     dataset = dataset.batch(batch_size).repeat().skip(initial_epoch * steps_per_epoch)
     if data.augment is not None:
         augment = data.augment
-        dataset = dataset.map(lambda inputs, labels: ({**inputs, "image": augment(inputs["image"])}, labels),
+        dataset = dataset.map(_plain(lambda inputs, labels: ({**inputs, "image": augment(inputs["image"])}, labels)),
                               num_parallel_calls=tf.data.AUTOTUNE)
     del epochs  # The sequence is endless; the loops stop after their number of epochs.
     return dataset.prefetch(tf.data.AUTOTUNE), steps_per_epoch
@@ -78,11 +83,12 @@ def training_pipeline(data, batch_size, seed, initial_epoch, epochs):
 
 def image_batches(dataset, batch_size=EVAL_BATCH_SIZE):
     """Images only, in order, batched: for embedding passes and prediction."""
-    return dataset.map(lambda image, label: image).batch(batch_size).prefetch(tf.data.AUTOTUNE)
+    return dataset.map(_plain(lambda image, label: image)).batch(batch_size).prefetch(tf.data.AUTOTUNE)
 
 
 def labels_of(dataset):
-    return np.concatenate([batch for batch in dataset.map(lambda image, label: label).batch(4096).as_numpy_iterator()])
+    labels = dataset.map(_plain(lambda image, label: label)).batch(4096)
+    return np.concatenate(list(labels.as_numpy_iterator()))
 
 
 def build_models(config, data):
