@@ -94,7 +94,10 @@ class _OwnInfoOnly(logging.Filter):
     """Passes this project's INFO lines and everyone's warnings and errors (TensorFlow logs internals at INFO)."""
 
     def filter(self, record):
-        return record.levelno >= logging.WARNING or any(part in record.pathname for part in _OWN_CODE)
+        if record.levelno < logging.WARNING:
+            return any(part in record.pathname for part in _OWN_CODE)
+        # Keras warns when the SavedModel export reloads an uncompiled copy of the model: nothing to act on.
+        return not str(record.msg).startswith("Compiled the loaded model, but the compiled metrics")
 
 
 _OWN_CODE = (os.sep + "keras_nngk" + os.sep, os.sep + "trainers" + os.sep)

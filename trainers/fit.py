@@ -48,7 +48,7 @@ def main(argv):
 def human_summary(results, workdir):
     """A few lines a person reads at the end of a run: what was trained, how well, where it is, what next."""
     lines = [f"{results['dataset']} / {results['backbone']} / {results['head']} head: "
-             f"{results['epochs']} epochs in {results['train_seconds']:.0f} s"
+             f"{results['epochs']} epoch{'s' if results['epochs'] != 1 else ''} in {results['train_seconds']:.0f} s"
              + (f" (resumed at epoch {results['initial_epoch']})" if results.get("initial_epoch") else "")]
     evaluated_on = f"on {results['num_test']:,} {results.get('evaluated_on', 'test')} images"
     if "test_accuracy" in results:

@@ -28,7 +28,7 @@ def test_fit_writes_everything_and_evaluate_reproduces(tmp_path):
     result = run_entry("trainers.fit", "--epochs=1", f"--workdir={workdir}", "--verbose=0")
     assert result.returncode == 0, result.stderr[-3000:]
     # What a person reads: a short summary, this project's log lines, no TensorFlow internals.
-    assert result.stdout.splitlines()[0].startswith("mnist5k / small_conv / nngk head: 1 epochs")
+    assert result.stdout.splitlines()[0].startswith("mnist5k / small_conv / nngk head: 1 epoch in")
     assert f"Run written to {workdir}" in result.stdout and "accuracy" in result.stdout
     assert len(result.stdout.splitlines()) + len(result.stderr.splitlines()) < 20, result.stdout + result.stderr
     assert "Sharding callback" not in result.stderr and "oneDNN" not in result.stderr
