@@ -247,7 +247,7 @@ def _class_disjoint(train, test, train_labels, num_classes, data_dir, spec):
     return train, test, train_labels[train_labels < half], int(np.sum(test_labels >= half)), half
 
 
-def _from_arrays(name, arrays, task, examples_per_class, seed, validation_split=0.0):
+def _from_arrays(name, arrays, task, examples_per_class, seed, validation_split=0.0, class_split=None):
     x_train, y_train, x_test, y_test = arrays.x_train, arrays.y_train, arrays.x_test, arrays.y_test
     if validation_split:  # The held-out part of the training set replaces the test set (for tuning).
         train, held_out = splits.stratified_split(y_train, test_fraction=validation_split, seed=seed)
@@ -255,9 +255,10 @@ def _from_arrays(name, arrays, task, examples_per_class, seed, validation_split=
     class_names = arrays.class_names
     num_classes = int(max(y_train.max(), y_test.max()) + 1)
     if task == "retrieval":
-        (x_train, y_train), (x_test, y_test), num_classes = splits.class_disjoint(x_train, y_train, x_test, y_test,
-                                                                                 num_classes)
-        class_names = class_names[:num_classes]
+        train_classes, test_classes = class_split or (range(num_classes // 2), None)
+        (x_train, y_train), (x_test, y_test), num_classes = splits.class_disjoint(
+            x_train, y_train, x_test, y_test, num_classes, *(class_split or (None, None)))
+        class_names = tuple(class_names[c] for c in train_classes) if class_names else class_names
     if examples_per_class:
         keep = splits.few_shot_indices(y_train, examples_per_class, seed)
         x_train, y_train = x_train[keep], y_train[keep]
@@ -281,7 +282,7 @@ def load_arrays(name, data_dir=None):
 
 
 def load(name=DEFAULT, task="classification", data_dir=None, image_size=None, examples_per_class=None, seed=0,
-         validation_split=0.0):
+         validation_split=0.0, class_split=None):
     """Loads a named data set.
 
     Args:
@@ -297,12 +298,19 @@ def load(name=DEFAULT, task="classification", data_dir=None, image_size=None, ex
         seed: seed of the few-shot subset (and of the validation split).
         validation_split: hold out this stratified fraction of the training set and
             return it as `test` (hyperparameter search never sees the test set).
+        class_split: for retrieval, `(train_classes, test_classes)`: which classes train and which are held
+            out (default: the first half / the rest). In-memory data sets only.
     """
     if task not in ("classification", "retrieval"):
         raise ValueError(f"Unknown task {task!r}; valid: classification, retrieval. Received: task={task!r}")
+    if class_split is not None and task != "retrieval":
+        raise ValueError(f"A class split applies to task='retrieval'. Received: task={task!r}")
     if name in ARRAY_SETS:
         arrays = ARRAY_SETS[name](data_dir) if name == "fashion_mnist" else ARRAY_SETS[name]()
-        return _from_arrays(name, arrays, task, examples_per_class, seed, validation_split)
+        return _from_arrays(name, arrays, task, examples_per_class, seed, validation_split, class_split)
+    if class_split is not None:
+        raise ValueError(f"Custom class splits are supported for the in-memory data sets ({', '.join(ARRAY_SETS)}); "
+                         f"{name!r} uses its standard split. Received: dataset={name!r}")
     if name in TFDS_SETS:
         if validation_split:
             raise ValueError(f"validation_split is supported for the in-memory data sets ({', '.join(ARRAY_SETS)}); "

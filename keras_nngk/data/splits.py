@@ -16,15 +16,39 @@ def stratified_split(labels, test_fraction=0.2, seed=0):
     return np.sort(np.concatenate(train)), np.sort(np.concatenate(test))
 
 
-def class_disjoint(x_train, y_train, x_test, y_test, num_classes):
-    """Retrieval protocol on unseen classes: train images of the first half of the classes, test images of the rest.
+def check_class_split(train_classes, test_classes, num_classes):
+    """`(train_classes, test_classes)` as int arrays: non-empty, without repeats, disjoint, in `[0, num_classes)`."""
+    train_classes, test_classes = np.asarray(train_classes, np.int64), np.asarray(test_classes, np.int64)
+    for name, classes in (("train_classes", train_classes), ("test_classes", test_classes)):
+        if classes.size == 0 or np.unique(classes).size != classes.size or classes.min() < 0 or \
+                classes.max() >= num_classes:
+            raise ValueError(f"`{name}` must list distinct classes in [0, {num_classes}). Received: "
+                             f"{name}={classes.tolist()}")
+    if np.intersect1d(train_classes, test_classes).size:
+        raise ValueError("`train_classes` and `test_classes` must be disjoint (retrieval is on unseen classes). "
+                         f"Received: both hold {np.intersect1d(train_classes, test_classes).tolist()}")
+    return train_classes, test_classes
 
-    Test labels are shifted to start at 0. Returns `(x_train, y_train), (x_test, y_test), num_train_classes`.
+
+def class_disjoint(x_train, y_train, x_test, y_test, num_classes, train_classes=None, test_classes=None):
+    """Retrieval protocol on unseen classes: train images of some classes, test images of others.
+
+    By default the first half of the classes trains and the rest is tested. Labels
+    are renumbered from 0 in the order the classes are listed. Returns
+    `(x_train, y_train), (x_test, y_test), num_train_classes`.
     """
     half = num_classes // 2
-    train = y_train < half
-    test = y_test >= half
-    return (x_train[train], y_train[train]), (x_test[test], y_test[test] - half), half
+    if train_classes is None and test_classes is None:
+        train_classes, test_classes = np.arange(half), np.arange(half, num_classes)
+    train_classes, test_classes = check_class_split(train_classes, test_classes, num_classes)
+    train_ids = np.full(num_classes, -1)
+    train_ids[train_classes] = np.arange(len(train_classes))
+    test_ids = np.full(num_classes, -1)
+    test_ids[test_classes] = np.arange(len(test_classes))
+    train = np.isin(y_train, train_classes)
+    test = np.isin(y_test, test_classes)
+    return ((x_train[train], train_ids[y_train[train]]), (x_test[test], test_ids[y_test[test]]),
+            len(train_classes))
 
 
 def few_shot_indices(labels, examples_per_class, seed=0):

@@ -37,6 +37,8 @@ class Config:
     image_size: Optional[int] = None
     examples_per_class: Optional[int] = None
     validation_split: float = 0.0  # > 0: evaluate on this held-out fraction of the training set, not the test set.
+    train_classes: Optional[str] = None  # Retrieval: comma-separated classes to train on (default: the first half).
+    test_classes: Optional[str] = None  # Retrieval: comma-separated held-out classes (default: the rest).
     data_dir: Optional[str] = None
     epochs: int = 5
     batch_size: int = 128
@@ -131,6 +133,7 @@ class Config:
         if self.pq_bytes and self.head not in ("nngk", "impostor"):
             raise ValueError(f"--pq_bytes compresses the centers of an nngk or impostor head. Received: "
                              f"head={self.head!r}")
+        self.class_split()
         if not 0.0 <= self.validation_split < 1.0:
             raise ValueError("`validation_split` must be in [0, 1). "
                              f"Received: validation_split={self.validation_split!r}")
@@ -150,6 +153,30 @@ class Config:
             if self.prune and self.loop != "fit":
                 raise ValueError("--prune needs --loop=fit (tfmot's pruning step callback runs per batch).")
         return self
+
+    def class_split(self):
+        """`(train_classes, test_classes)` as lists of ints for a retrieval run with an explicit split, else None."""
+        if self.train_classes is None and self.test_classes is None:
+            return None
+        if self.train_classes is None or self.test_classes is None or self.task != "retrieval":
+            raise ValueError("--train_classes and --test_classes go together, with --task=retrieval. Received: "
+                             f"train_classes={self.train_classes!r}, test_classes={self.test_classes!r}, "
+                             f"task={self.task!r}")
+        split = []
+        for name in ("train_classes", "test_classes"):
+            text = getattr(self, name)
+            try:
+                split.append([int(part) for part in text.split(",") if part.strip()])
+            except ValueError:
+                raise ValueError(f"`{name}` must be comma-separated class ids such as 0,1,2. Received: "
+                                 f"{name}={text!r}") from None
+        return tuple(split)
+
+    def data_options(self):
+        """The keyword arguments of `keras_nngk.data.load` that this config sets."""
+        return {"task": self.task, "data_dir": self.data_dir, "image_size": self.image_size,
+                "examples_per_class": self.examples_per_class, "seed": self.seed,
+                "validation_split": self.validation_split, "class_split": self.class_split()}
 
     def to_dict(self):
         return dataclasses.asdict(self)

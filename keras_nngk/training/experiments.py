@@ -191,7 +191,8 @@ def retrieval(dataset, heads, seeds, workdir, epochs=None, overrides=None, verbo
     os.makedirs(workdir, exist_ok=True)
     rows = []
     base = Config.for_dataset(dataset, **dict(overrides or {}, task="retrieval"))
-    data = data_lib.load(dataset, task="retrieval", data_dir=base.data_dir, image_size=base.image_size)
+    data = data_lib.load(dataset, task="retrieval", data_dir=base.data_dir, image_size=base.image_size,
+                         class_split=base.class_split())
     test_images = run_lib.image_batches(data.test)
     test_labels = run_lib.labels_of(data.test)
     if dataset in data_lib.datasets.ARRAY_SETS:  # Raw pixels as the floor (the fine-grained sets are too large).
@@ -214,10 +215,11 @@ def retrieval(dataset, heads, seeds, workdir, epochs=None, overrides=None, verbo
             rows.append({"method": head, "seed": seed,
                          **{key: value for key, value in run.items() if key.startswith("recall@")}})
     path = os.path.join(workdir, "retrieval.json")
+    results_split = [list(map(int, classes)) for classes in base.class_split()] if base.class_split() else None
     if os.path.exists(path):  # Another call on this workdir (e.g. one head at a time): keep its other rows.
         with open(path) as handle:
             previous = json.load(handle)
-        if previous.get("dataset") == dataset:
+        if previous.get("dataset") == dataset and previous.get("class_split") == results_split:
             done = {(row["method"], row["seed"]) for row in rows}
             rows = [row for row in previous["runs"] if (row["method"], row["seed"]) not in done] + rows
     groups = {}
@@ -226,7 +228,7 @@ def retrieval(dataset, heads, seeds, workdir, epochs=None, overrides=None, verbo
             if key.startswith("recall@"):
                 groups.setdefault(row["method"], {}).setdefault(key, []).append(value)
     table = mean_spread(groups)
-    results = {"dataset": dataset, "runs": rows, "table": table}
+    results = {"dataset": dataset, "class_split": results_split, "runs": rows, "table": table}
     write_json_atomically(path, results)
     plots.plot_recall_curves(table, os.path.join(workdir, "retrieval.png"), dataset)
     return results

@@ -58,7 +58,7 @@ def export_run(workdir, export_format="tflite", quantization="none", output=None
     output = output or workdir
     os.makedirs(output, exist_ok=True)
     data = data_lib.load(config.dataset, task=config.task, data_dir=config.data_dir, image_size=config.image_size,
-                         seed=config.seed)
+                         seed=config.seed, class_split=config.class_split())
     # A retrieval model classifies its training classes only: compare on training images then.
     evaluation = data.test if config.task == "classification" else data.train
     test = evaluation.take(num_eval).batch(num_eval)

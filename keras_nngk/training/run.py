@@ -185,9 +185,7 @@ def fit(config, workdir, allow_config_change=False, verbose=1):
     output_dir = workdir if chief else tempfile.mkdtemp(prefix="keras_nngk_worker_")
     _check_workdir(output_dir, config, allow_config_change)
     # The data first: a data set that is not available leaves no empty run folder behind.
-    data = data_lib.load(config.dataset, task=config.task, data_dir=config.data_dir, image_size=config.image_size,
-                         examples_per_class=config.examples_per_class, seed=config.seed,
-                         validation_split=config.validation_split)
+    data = data_lib.load(config.dataset, **config.data_options())
     with files.WorkdirLock(output_dir, purpose="trainers.fit"):
         _check_workdir(output_dir, config, allow_config_change)  # Again: another run may have written it meanwhile.
         for directory in (output_dir, os.path.join(output_dir, "checkpoints")):
@@ -378,7 +376,5 @@ def load_run(workdir):
 def evaluate_run(workdir, verbose=1):
     """Reloads a finished run's saved models and data and recomputes its metrics."""
     config, inference_model, backbone = load_run(workdir)
-    data = data_lib.load(config.dataset, task=config.task, data_dir=config.data_dir, image_size=config.image_size,
-                         examples_per_class=config.examples_per_class, seed=config.seed,
-                         validation_split=config.validation_split)
+    data = data_lib.load(config.dataset, **config.data_options())
     return evaluate(config, data, backbone, inference_model, verbose=verbose)

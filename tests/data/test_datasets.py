@@ -117,3 +117,23 @@ def test_split_tasks_are_disjoint_and_cover_every_class():
         data.splits.split_tasks(labels, 4)
     with pytest.raises(ValueError, match="cannot overlap"):
         data.splits.split_tasks(labels, 2, class_order=[0, 0, 1, 2, 3, 4])
+
+
+def test_retrieval_with_a_chosen_class_split():
+    arrays = datasets.load_arrays("digits")
+    split = data.load("digits", task="retrieval", class_split=([7, 2, 9], [0, 4]))
+    assert split.num_classes == 3 and split.class_names == ("7", "2", "9")
+    # Training labels are renumbered in the order listed: 7 -> 0, 2 -> 1, 9 -> 2.
+    expected = np.concatenate([np.full(np.sum(arrays.y_train == c), i) for i, c in enumerate([7, 2, 9])])
+    np.testing.assert_array_equal(np.sort(split.train_labels), np.sort(expected))
+    test_labels = np.array([int(label) for _, label in split.test.as_numpy_iterator()])
+    assert split.num_test == np.isin(arrays.y_test, [0, 4]).sum() == len(test_labels)
+    assert set(test_labels) == {0, 1}
+    for bad, message in [(([1, 2], [2, 3]), "must be disjoint"), (([1, 12], [3]), r"distinct classes in \[0, 10\)"),
+                         (([], [3]), "distinct classes")]:
+        with pytest.raises(ValueError, match=message):
+            data.load("digits", task="retrieval", class_split=bad)
+    with pytest.raises(ValueError, match="applies to task='retrieval'"):
+        data.load("digits", class_split=([1], [2]))
+    with pytest.raises(ValueError, match="in-memory data sets"):
+        data.load("cars196", task="retrieval", class_split=([1], [2]))

@@ -279,6 +279,8 @@ def test_decompression_bomb_is_refused_before_decoding(tmp_path):
     ({"sigma": "abc"}, "`sigma` must be a number. Received: sigma='abc'"),
     ({"epochs": 2.5}, "`epochs` must be an integer"),
     ({"qat": "yes"}, "`qat` must be true or false"),
+    ({"train_classes": "0,1"}, "--train_classes and --test_classes go together, with --task=retrieval"),
+    ({"task": "retrieval", "train_classes": "a,b", "test_classes": "1"}, "`train_classes` must be comma-separated"),
 ])
 def test_config_files_with_unknown_or_mistyped_fields_are_refused(tmp_path, change, message):
     path = str(tmp_path / "config.json")

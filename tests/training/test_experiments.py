@@ -58,10 +58,14 @@ def test_bad_input():
 @pytest.mark.slow
 def test_retrieval_entry_point(tmp_path):
     workdir = str(tmp_path / "retrieval")
+    split = ["--train_classes=5,6,7,8,9", "--test_classes=0,1,2,3,4"]  # The reverse of the default split.
     result = run_entry("trainers.experiments.retrieval", "--dataset=digits", "--heads=nngk", "--seeds=0",
-                       "--epochs=1", f"--workdir={workdir}", "--verbose=0")
+                       "--epochs=1", "--sigma=0.5", *split, f"--workdir={workdir}", "--verbose=0")
     assert result.returncode == 0, result.stderr[-3000:]
     saved = json.load(open(os.path.join(workdir, "retrieval.json")))
+    assert saved["class_split"] == [[5, 6, 7, 8, 9], [0, 1, 2, 3, 4]]
+    run_config = json.load(open(os.path.join(workdir, "nngk-seed0", "config.json")))
+    assert run_config["sigma"] == 0.5 and run_config["test_classes"] == "0,1,2,3,4"  # Any fit flag passes through.
     assert set(saved["table"]) == {"raw pixels", "untrained network", "nngk"}
     for values in saved["table"].values():
         recalls = [values[f"recall@{k}"][0] for k in (1, 2, 4, 8)]
@@ -71,7 +75,7 @@ def test_retrieval_entry_point(tmp_path):
     assert os.path.exists(os.path.join(workdir, "nngk-seed0", "metrics.json"))
     # One head at a time on the same workdir: the summary gains the new head and keeps the earlier one.
     result = run_entry("trainers.experiments.retrieval", "--dataset=digits", "--heads=dense", "--seeds=0",
-                       "--epochs=1", f"--workdir={workdir}", "--verbose=0")
+                       "--epochs=1", *split, f"--workdir={workdir}", "--verbose=0")
     assert result.returncode == 0, result.stderr[-3000:]
     merged = json.load(open(os.path.join(workdir, "retrieval.json")))
     assert set(merged["table"]) == {"raw pixels", "untrained network", "nngk", "dense"}
