@@ -27,6 +27,8 @@ _HELP = {
     "examples_per_class": "data: train on only this many images per class (few-shot)",
     "validation_split": "data: evaluate on this held-out fraction of the training set instead of the test set (0-1)",
     "data_dir": "data: tfds data folder of prepared data sets",
+    "train_classes": "data: retrieval: comma-separated classes to train on, e.g. 5,6,7,8,9 (in-memory data sets)",
+    "test_classes": "data: retrieval: comma-separated held-out classes to retrieve among, e.g. 0,1,2,3,4",
     "model": "model: classifier (backbone + head) | biased (the gated two-path network) | plain (it without lookup)",
     "backbone": f"model: the network ({_choices(config_lib.backbones.BACKBONES)})",
     "weights": "model: local weights file for the backbone (nothing is downloaded)",

@@ -324,3 +324,8 @@ def test_lock_names_its_holder_and_is_free_after_release(tmp_path):
             files.WorkdirLock(str(tmp_path)).acquire()
     with files.WorkdirLock(str(tmp_path)):
         pass
+
+
+def test_every_config_field_has_a_flag_help_text():
+    from trainers import common  # pylint: disable=g-import-not-at-top
+    assert set(kn.training.Config.field_names()) == set(common._HELP)  # pylint: disable=protected-access
