@@ -327,8 +327,10 @@ def evaluate(config, data, backbone, inference_model, verbose=1):
     test_embeddings = backbone.predict(test_images, verbose=verbose)
     if config.task == "retrieval":
         recalls = metrics.recall_at_k(test_embeddings, test_labels, ks=(1, 2, 4, 8))
-        return {**{f"recall@{k}": value for k, value in recalls.items()},
-                **metrics.map_at_r(test_embeddings, test_labels)}
+        results = {f"recall@{k}": value for k, value in recalls.items()}
+        if np.unique(test_labels, return_counts=True)[1].max() > 1:  # MAP@R needs a class seen twice.
+            results.update(metrics.map_at_r(test_embeddings, test_labels))
+        return results
     if verbose:
         logging.info("Evaluating: embedding the %d training images for the kNN accuracy.", data.num_train)
     train_embeddings = backbone.predict(image_batches(data.train), verbose=verbose)
