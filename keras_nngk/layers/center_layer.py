@@ -82,6 +82,9 @@ class CenterLayer(keras.layers.Layer):
 
     # -- variables -------------------------------------------------------------------------------
     centers_trainable = False  # Impostor heads with loose centers train them.
+    # When the centers follow the network during training (`keras_nngk.training.callbacks.CenterRefresh`):
+    # "periodic" (every few epochs), "initial" (once, from the initial network) or "final" (once, after training).
+    center_schedule = "periodic"
 
     def build(self, input_shape):
         shape = embedding_shape(input_shape)
@@ -170,6 +173,12 @@ class CenterLayer(keras.layers.Layer):
         if reset_weights:
             self.reset_center_state(np.arange(self.capacity))
         self.rebuild_index()
+
+    def refresh_centers(self, embedded, labels, sample_ids=None):
+        """Stores what the network computed for the training samples as the centers, keeping learned per-center
+        state (the weights of a refresh of the same samples). `CenterSync` calls it; `embedded` is the output of
+        the network the head's centers come from."""
+        self.assign_centers(embedded, labels, sample_ids, reset_weights=False)
 
     def _soft_labels(self, labels, num_centers):
         labels = np.asarray(labels)

@@ -72,6 +72,11 @@ class ImpostorClassifier(center_layer.CenterLayer):
     def centers_trainable(self):
         return self.tie == "loose"
 
+    @property
+    def center_schedule(self):
+        """Tied centers follow the network; fixed and loose ones come from the initial network, once."""
+        return "periodic" if self.tie == "tied" else "initial"
+
     def build_center_state(self):
         self.log_sigma = self.add_weight(
             name="log_sigma", shape=(), initializer=keras.initializers.Constant(math.log(self.sigma_initial)),

@@ -64,6 +64,11 @@ class NeighbourLookup(center_layer.CenterLayer):
         pad = self.capacity - len(keys)
         self.center_values.assign(tf.pad(values, [[0, pad], [0, 0]]))
 
+    def refresh_centers(self, embedded, labels=None, sample_ids=None):
+        """Stores `embedded = (keys, values)` of the training samples (`labels` are unused)."""
+        keys, values = embedded
+        self.assign_keys_values(keys, values, sample_ids)
+
     def call(self, inputs):
         keys, sample_ids = center_layer.split_inputs(inputs)
         keys, sample_ids = self.check_queries(keys, sample_ids)

@@ -57,6 +57,8 @@ class ClassifierModels:
         backbone: `image -> embedding`.
         head: the head used for training (for "knn", the dense head that trains the backbone).
         center_head: the head holding centers that need refreshing (None for "dense").
+        center_network: the model whose outputs `center_head` stores (default: `backbone`; the biased network's
+            image -> `(keys, values)` model), whose BatchNorm statistics are recalibrated before a refresh.
     """
 
     train_model: keras.Model
@@ -65,6 +67,11 @@ class ClassifierModels:
     head: keras.layers.Layer
     center_head: object = None
     biased: object = None  # The `BiasedModels` of a biased/plain network.
+    center_network: object = None
+
+    def __post_init__(self):
+        if self.center_network is None:
+            self.center_network = self.backbone
 
 
 def nngk_classifier(backbone, num_classes, head="nngk", capacity=None, num_neighbours=32, sigma=1.0,

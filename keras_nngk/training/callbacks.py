@@ -4,31 +4,38 @@ import json
 import os
 
 import numpy as np
-import tensorflow as tf
 import tf_keras as keras
 from absl import logging
 
+from keras_nngk.training import center_sync
 from keras_nngk.utils import files
 
 
 class CenterRefresh(keras.callbacks.Callback):
-    """Recomputes a head's centers from the current network every few epochs (the "weak update").
+    """Keeps a head's centers in step with the network during `model.fit` (the "weak update").
 
     Centers are the embeddings of the training samples. Recomputing them after
     every step would cost a full pass over the data each time; section 3 of the
     review reports that refreshing every few epochs suffices with k = 32
-    neighbours. This callback embeds `x` with `embedding_model` (a Keras progress
-    bar shows the pass) and calls `head.assign_centers(...)`, keeping the learned
-    per-center weights:
+    neighbours. Each refresh is a `CenterSync.assign`: BatchNorm recalibration
+    (with `recalibration`), an embedding pass over `x` with `embedding_model` (a
+    Keras progress bar shows it), and `head.refresh_centers(...)`, which keeps the
+    learned per-center weights. When it refreshes follows the head's
+    `center_schedule`:
 
-    - at the start of training (unless `refresh_on_train_begin=False`),
-    - after every `every_n_epochs` epochs,
-    - at the end of training, when the last epoch did not refresh, so the model
-      is evaluated and exported with current centers.
+    - "periodic" (NNGK, tied impostors, the biased network's lookup): at the start
+      of training (unless `refresh_on_train_begin=False`), after every
+      `every_n_epochs` epochs, and at the end of training when the last epoch did
+      not refresh, so the model is evaluated and exported with current centers;
+    - "initial" (fixed and loose impostors): once, from the initial network, when
+      the head holds no centers yet (a resumed run keeps its own); at the end of
+      training BatchNorm is recalibrated, the centers stay;
+    - "final" (the kNN baseline, which trains nothing): once, at the end of training.
 
     Args:
         head: a `keras_nngk.layers.CenterLayer` (NNGK, kNN, ...).
-        embedding_model: model mapping `x` to embeddings (the backbone).
+        embedding_model: model mapping `x` to what the head stores: embeddings (the backbone), or `(keys, values)`
+            for a `NeighbourLookup`.
         x: training inputs in the order of `sample_ids` (array or dataset of batches without labels).
         labels: class ids `(N,)` or soft labels `(N, num_classes)`.
         sample_ids: ids of the samples (default `0..N-1`), the same the model is fed for leave-one-out.
@@ -36,9 +43,11 @@ class CenterRefresh(keras.callbacks.Callback):
             start (centers fixed at the initial network, or trained as impostors).
         batch_size: batch size of the embedding pass (ignored for datasets).
         verbose: 1 shows a progress bar for the embedding pass, 0 is silent.
-        recalibration: optional `BatchNormRecalibration`, run before every embedding
-            pass so that centers (computed in inference mode) see the same BatchNorm
-            statistics as the training-mode queries they are compared with.
+        recalibration: optional `BatchNormRecalibration` (its network and batches are
+            used before every embedding pass), so that centers (computed in
+            inference mode) see the same BatchNorm statistics as the training-mode
+            queries they are compared with.
+        schedule: "periodic", "initial" or "final"; default: the head's `center_schedule`.
 
     Example:
 
@@ -47,44 +56,54 @@ class CenterRefresh(keras.callbacks.Callback):
     """
 
     def __init__(self, head, embedding_model, x, labels, sample_ids=None, every_n_epochs=1, batch_size=256,
-                 verbose=1, refresh_on_train_begin=True, refresh_on_train_end=True, recalibration=None):
+                 verbose=1, refresh_on_train_begin=True, refresh_on_train_end=True, recalibration=None,
+                 schedule=None):
         super().__init__()
         if every_n_epochs is not None and (
                 isinstance(every_n_epochs, bool) or not isinstance(every_n_epochs, int) or every_n_epochs < 1):
             raise ValueError("`every_n_epochs` must be a positive integer or None. "
                              f"Received: every_n_epochs={every_n_epochs!r}")
+        schedule = head.center_schedule if schedule is None else schedule
+        if schedule not in center_sync.SCHEDULES:
+            raise ValueError(f"Unknown schedule {schedule!r}; valid: {', '.join(center_sync.SCHEDULES)}.")
         self.head = head
         self.embedding_model = embedding_model
         self.x = x
         self.labels = np.asarray(labels)
         self.sample_ids = None if sample_ids is None else np.asarray(sample_ids)
-        self.every_n_epochs = every_n_epochs
-        self.batch_size = batch_size
+        self.every_n_epochs = every_n_epochs if schedule == "periodic" else None
+        self.schedule = schedule
         self.verbose = verbose
         self.refresh_on_train_begin = refresh_on_train_begin
         self.refresh_on_train_end = refresh_on_train_end
         self.recalibration = recalibration
+        self.sync = center_sync.CenterSync(
+            head, embedding_model, batch_size=batch_size, verbose=verbose,
+            recalibration_images=None if recalibration is None else recalibration.images,
+            recalibration_batches=100 if recalibration is None else recalibration.num_batches,
+            recalibration_network=None if recalibration is None else recalibration.network)
         self._refreshed_after_last_epoch = False
         self._sample_ids_checked = False
-        self.refresh_count = 0
+
+    @property
+    def batch_size(self):
+        return self.sync.batch_size
+
+    @property
+    def refresh_count(self):
+        """How many times the centers were refreshed."""
+        return self.sync.refresh_count
 
     def refresh(self):
-        """Embeds the training inputs with the current network and stores them as the centers."""
-        if self.verbose:
-            logging.info("Refreshing the centers of %s: embedding %d training images.", self.head.name,
-                         len(self.labels))
-        if self.recalibration is not None:
-            self.recalibration.recalibrate()
-        embeddings = self.embedding_model.predict(self.x, batch_size=self.batch_size, verbose=self.verbose)
-        self.head.assign_centers(embeddings, self.labels, self.sample_ids, reset_weights=not self.head.built)
-        self.refresh_count += 1
+        """Recalibrates BatchNorm, embeds the training inputs with the current network and stores them as centers."""
+        self.sync.assign(self.x, self.labels, self.sample_ids)
 
     def _check_sample_ids(self):
         """Warns (once per training) when the trained model cannot feed the head sample ids; True once checked."""
         inputs = getattr(self.model, "inputs", None)
         if inputs is None:  # A Sequential model builds on its first batch.
             return False
-        if len(inputs) < 2:
+        if len(inputs) < 2 and self.schedule != "final":
             logging.warning("%s is trained by a model with one input, so it gets no sample ids: every training "
                             "sample finds its own center at distance 0 (no leave-one-out) and learns little. Build "
                             "the models with kn.models.nngk_classifier(backbone, num_classes, head=...) and feed "
@@ -93,7 +112,10 @@ class CenterRefresh(keras.callbacks.Callback):
 
     def on_train_begin(self, logs=None):
         self._sample_ids_checked = self._check_sample_ids()
-        if self.refresh_on_train_begin or not self.head.built or self.head.num_centers == 0:
+        if self.schedule == "final":
+            return
+        empty = not self.head.built or self.head.num_centers == 0
+        if empty or (self.schedule == "periodic" and self.refresh_on_train_begin):
             self.refresh()
 
     def on_epoch_end(self, epoch, logs=None):
@@ -115,20 +137,20 @@ class CenterRefresh(keras.callbacks.Callback):
         self._refreshed_after_last_epoch = False
 
     def on_train_end(self, logs=None):
-        if self.refresh_on_train_end and not self._refreshed_after_last_epoch:
+        if self.schedule == "initial" or not self.refresh_on_train_end:
+            if self.refresh_on_train_end:
+                self.sync.recalibrate()  # The centers stay; the network's statistics are brought up to date.
+            return
+        if self.schedule == "final" or not self._refreshed_after_last_epoch:
             self.refresh()
 
 
 class BatchNormRecalibration(keras.callbacks.Callback):
     """At the end of training, re-estimates BatchNorm statistics as exact averages over training batches.
 
-    BatchNorm's running statistics lag the weights (momentum 0.99 remembers ~100
-    steps); centers and predictions computed in inference mode inherit that lag.
-    This pass runs `num_batches` training batches through `model` in training mode
-    with the momentum of each BatchNormalization layer set so that the running
-    statistics become the plain mean over those batches, then restores the
-    momentum. Only BatchNorm statistics change. Place it before `CenterRefresh`
-    so the final centers use the recalibrated network.
+    For networks without stored centers (the dense head, the plain network); heads
+    with centers get the same recalibration before each refresh from
+    `CenterRefresh(recalibration=...)`. See `center_sync.recalibrate_batchnorm`.
 
     Args:
         model: the network containing BatchNormalization layers (the backbone).
@@ -146,40 +168,14 @@ class BatchNormRecalibration(keras.callbacks.Callback):
         self.center_refresh = center_refresh
 
     def recalibrate(self):
-        bn_layers = [layer for layer in all_layers(self.network) if isinstance(layer, keras.layers.BatchNormalization)]
-        if not bn_layers:
-            return 0
-        momenta = [layer.momentum for layer in bn_layers]
-        count = 0
-        try:
-            for count, batch in enumerate(self.images.take(self.num_batches)):
-                for layer in bn_layers:
-                    layer.momentum = count / (count + 1.0)
-                    if count == 0:
-                        # Keras updates `s -= (s - batch) * (1 - momentum)`: from s = 0 the first batch's statistics
-                        # are stored exactly, so the result does not depend on the statistics before (a resumed run
-                        # recalibrates to the same bits as the uninterrupted one).
-                        layer.moving_mean.assign(tf.zeros_like(layer.moving_mean))
-                        layer.moving_variance.assign(tf.zeros_like(layer.moving_variance))
-                self.network(batch, training=True)
-            count += 1
-        finally:
-            for layer, momentum in zip(bn_layers, momenta):
-                layer.momentum = momentum
-        logging.info("Recalibrated %d BatchNorm layers over %d batches.", len(bn_layers), count)
-        return count
+        return center_sync.recalibrate_batchnorm(self.network, self.images, self.num_batches)
 
     def on_train_end(self, logs=None):
         if self.recalibrate() and self.center_refresh is not None:
             self.center_refresh.mark_stale()
 
 
-def all_layers(model):
-    """Every layer of a model, nested models' layers included."""
-    for layer in model.layers:
-        yield layer
-        if hasattr(layer, "layers"):
-            yield from all_layers(layer)
+all_layers = center_sync.all_layers
 
 
 class EpochCheckpoint(keras.callbacks.Callback):
@@ -201,14 +197,7 @@ class EpochCheckpoint(keras.callbacks.Callback):
 
 
 class KeyValueRefresh(CenterRefresh):
-    """`CenterRefresh` for a `NeighbourLookup`: stores `(keys, values) = key_value_model(x)` of the training images."""
-
-    def refresh(self):
-        if self.recalibration is not None:
-            self.recalibration.recalibrate()
-        keys, values = self.embedding_model.predict(self.x, batch_size=self.batch_size, verbose=self.verbose)
-        self.head.assign_keys_values(keys, values, self.sample_ids)
-        self.refresh_count += 1
+    """`CenterRefresh` for a `NeighbourLookup` (kept for old code: `CenterRefresh` handles it by itself)."""
 
 
 class HistoryLog(keras.callbacks.Callback):
@@ -278,5 +267,5 @@ class HeadLogs(keras.callbacks.Callback):
             return
         if hasattr(self.head, "sigma"):
             logs["sigma"] = float(self.head.sigma.numpy())
-        if self.center_refresh is not None:
+        if self.center_refresh is not None and self.center_refresh.schedule != "final":
             logs["centers_refreshed"] = float(self.center_refresh.refreshed_after_last_epoch)

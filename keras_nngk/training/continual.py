@@ -50,8 +50,7 @@ from absl import logging
 from keras_nngk import backbones, layers
 from keras_nngk import data as data_lib
 from keras_nngk import search as search_lib
-from keras_nngk.training import callbacks as callbacks_lib
-from keras_nngk.training import plots
+from keras_nngk.training import center_sync, plots
 from keras_nngk.utils import files
 from keras_nngk.utils.checks import check_positive_int
 from keras_nngk.utils.files import write_json_atomically
@@ -288,6 +287,7 @@ class ContinualTrainer:
         self.train_model = keras.Model({"image": image, "sample_id": sample_id},
                                        [self.head([embedding, sample_id]), embedding], name="train_model")
         self.inference_model = keras.Model(image, self.head(embedding), name="classifier")
+        self.sync = center_sync.CenterSync(self.head, self.backbone, batch_size=512)
         self.variables = self.train_model.trainable_variables
         if config.distill_weight and self.uses_centers:  # Softmax baselines stay as published.
             self.teacher = keras.models.clone_model(self.backbone)
@@ -333,7 +333,7 @@ class ContinualTrainer:
 
     # -- pieces ---------------------------------------------------------------------------------
     def embed(self, images):
-        return self.backbone.predict(images, batch_size=512, verbose=0)
+        return self.sync.embed(images)
 
     def predict(self, images, sample_ids=None):
         """Class probabilities; with sample ids, each stored center of the same sample is left out."""
@@ -347,7 +347,7 @@ class ContinualTrainer:
             return
         batches = tf.data.Dataset.from_tensor_slices(images).shuffle(len(images), seed=self.config.seed).batch(
             self.config.batch_size)
-        callbacks_lib.BatchNormRecalibration(self.backbone, batches, num_batches=50).recalibrate()
+        self.sync.recalibrate(batches)
 
     def _run_epochs(self, epochs, images, labels, sample_ids, description, refresh=None):
         """Trains `epochs` epochs; `refresh` re-embeds the current task's centers before every epoch after the first
@@ -383,7 +383,7 @@ class ContinualTrainer:
         present = np.isin(ids, self._center_ids())
         if present.any():
             self._recalibrate(images)
-            self.head.move_centers(ids[present], self.embed(images[present]))
+            self.sync.move(images[present], ids[present], recalibrate=False)
 
     def _head_predict(self, embeddings, sample_ids=None, batch_size=1024):
         """The head's probabilities for embeddings, in batches (with sample ids: leave-one-out)."""
@@ -602,7 +602,7 @@ class ContinualTrainer:
                 self._train_step = self._make_train_step()
             if index == 1 and config.freeze_batchnorm and self.uses_centers and not self.frozen:
                 # BatchNorm statistics of later tasks would move every stored center at once: keep the first task's.
-                for layer in callbacks_lib.all_layers(self.backbone):
+                for layer in center_sync.all_layers(self.backbone):
                     if isinstance(layer, keras.layers.BatchNormalization):
                         layer.trainable = False
                 self.bn_frozen = True

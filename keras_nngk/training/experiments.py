@@ -20,8 +20,7 @@ from absl import logging
 
 from keras_nngk import backbones, metrics, models
 from keras_nngk import data as data_lib
-from keras_nngk.training import callbacks as callbacks_lib
-from keras_nngk.training import plots, sparse_adam
+from keras_nngk.training import center_sync, plots, sparse_adam
 from keras_nngk.utils.checks import check_positive_int
 from keras_nngk.utils.files import write_json_atomically
 
@@ -76,15 +75,14 @@ def _train_head(head, x, y, x_val, y_val, config, seed, num_classes):
         built.train_model.set_center_optimizer(sparse_adam.SparseAdam(config.learning_rate),
                                                [built.center_head.centers])
     images = tf.data.Dataset.from_tensor_slices(x).batch(256)
-    recalibration = callbacks_lib.BatchNormRecalibration(backbone, images.shuffle(64, seed=seed).take(50),
-                                                         num_batches=50)
+    sync = center_sync.CenterSync(built.center_head, backbone, batch_size=256,
+                                  recalibration_images=images.shuffle(64, seed=seed).take(50))
     rng = np.random.default_rng(seed)
     steps_per_epoch = max(1, math.ceil(len(x) / config.batch_size))
     refresh_every = max(steps_per_epoch, 10)
 
     def refresh():
-        recalibration.recalibrate()
-        built.center_head.assign_centers(backbone.predict(images, verbose=0), y, reset_weights=False)
+        sync.assign(images, y)
 
     if head in ("nngk", "impostor", "knn"):
         refresh()
@@ -101,7 +99,7 @@ def _train_head(head, x, y, x_val, y_val, config, seed, num_classes):
             if head in ("nngk", "knn"):
                 refresh()
             else:
-                recalibration.recalibrate()
+                sync.recalibrate()
             accuracy = metrics.accuracy(built.inference_model.predict(x_val, batch_size=512, verbose=0), y_val)
             if accuracy > best[0]:
                 best = (accuracy, built.inference_model.get_weights(), step)

@@ -98,7 +98,8 @@ def build_models(config, data):
                                       capacity=data.num_train, sigma=config.sigma, search=config.search,
                                       plain=config.model == "plain")
         return models.ClassifierModels(built.train_model, built.inference_model, built.embedding_model,
-                                       built.classifier, center_head=built.lookup, biased=built)
+                                       built.classifier, center_head=built.lookup, biased=built,
+                                       center_network=built.key_value_model if built.lookup is not None else None)
     backbone = backbones.get(config.backbone, input_shape=data.image_shape, embedding_dim=config.embedding_dim,
                              l2_normalize=config.l2_normalize, weights=config.weights)
     if config.qat:
@@ -221,39 +222,23 @@ def _fit(config, output_dir, data, strategy, verbose):
     embed_images = image_batches(data.train)
     run_callbacks = []
     recalibration = None
-    recalibration_model = built.biased.key_value_model if config.model == "biased" else built.backbone
     if config.recalibrate_batchnorm:
         if config.prune:
             logging.info("BatchNorm recalibration is skipped for pruned backbones (tfmot's wrappers only run in "
                          "training mode inside model.fit).")
         elif config.strategy == "default":
-            recalibration = callbacks_lib.BatchNormRecalibration(recalibration_model, image_batches(data.train, 128),
+            recalibration = callbacks_lib.BatchNormRecalibration(built.center_network, image_batches(data.train, 128),
                                                                  num_batches=50)
         else:
             logging.info("BatchNorm recalibration runs only with strategy=default; skipped.")
-    if config.model == "biased":
-        run_callbacks.append(callbacks_lib.KeyValueRefresh(
-            built.center_head, built.biased.key_value_model, embed_images, data.train_labels,
-            every_n_epochs=config.refresh_every, verbose=verbose, recalibration=recalibration))
-    elif config.model == "plain":
-        if recalibration is not None:
-            run_callbacks.append(recalibration)
-    elif config.head == "nngk" or (config.head == "impostor" and config.tie == "tied"):
-        run_callbacks.append(callbacks_lib.CenterRefresh(
-            built.center_head, built.backbone, embed_images, data.train_labels, every_n_epochs=config.refresh_every,
-            verbose=verbose, recalibration=recalibration))
-    elif config.head == "impostor":  # fixed / loose: centers from the initial network, once (kept on resume).
-        run_callbacks.append(callbacks_lib.CenterRefresh(
-            built.center_head, built.backbone, embed_images, data.train_labels, every_n_epochs=None,
-            verbose=verbose, recalibration=recalibration, refresh_on_train_begin=False, refresh_on_train_end=False))
-        if recalibration is not None:
-            run_callbacks.append(recalibration)
+    refresh = None
+    if built.center_head is not None:  # One path for every head with centers; when it refreshes is the head's.
+        refresh = callbacks_lib.CenterRefresh(built.center_head, built.center_network, embed_images,
+                                              data.train_labels, every_n_epochs=config.refresh_every,
+                                              verbose=verbose, recalibration=recalibration)
+        run_callbacks += [refresh, callbacks_lib.HeadLogs(built.center_head, refresh)]  # Sigma into the history.
     elif recalibration is not None:
-        run_callbacks.append(recalibration)  # Dense and kNN heads: once, at the end of training.
-    if built.center_head is not None:  # Sigma and refreshes into history.json and TensorBoard.
-        refresh = next((callback for callback in run_callbacks if isinstance(callback, callbacks_lib.CenterRefresh)),
-                       None)
-        run_callbacks.append(callbacks_lib.HeadLogs(built.center_head, refresh))
+        run_callbacks.append(recalibration)  # The dense head and the plain network: once, at the end of training.
     history_log = callbacks_lib.HistoryLog(os.path.join(output_dir, HISTORY_FILE), initial_epoch)
     run_callbacks.append(history_log)  # Before the checkpoint: an epoch's history is on disk before its checkpoint.
     run_callbacks.append(callbacks_lib.EpochCheckpoint(manager, epoch))
@@ -278,8 +263,6 @@ def _fit(config, output_dir, data, strategy, verbose):
         head = built.inference_model.layers[-1]
         built = dataclasses.replace(built, backbone=stripped,
                                     inference_model=keras.Model(image, head(stripped(image)), name="classifier"))
-    if config.model == "classifier" and config.head == "knn":
-        built.center_head.assign_centers(built.backbone.predict(embed_images, verbose=verbose), data.train_labels)
     results = evaluate(config, data, built.backbone, built.inference_model, verbose=verbose)
     results.update({
         "dataset": config.dataset, "task": config.task, "head": config.head, "backbone": config.backbone,
