@@ -9,10 +9,23 @@ import os
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
 # pylint: disable=g-import-not-at-top,wrong-import-position
-from keras_nngk import attacks, backbones, data, export, kernels, layers, metrics, models, search, training, utils
+from keras_nngk import (
+           attacks,
+           backbones,
+           data,
+           export,
+           kernels,
+           layers,
+           metrics,
+           models,
+           search,
+           surgery,
+           training,
+           utils,
+)
 from keras_nngk.training import callbacks
 
 __version__ = "0.1.0"
 
 __all__ = ["attacks", "backbones", "callbacks", "data", "export", "kernels", "layers", "metrics", "models",
-           "search", "training", "utils", "__version__"]
+           "search", "surgery", "training", "utils", "__version__"]

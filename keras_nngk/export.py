@@ -8,6 +8,7 @@ Files are written under a temporary name and renamed, so an interrupted export n
 leaves a half-written file under the final name.
 """
 
+import contextlib
 import os
 
 import numpy as np
@@ -34,6 +35,19 @@ def center_layers(model, types=(layers.CenterLayer,)):
 def _ranking_layers(model):
     """The layers that rank neighbours: they stay float in an `int8` export."""
     return center_layers(model, (layers.CenterLayer, layers.CompressedClassifier))
+
+
+@contextlib.contextmanager
+def _integer_ranking(heads):
+    """The heads rank on int32 keys in the graphs traced inside (the int8 quantizer leaves integers alone)."""
+    previous = [layer.integer_ranking for layer in heads]
+    for layer in heads:
+        layer.integer_ranking = True
+    try:
+        yield
+    finally:
+        for layer, value in zip(heads, previous):
+            layer.integer_ranking = value
 
 
 def use_exact_search(model):
@@ -140,10 +154,10 @@ def convert_to_tflite(model, quantization="none", representative_data=None, num_
         input_shape = tuple(model.inputs[0].shape[1:])
         converter.representative_dataset = _representative_dataset(representative_data, input_shape,
                                                                     num_calibration_samples)
-    heads = [layer.name for layer in _ranking_layers(model)]
+    heads = _ranking_layers(model)
     if quantization == "int8" and heads:
-        with search_lib.exact.integer_ranking():
-            content = _quantize_keeping_float(converter, model, heads)
+        with _integer_ranking(heads):
+            content = _quantize_keeping_float(converter, model, [layer.name for layer in heads])
     else:
         content = converter.convert()
     flex = [name for name in op_names(content) if name.startswith("Flex") or name == "CUSTOM"]

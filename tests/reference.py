@@ -108,11 +108,13 @@ def neighbour_lookup(queries, keys, values, k, sigma):
     return looked_up, kernel.mean(1, keepdims=True)
 
 
-def influence_redistribution(centers, labels, active, drop, k, sigma, weights=None):
+def influence_redistribution(centers, labels, active, drop, k, sigma, weights=None, sign=1.0):
     """Eq. 13: the labels after center `drop` passes its label to its k nearest other active centers.
 
-    For each such neighbour j: y_j += w_0 k(z_j, z_0) / sum_{i in N_k(z_j)} w_i k(z_j, z_i) * (y_0 - y_j), where
-    N_k(z_j) are j's k nearest other active centers before the drop. Written with explicit loops.
+    For each such neighbour j: y_j += sign * w_0 k(z_j, z_0) / sum_{i in N_k(z_j)} w_i k(z_j, z_i) * (y_0 - y_j),
+    where N_k(z_j) are j's k nearest other active centers before the change; then y_j is clipped at 0 and divided by
+    its sum (a probability vector again). sign=-1 is the compensation for a center `drop` just added. Written with
+    explicit loops.
     """
     centers = np.asarray(centers, np.float64)
     labels = np.asarray(labels, np.float64).copy()
@@ -131,7 +133,9 @@ def influence_redistribution(centers, labels, active, drop, k, sigma, weights=No
         own, own_distances = nearest(j, j)
         total = sum(weights[i] * np.exp(-d / (2 * sigma ** 2)) for i, d in zip(own, own_distances))
         term = weights[drop] * np.exp(-np.sum((centers[j] - centers[drop]) ** 2) / (2 * sigma ** 2))
-        labels[j] = original[j] + term / total * (original[drop] - original[j])
+        updated = original[j] + sign * term / total * (original[drop] - original[j])
+        updated = np.array([max(value, 0.0) for value in updated])
+        labels[j] = updated / sum(updated)
     return labels
 
 

@@ -4,9 +4,10 @@ from keras_nngk.layers.center_layer import CenterLayer, Lookup
 from keras_nngk.layers.compressed_classifier import CompressedClassifier, compress
 from keras_nngk.layers.dense_classifier import DenseClassifier
 from keras_nngk.layers.impostor_classifier import ImpostorClassifier
+from keras_nngk.layers.kernel_layer import KernelCenterLayer
 from keras_nngk.layers.knn_classifier import KNNClassifier
 from keras_nngk.layers.neighbour_lookup import NeighbourLookup
 from keras_nngk.layers.nngk_classifier import NNGKClassifier
 
 __all__ = ["CenterLayer", "Lookup", "CompressedClassifier", "compress", "DenseClassifier", "ImpostorClassifier",
-           "KNNClassifier", "NeighbourLookup", "NNGKClassifier"]
+           "KernelCenterLayer", "KNNClassifier", "NeighbourLookup", "NNGKClassifier"]

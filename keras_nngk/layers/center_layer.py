@@ -7,7 +7,7 @@ import tensorflow as tf
 import tf_keras as keras
 from absl import logging
 
-from keras_nngk import kernels
+from keras_nngk import kernels, surgery
 from keras_nngk import search as search_lib
 from keras_nngk.utils.checks import check_positive_int
 
@@ -31,6 +31,25 @@ def embedding_shape(input_shape):
             input_shape[0], (tf.TensorShape, list, tuple)):
         return tf.TensorShape(input_shape[0])
     return tf.TensorShape(input_shape)
+
+
+def check_embeddings(embeddings, dimension, dtype=tf.float32, check_finite=True):
+    """Query embeddings cast to `dtype`, or a one-line ValueError: wrong shape (needs `(batch, dimension)`), or
+    (with `check_finite`) NaN/Inf, raised eagerly or, in a graph, by a `check_numerics` op when the batch runs."""
+    embeddings = tf.convert_to_tensor(embeddings)
+    if embeddings.dtype != dtype:
+        embeddings = tf.cast(embeddings, dtype)
+    if embeddings.shape.rank != 2 or embeddings.shape[-1] != dimension:
+        raise ValueError(f"Query embeddings must have shape (batch, {dimension}), the dimension of the "
+                         f"centers. Received: shape={embeddings.shape}")
+    if check_finite:
+        if tf.executing_eagerly():
+            if not bool(tf.reduce_all(tf.math.is_finite(embeddings))):
+                raise ValueError("Query embeddings contain NaN or Inf; check the inputs and the network.")
+        else:
+            embeddings = tf.debugging.check_numerics(
+                embeddings, "Query embeddings contain NaN or Inf; check the inputs and the network.")
+    return embeddings
 
 
 Lookup = collections.namedtuple("Lookup", ["distances", "sample_ids", "labels"])
@@ -85,6 +104,8 @@ class CenterLayer(keras.layers.Layer):
     # When the centers follow the network during training (`keras_nngk.training.callbacks.CenterRefresh`):
     # "periodic" (every few epochs), "initial" (once, from the initial network) or "final" (once, after training).
     center_schedule = "periodic"
+    # Rank neighbours on int32 keys in graphs traced from now on (set by the int8 TFLite export; not config).
+    integer_ranking = False
 
     def build(self, input_shape):
         shape = embedding_shape(input_shape)
@@ -223,49 +244,16 @@ class CenterLayer(keras.layers.Layer):
         super().set_weights(weights)
         self.rebuild_index()
 
-    # -- center set surgery (continual learning, section 4) ---------------------------------------------------
-    def _kernel_terms(self, squared_distance, slots):
-        """`w_i k(z, c_i)` for the layers that have a kernel width (and importance weights)."""
-        sigma = float(self.sigma.numpy())
-        terms = np.exp(-squared_distance / (2.0 * sigma * sigma))
-        log_weights = getattr(self, "log_weights", None)
-        if log_weights is not None:
-            terms = terms * np.exp(log_weights.numpy()[slots])
-        return terms
+    # -- center set surgery (continual learning, section 4; the arithmetic is in keras_nngk.surgery) -----------
+    def kernel_state(self):
+        """`(sigma, weights or None)` of the head's kernel, as NumPy values: what the influence rule needs."""
+        raise ValueError(f"{type(self).__name__} has no kernel: label redistribution needs an NNGK or impostor head.")
 
     def influence_shifts(self, slot, sign=1.0):
-        """Eq. 13: for each of the k nearest other centers j of center `slot`, the label change
-        `k(z_j, z_0) / sum_{i in N_k(z_j)} k(z_j, z_i) * (y_0 - y_j)` (times `sign`).
-
-        `N_k(z_j)` is j's own k nearest other active centers (leave-one-out, as in
-        training), taken before the change, so it contains center `slot` when that is
-        near. Returns `(neighbour_slots, new_labels)`; rows stay probability vectors.
-        """
-        if not hasattr(self, "log_sigma"):
-            raise ValueError(f"{type(self).__name__} has no kernel: label redistribution needs an NNGK or impostor "
-                             "head.")
-        mask = self.center_mask.numpy()
-        centers = self.centers.numpy()
-        labels = self.center_labels.numpy()
-        active = np.flatnonzero(mask)
-        k = min(self.num_neighbours, len(active) - 1)
-        if k < 1:
-            return np.zeros((0,), np.int64), np.zeros((0, self.num_classes), np.float32)
-        index = search_lib.ExactSearch()
-        index.add(centers[active], active)
-        _, found = index.search(centers[[slot]], k + 1)
-        neighbours = [j for j in found[0] if j != slot][:k]
-        distances, near = index.search(centers[neighbours], k + 1)
-        new_labels = []
-        for row, j in enumerate(neighbours):
-            others = near[row] != j
-            own_slots, own_distances = near[row][others][:k], distances[row][others][:k]
-            total = self._kernel_terms(own_distances, own_slots).sum()
-            term = self._kernel_terms(np.array([np.sum((centers[j] - centers[slot]) ** 2)]), np.array([slot]))[0]
-            updated = labels[j] + sign * (term / total) * (labels[slot] - labels[j])
-            updated = np.clip(updated, 0.0, None)
-            new_labels.append(updated / updated.sum())
-        return np.array(neighbours, np.int64), np.array(new_labels, np.float32).reshape(-1, self.num_classes)
+        """Eq. 13 for center `slot`: `(neighbour_slots, new_labels)`, see `keras_nngk.surgery.influence_shifts`."""
+        sigma, weights = self.kernel_state()
+        return surgery.influence_shifts(self.centers.numpy(), self.center_labels.numpy(), self.center_mask.numpy(),
+                                        slot, self.num_neighbours, sigma, weights, sign)
 
     def _slots_of(self, sample_ids):
         sample_ids = np.asarray(sample_ids).reshape(-1)
@@ -408,12 +396,7 @@ class CenterLayer(keras.layers.Layer):
         Returns:
             `(embeddings, sample_ids)`.
         """
-        embeddings = tf.convert_to_tensor(embeddings)
-        if embeddings.dtype != self.centers.dtype:
-            embeddings = tf.cast(embeddings, self.centers.dtype)
-        if embeddings.shape.rank != 2 or embeddings.shape[-1] != self.embedding_dim:
-            raise ValueError(f"Query embeddings must have shape (batch, {self.embedding_dim}), the dimension of the "
-                             f"centers. Received: shape={embeddings.shape}")
+        embeddings = check_embeddings(embeddings, self.embedding_dim, self.centers.dtype, check_finite=False)
         if sample_ids is not None:
             sample_ids = tf.reshape(tf.cast(sample_ids, tf.int32), [-1])  # Keras casts list inputs to float.
             if (sample_ids.shape[0] is not None and embeddings.shape[0] is not None
@@ -439,7 +422,8 @@ class CenterLayer(keras.layers.Layer):
     def _search_ids(self, queries, k):
         queries = tf.stop_gradient(queries)
         if search_lib.is_in_graph(self.active_search):
-            _, ids = search_lib.exact_search(queries, self.centers, k, self.center_mask, self.chunk_size)
+            _, ids = search_lib.exact_search(queries, self.centers, k, self.center_mask, self.chunk_size,
+                                             integer_ranking=self.integer_ranking)
             return ids
 
         def faiss_ids(query_values):

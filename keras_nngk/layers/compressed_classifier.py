@@ -1,7 +1,5 @@
 """A nearest-neighbour head whose centers are compressed with OPQ to `pq_bytes` bytes each (Lebedev et al. 2018)."""
 
-import math
-
 import numpy as np
 import tensorflow as tf
 import tf_keras as keras
@@ -9,6 +7,7 @@ import tf_keras as keras
 from keras_nngk import kernels
 from keras_nngk.layers import center_layer
 from keras_nngk.search import pq
+from keras_nngk.utils.checks import check_positive_float
 
 BITS = (4, 8)
 
@@ -69,10 +68,11 @@ class CompressedClassifier(keras.layers.Layer):
                              f"(bits={self.bits}); valid: {valid}. Received: pq_bytes={self.pq_bytes}")
         self.use_rotation = bool(rotation)
         self.hard_labels = bool(hard_labels)
-        if not (isinstance(sigma, (int, float)) and math.isfinite(sigma) and sigma > 0):
-            raise ValueError(f"`sigma` must be a positive finite number. Received: sigma={sigma!r}")
-        self.sigma_value = float(sigma)
+        self.sigma_value = check_positive_float("sigma", sigma)
         self.sample_weights = bool(sample_weights)
+
+    # Rank neighbours on int32 keys in graphs traced from now on (set by the int8 TFLite export; not config).
+    integer_ranking = False
 
     def build(self, input_shape):
         shape = center_layer.embedding_shape(input_shape)
@@ -107,11 +107,13 @@ class CompressedClassifier(keras.layers.Layer):
     def call(self, inputs):
         if isinstance(inputs, (list, tuple, dict)):
             raise ValueError("CompressedClassifier is an inference layer: pass embeddings only (no sample ids).")
+        inputs = center_layer.check_embeddings(inputs, self.embedding_dim)
         k = min(self.num_neighbours, self.capacity)
         # Transposed before `unfolded`: the converter folds that transpose into a uint8 constant of the same size.
         codes_by_byte = pq.unfolded(tf.transpose(self.pq_codes), inputs)
         distances, ids = pq.adc_search(inputs, self.rotation, self.pq_codebooks, codes_by_byte, k, self.center_mask,
-                                       self.chunk_size, self.bits, by_byte=True)
+                                       self.chunk_size, self.bits, by_byte=True,
+                                       integer_ranking=self.integer_ranking)
         valid = ids >= 0
         ids = tf.where(valid, ids, tf.zeros_like(ids))
         distances = tf.where(valid, distances, tf.zeros_like(distances))

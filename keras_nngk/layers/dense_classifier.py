@@ -51,6 +51,8 @@ class DenseClassifier(keras.layers.Layer):
 
     def call(self, inputs):
         embeddings, _ = center_layer.split_inputs(inputs)
+        embeddings = center_layer.check_embeddings(embeddings, self.kernel.shape[0], self.kernel.dtype,
+                                                   check_finite=False)  # NaN is the model's to catch here.
         logits = tf.matmul(embeddings, self.kernel)
         if self.bias is not None:
             logits = logits + self.bias

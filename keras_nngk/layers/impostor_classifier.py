@@ -1,18 +1,15 @@
 """Impostor networks (Lebedev, Babenko, Lempitsky 2018): NNGK without sample weights, with tied/fixed/loose centers."""
 
-import math
-
 import tensorflow as tf
 import tf_keras as keras
 
-from keras_nngk import kernels
-from keras_nngk.layers import center_layer
+from keras_nngk.layers import center_layer, kernel_layer
 
 TIES = ("tied", "fixed", "loose")
 
 
 @keras.saving.register_keras_serializable(package="keras_nngk")
-class ImpostorClassifier(center_layer.CenterLayer):
+class ImpostorClassifier(kernel_layer.KernelCenterLayer):
     """Eq. 9 of the review: `y(z) = sum_i y_i k(z, c_i) / sum_i k(z, c_i)` over the `k` nearest centers.
 
     Trained with eq. 8, `L = cross-entropy + lambda / N * sum_i |f(x_i) - c_i|^2`. Three
@@ -57,15 +54,11 @@ class ImpostorClassifier(center_layer.CenterLayer):
                  capacity=None, search="auto", chunk_size=center_layer.search_lib.exact.DEFAULT_CHUNK_SIZE, **kwargs):
         if tie not in TIES:
             raise ValueError(f"Unknown tie {tie!r}; valid: {', '.join(TIES)}. Received: tie={tie!r}")
-        if isinstance(sigma, bool) or not isinstance(sigma, (int, float)) or not math.isfinite(sigma) or sigma <= 0:
-            raise ValueError(f"`sigma` must be a positive finite number. Received: sigma={sigma!r}")
         if not tie_weight >= 0:
             raise ValueError(f"`tie_weight` must be >= 0. Received: tie_weight={tie_weight!r}")
-        super().__init__(num_classes=num_classes, num_neighbours=num_neighbours, capacity=capacity, search=search,
-                         chunk_size=chunk_size, **kwargs)
+        super().__init__(num_classes=num_classes, num_neighbours=num_neighbours, sigma=sigma,
+                         learn_sigma=learn_sigma, capacity=capacity, search=search, chunk_size=chunk_size, **kwargs)
         self.tie = tie
-        self.sigma_initial = float(sigma)
-        self.learn_sigma = bool(learn_sigma)
         self.tie_weight = float(tie_weight)
 
     @property
@@ -76,15 +69,6 @@ class ImpostorClassifier(center_layer.CenterLayer):
     def center_schedule(self):
         """Tied centers follow the network; fixed and loose ones come from the initial network, once."""
         return "periodic" if self.tie == "tied" else "initial"
-
-    def build_center_state(self):
-        self.log_sigma = self.add_weight(
-            name="log_sigma", shape=(), initializer=keras.initializers.Constant(math.log(self.sigma_initial)),
-            trainable=self.learn_sigma)
-
-    @property
-    def sigma(self):
-        return tf.exp(self.log_sigma)
 
     def tie_term(self, embeddings, sample_ids):
         """`tie_weight * mean_b |z_b - c_b|^2` over the batch samples that have a center of their own."""
@@ -97,20 +81,12 @@ class ImpostorClassifier(center_layer.CenterLayer):
         return self.tie_weight * tf.reduce_sum(tf.where(has_own, squared, tf.zeros_like(squared))) / count
 
     def call(self, inputs, training=None):
-        embeddings, sample_ids = center_layer.split_inputs(inputs)
-        embeddings, sample_ids = self.check_queries(embeddings, sample_ids)
-        distances, ids, valid = self._neighbours(embeddings, sample_ids)
-        probabilities = kernels.kernel_average(distances, tf.gather(self.center_labels, ids), self.sigma, None, valid)
+        probabilities, embeddings, sample_ids = self.classify(inputs)
         if training and self.tie == "loose" and sample_ids is not None and self.tie_weight > 0:
             self.add_loss(self.tie_term(embeddings, sample_ids))
-        has_neighbour = tf.reduce_any(valid, axis=-1, keepdims=True)
-        return tf.where(has_neighbour, probabilities, tf.fill(tf.shape(probabilities), 1.0 / self.num_classes))
-
-    def compute_output_shape(self, input_shape):
-        return center_layer.embedding_shape(input_shape)[:-1].concatenate([self.num_classes])
+        return probabilities
 
     def get_config(self):
         config = super().get_config()
-        config.update({"sigma": self.sigma_initial, "learn_sigma": self.learn_sigma, "tie": self.tie,
-                       "tie_weight": self.tie_weight})
+        config.update({"tie": self.tie, "tie_weight": self.tie_weight})
         return config

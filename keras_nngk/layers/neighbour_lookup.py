@@ -1,16 +1,14 @@
 """A kernel-weighted lookup of stored value vectors by nearest keys, with a confidence gate (eq. 14)."""
 
-import math
-
 import tensorflow as tf
 import tf_keras as keras
 
 from keras_nngk import kernels
-from keras_nngk.layers import center_layer
+from keras_nngk.layers import center_layer, kernel_layer
 
 
 @keras.saving.register_keras_serializable(package="keras_nngk")
-class NeighbourLookup(center_layer.CenterLayer):
+class NeighbourLookup(kernel_layer.KernelCenterLayer):
     """Returns `z1 = sum_i z_i k(phi, phi_i) / sum_i k(phi, phi_i)` and `g = mean_i k(phi, phi_i)` over `N_k(phi)`.
 
     The lookup half of the biased network (section 5 of the review, eq. 14): the
@@ -35,24 +33,14 @@ class NeighbourLookup(center_layer.CenterLayer):
     def __init__(self, value_dim, num_neighbours=32, sigma=1.0, learn_sigma=True, capacity=None, search="auto",
                  chunk_size=center_layer.search_lib.exact.DEFAULT_CHUNK_SIZE, **kwargs):
         kwargs.pop("num_classes", None)
-        super().__init__(num_classes=1, num_neighbours=num_neighbours, capacity=capacity, search=search,
-                         chunk_size=chunk_size, **kwargs)
+        super().__init__(num_classes=1, num_neighbours=num_neighbours, sigma=sigma, learn_sigma=learn_sigma,
+                         capacity=capacity, search=search, chunk_size=chunk_size, **kwargs)
         self.value_dim = center_layer.check_positive_int("value_dim", value_dim)
-        if not sigma > 0:
-            raise ValueError(f"`sigma` must be positive. Received: sigma={sigma!r}")
-        self.sigma_initial = float(sigma)
-        self.learn_sigma = bool(learn_sigma)
 
     def build_center_state(self):
         self.center_values = self.add_weight(name="center_values", shape=(self.capacity, self.value_dim),
                                              initializer="zeros", trainable=False)
-        self.log_sigma = self.add_weight(name="log_sigma", shape=(),
-                                         initializer=keras.initializers.Constant(math.log(self.sigma_initial)),
-                                         trainable=self.learn_sigma)
-
-    @property
-    def sigma(self):
-        return tf.exp(self.log_sigma)
+        self.build_kernel_width()  # After the values: the variable order of saved models.
 
     def assign_keys_values(self, keys, values, sample_ids=None):
         """Stores `keys (N, p)` (searched) and `values (N, value_dim)` (averaged)."""
@@ -70,11 +58,7 @@ class NeighbourLookup(center_layer.CenterLayer):
         self.assign_keys_values(keys, values, sample_ids)
 
     def call(self, inputs):
-        keys, sample_ids = center_layer.split_inputs(inputs)
-        keys, sample_ids = self.check_queries(keys, sample_ids)
-        distances, ids, valid = self._neighbours(keys, sample_ids)
-        values = tf.gather(self.center_values, ids)
-        looked_up = kernels.kernel_average(distances, values, self.sigma, None, valid)
+        looked_up, _, _, distances, valid = self.kernel_average(inputs, self.center_values)
         kernel = kernels.gaussian_kernel(distances, self.sigma) * tf.cast(valid, distances.dtype)
         count = tf.maximum(tf.reduce_sum(tf.cast(valid, distances.dtype), axis=-1, keepdims=True), 1.0)
         gate = tf.reduce_sum(kernel, axis=-1, keepdims=True) / count
@@ -87,5 +71,5 @@ class NeighbourLookup(center_layer.CenterLayer):
     def get_config(self):
         config = super().get_config()
         del config["num_classes"]
-        config.update({"value_dim": self.value_dim, "sigma": self.sigma_initial, "learn_sigma": self.learn_sigma})
+        config["value_dim"] = self.value_dim
         return config

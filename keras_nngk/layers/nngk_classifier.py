@@ -1,16 +1,14 @@
 """The Nearest Neighbour Gaussian Kernel classifier (eq. 7, Meyer, Harwood and Drummond 2017)."""
 
-import math
-
+import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 
-from keras_nngk import kernels
-from keras_nngk.layers import center_layer
+from keras_nngk.layers import center_layer, kernel_layer
 
 
 @keras.saving.register_keras_serializable(package="keras_nngk")
-class NNGKClassifier(center_layer.CenterLayer):
+class NNGKClassifier(kernel_layer.KernelCenterLayer):
     """Classifies an embedding by a Gaussian-kernel average of its nearest centers' labels.
 
     Implements eq. 7 of the review,
@@ -56,18 +54,12 @@ class NNGKClassifier(center_layer.CenterLayer):
     def __init__(self, num_classes, num_neighbours=32, sigma=1.0, learn_sigma=True, sample_weights=True,
                  capacity=None, search="auto", chunk_size=center_layer.search_lib.exact.DEFAULT_CHUNK_SIZE,
                  **kwargs):
-        super().__init__(num_classes=num_classes, num_neighbours=num_neighbours, capacity=capacity, search=search,
-                         chunk_size=chunk_size, **kwargs)
-        if isinstance(sigma, bool) or not isinstance(sigma, (int, float)) or not math.isfinite(sigma) or sigma <= 0:
-            raise ValueError(f"`sigma` must be a positive finite number. Received: sigma={sigma!r}")
-        self.sigma_initial = float(sigma)
-        self.learn_sigma = bool(learn_sigma)
+        super().__init__(num_classes=num_classes, num_neighbours=num_neighbours, sigma=sigma,
+                         learn_sigma=learn_sigma, capacity=capacity, search=search, chunk_size=chunk_size, **kwargs)
         self.sample_weights = bool(sample_weights)
 
     def build_center_state(self):
-        self.log_sigma = self.add_weight(
-            name="log_sigma", shape=(), initializer=keras.initializers.Constant(math.log(self.sigma_initial)),
-            trainable=self.learn_sigma)
+        self.build_kernel_width()
         self.log_weights = None
         if self.sample_weights:
             self.log_weights = self.add_weight(
@@ -77,30 +69,17 @@ class NNGKClassifier(center_layer.CenterLayer):
         if self.log_weights is not None:
             self.log_weights.scatter_update(tf.IndexedSlices(tf.zeros([len(slots)]), tf.constant(slots, tf.int32)))
 
-    @property
-    def sigma(self):
-        """The current kernel width `sigma`."""
-        return tf.exp(self.log_sigma)
+    def neighbour_log_weights(self, ids):
+        return tf.gather(self.log_weights, ids) if self.log_weights is not None else None
+
+    def kernel_state(self):
+        weights = None if self.log_weights is None else np.exp(self.log_weights.numpy())
+        return float(self.sigma.numpy()), weights
 
     def call(self, inputs):
-        embeddings, sample_ids = center_layer.split_inputs(inputs)
-        embeddings, sample_ids = self.check_queries(embeddings, sample_ids)
-        distances, ids, valid = self._neighbours(embeddings, sample_ids)
-        log_weights = tf.gather(self.log_weights, ids) if self.log_weights is not None else None
-        neighbour_labels = tf.gather(self.center_labels, ids)
-        probabilities = kernels.kernel_average(distances, neighbour_labels, self.sigma, log_weights, valid)
-        has_neighbour = tf.reduce_any(valid, axis=-1, keepdims=True)
-        uniform = tf.fill(tf.shape(probabilities), 1.0 / self.num_classes)
-        return tf.where(has_neighbour, probabilities, uniform)
-
-    def compute_output_shape(self, input_shape):
-        return center_layer.embedding_shape(input_shape)[:-1].concatenate([self.num_classes])
+        return self.classify(inputs)[0]
 
     def get_config(self):
         config = super().get_config()
-        config.update({
-            "sigma": self.sigma_initial,
-            "learn_sigma": self.learn_sigma,
-            "sample_weights": self.sample_weights,
-        })
+        config["sample_weights"] = self.sample_weights
         return config

@@ -1,8 +1,6 @@
 """Exact search with TensorFlow ops only: usable inside the graph, exportable to SavedModel and TFLite."""
 
-import contextlib
 import math
-import threading
 
 import numpy as np
 import tensorflow as tf
@@ -11,28 +9,6 @@ from keras_nngk.search import base
 
 DEFAULT_CHUNK_SIZE = 65536
 BLOCK_PRUNING_MIN_WIDTH = 8192
-
-_ranking = threading.local()
-
-
-@contextlib.contextmanager
-def integer_ranking():
-    """Graphs traced inside rank on int32 keys instead of float values (same order; for int8 TFLite export).
-
-    The TFLite int8 quantizer quantizes `TOPK_V2` and the reshapes before it
-    whenever it holds calibration ranges for them, even for ops it was told to
-    leave float, and 8-bit distances reorder neighbours (measured: argmax
-    agreement with Keras fell to 49%). Integer tensors are never quantized, so
-    `smallest_k` then ranks order-preserving int32 images of the float values
-    (`float_keys`) and gathers the float values of the winners.
-    """
-    previous = getattr(_ranking, "integer", False)
-    _ranking.integer = True
-    try:
-        yield
-    finally:
-        _ranking.integer = previous
-
 
 def float_keys(values):
     """int32 keys in the reverse order of float32 `values` (the largest key for the smallest value; NaN last).
@@ -78,7 +54,7 @@ def _top_k_pruned(scores, k, lowest):
     return top, tf.gather(best_blocks, flat // block, batch_dims=1) * block + flat % block
 
 
-def smallest_k(values, k):
+def smallest_k(values, k, integer_ranking=False):
     """The `k` smallest entries of each row, ascending: `(values, positions)`; exact, and fast for wide rows.
 
     `tf.math.top_k` over a wide row costs a few ns per entry; for rows of at least
@@ -88,30 +64,37 @@ def smallest_k(values, k):
     `k` other blocks' minima) and runs `top_k` on those blocks only. Measured here:
     128 x 60,000 values, k = 33: 23 ms with one `top_k`, 3 ms pruned. Among exactly
     equal values at the k-th place, the one kept may differ from a plain `top_k`.
-    Inside `integer_ranking()` the ranking runs on int32 keys (same result).
+
+    With `integer_ranking`, the ranking runs on order-preserving int32 images of
+    the values (`float_keys`; same result) and the float values of the winners are
+    gathered. The int8 TFLite export needs it: its quantizer quantizes `TOPK_V2` and
+    the reshapes before it whenever it holds calibration ranges for them, even for
+    ops it was told to leave float, and 8-bit distances reorder neighbours
+    (measured: argmax agreement with Keras fell to 49%); integer tensors are never
+    quantized.
     """
-    if getattr(_ranking, "integer", False):
+    if integer_ranking:
         return _top_k_by_keys(values, float_keys(values), k)
     negative, positions = _top_k_pruned(-values, k, -float("inf"))
     return -negative, positions
 
 
-def largest_k(values, k):
+def largest_k(values, k, integer_ranking=False):
     """The `k` largest entries of each row, descending: `(values, positions)`, as `smallest_k` ranks."""
-    if getattr(_ranking, "integer", False):
+    if integer_ranking:
         return _top_k_by_keys(values, float_keys(-values), k)
     return _top_k_pruned(values, k, -float("inf"))
 
 
 def chunked_top_k(distance_fn, num_centers, k, batch_size, center_mask=None, chunk_size=DEFAULT_CHUNK_SIZE,
-                  dtype=tf.float32, negated=False):
+                  dtype=tf.float32, negated=False, integer_ranking=False):
     """The `k` smallest of `distance_fn(start, stop) -> (B, stop - start)` over chunks of centers, merged.
 
     Memory stays `O(B * chunk_size)`; with one chunk the graph is the distances
     plus one `top_k`. With `negated=True`, `distance_fn` returns minus the
     distances (which spares a negation pass over the matrix). Returns
     `(distances, ids)` `(B, k)`, ascending, ids -1 and distance `inf` past the
-    available centers, ties to the lower position.
+    available centers, ties to the lower position. `integer_ranking`: see `smallest_k`.
     """
     found = min(int(k), int(num_centers))
     infinity = tf.constant(float("inf"), dtype=dtype)
@@ -122,7 +105,7 @@ def chunked_top_k(distance_fn, num_centers, k, batch_size, center_mask=None, chu
         distances = distance_fn(start, stop)
         if center_mask is not None:
             distances = tf.where(center_mask[tf.newaxis, start:stop], distances, -infinity if negated else infinity)
-        distances, ids = select(distances, min(found, stop - start))
+        distances, ids = select(distances, min(found, stop - start), integer_ranking)
         partial_distances.append(distances)
         partial_ids.append(ids + start)
     if len(partial_distances) == 1:
@@ -130,7 +113,7 @@ def chunked_top_k(distance_fn, num_centers, k, batch_size, center_mask=None, chu
     else:
         merged_distances = tf.concat(partial_distances, axis=1)
         merged_ids = tf.concat(partial_ids, axis=1)
-        distances, order = select(merged_distances, found)
+        distances, order = select(merged_distances, found, integer_ranking)
         ids = tf.gather(merged_ids, order, batch_dims=1)
     if negated:
         distances = -distances
@@ -141,7 +124,7 @@ def chunked_top_k(distance_fn, num_centers, k, batch_size, center_mask=None, chu
     return distances, ids
 
 
-def exact_search(queries, centers, k, center_mask=None, chunk_size=DEFAULT_CHUNK_SIZE):
+def exact_search(queries, centers, k, center_mask=None, chunk_size=DEFAULT_CHUNK_SIZE, integer_ranking=False):
     """The `k` nearest centers of each query, by squared Euclidean distance.
 
     Distances are computed by one matrix product per chunk of `chunk_size`
@@ -156,6 +139,7 @@ def exact_search(queries, centers, k, center_mask=None, chunk_size=DEFAULT_CHUNK
         k: number of neighbours (Python int >= 1).
         center_mask: optional boolean `(N,)`; centers where it is False are never returned.
         chunk_size: centers per chunk.
+        integer_ranking: rank on int32 keys (for the int8 TFLite export, see `smallest_k`).
 
     Returns:
         `(distances, ids)`, both `(B, k)`: squared distances ascending (float32) and
@@ -183,7 +167,7 @@ def exact_search(queries, centers, k, center_mask=None, chunk_size=DEFAULT_CHUNK
         return tf.nn.bias_add(tf.matmul(doubled_queries, chunk, transpose_b=True), -center_norms)
 
     ranked, ids = chunked_top_k(scores, int(num_centers), k, tf.shape(queries)[0], None, chunk_size, queries.dtype,
-                                negated=True)
+                                negated=True, integer_ranking=integer_ranking)
     query_norms = tf.reduce_sum(tf.square(queries), axis=-1, keepdims=True)
     return tf.maximum(ranked + query_norms, 0.0), ids
 

@@ -107,7 +107,12 @@ class FaissIndex(base.SearchIndex):
         description = self.factory.replace("{nlist}", str(self._num_lists))
         index = faiss.index_factory(self.dimension, description, faiss.METRIC_L2)
         if not index.is_trained:
-            index.train(self._vectors)
+            try:
+                index.train(self._vectors)
+            except RuntimeError as error:  # faiss' message names a C++ function; say what to change.
+                detail = str(error).split("Error: ")[-1].strip()
+                raise ValueError(f"The faiss index {description!r} cannot be trained on {self.size} vectors "
+                                 f"({detail}); store more centers or use search='exact' or 'faiss-flat'.") from None
         if faiss.try_extract_index_ivf(index) is None:
             # Flat and graph indexes number vectors 0..n-1; IDMap2 maps them to our ids. (IVF lists store ids
             # themselves, and IDMap2's compacting removal would corrupt them.)

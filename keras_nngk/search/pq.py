@@ -82,7 +82,7 @@ def adc_distances(tables, codes, bits=8, by_byte=False):
 
 
 def adc_search(queries, rotation, codebooks, codes, k, center_mask=None, chunk_size=exact.DEFAULT_CHUNK_SIZE,
-               bits=8, by_byte=False):
+               bits=8, by_byte=False, integer_ranking=False):
     """The `k` nearest compressed centers by ADC distance: `(distances, ids)` as `exact_search` returns them.
 
     `codes` are packed as `pack_codes(codes, bits)` stores them, `(n, P)`, or
@@ -96,7 +96,7 @@ def adc_search(queries, rotation, codebooks, codes, k, center_mask=None, chunk_s
         return adc_distances(tables, chunk, bits, by_byte)
 
     return exact.chunked_top_k(distances, int(codes.shape[centers_axis]), k, tf.shape(queries)[0], center_mask,
-                               chunk_size, queries.dtype)
+                               chunk_size, queries.dtype, integer_ranking=integer_ranking)
 
 
 def decode(codes, rotation, codebooks):

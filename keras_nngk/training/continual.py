@@ -47,7 +47,7 @@ import tensorflow as tf
 import tf_keras as keras
 from absl import logging
 
-from keras_nngk import backbones, layers
+from keras_nngk import backbones, layers, surgery
 from keras_nngk import data as data_lib
 from keras_nngk import search as search_lib
 from keras_nngk.training import center_sync, plots
@@ -494,10 +494,7 @@ class ContinualTrainer:
         index.add(before, np.arange(len(before)))
         k = min(self.config.num_neighbours, len(before))
         distances, neighbours = index.search(centers, k)
-        sigma = float(self.head.sigma.numpy())
-        logits = -distances / (2.0 * sigma * sigma)
-        weights = np.exp(logits - logits.max(axis=1, keepdims=True))
-        weights /= weights.sum(axis=1, keepdims=True)
+        weights = surgery.kernel_coefficients(distances, float(self.head.sigma.numpy()))
         moved = centers + np.einsum("nk,nkd->nd", weights, (after - before)[neighbours])
         if self.config.embedding_normalized:
             moved /= np.maximum(np.linalg.norm(moved, axis=1, keepdims=True), 1e-12)

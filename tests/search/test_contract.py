@@ -80,12 +80,43 @@ def test_save_and_load_round_trip(backend, data, tmp_path):
 
 
 def test_k_larger_than_size_pads(backend, rng):
-    vectors = rng.normal(size=(3, 4)).astype(np.float32)
-    index = search.get("exact" if backend == "exact" else "faiss-flat")
-    index.add(vectors, [7, 8, 9])
-    distances, ids = index.search(vectors[:2], 5)
-    assert np.all(ids[:, 3:] == -1) and np.all(np.isinf(distances[:, 3:]))
-    np.testing.assert_array_equal(ids[:, 0], [7, 8])
+    vectors = rng.normal(size=(300, 16)).astype(np.float32)  # OPQ trains 256 centroids: 256 points at least.
+    index = search.get(backend)
+    index.add(vectors, np.arange(100, 400))
+    distances, ids = index.search(vectors[:2], 305)
+    assert distances.shape == ids.shape == (2, 305)
+    assert np.all(ids[:, 300:] == -1) and np.all(np.isinf(distances[:, 300:]))
+    assert np.all(ids[:, :300] >= 100) and np.all(np.isfinite(distances[:, :300]))
+    np.testing.assert_array_equal(ids[:, 0], [100, 101])
+
+
+def test_index_too_small_to_train_is_a_one_line_error(rng):
+    index = search.get(EXACT_SETTINGS["faiss-opq-ivf-flat"])
+    index.add(rng.normal(size=(24, 16)).astype(np.float32), np.arange(24))
+    with pytest.raises(ValueError, match="cannot be trained on 24 vectors .*256.*search='exact'"):
+        index.search(rng.normal(size=(2, 16)).astype(np.float32), 3)
+
+
+def test_duplicate_vectors_tie_and_every_backend_returns_a_valid_choice(backend, rng):
+    """Exact duplicates give equal distances: any of them may be returned at the k-th place, but the distances,
+    and every neighbour strictly nearer than the k-th, are fixed."""
+    base = rng.normal(size=(300, 16)).astype(np.float32)
+    vectors = np.concatenate([base, base[:150], base[:60]])  # Many points twice or three times.
+    ids = np.arange(len(vectors)) + 7
+    queries = base[rng.choice(300, 20, replace=False)] + 0.01 * rng.normal(size=(20, 16)).astype(np.float32)
+    index = search.get(backend)
+    index.add(vectors, ids)
+    k = 9
+    distances, found = index.search(queries, k)
+    all_distances = reference.squared_distances(queries, vectors)
+    expected = np.sort(all_distances, axis=1)[:, :k]
+    np.testing.assert_allclose(distances, expected, rtol=1e-4, atol=1e-3)
+    for row in range(len(queries)):
+        positions = found[row] - 7
+        assert len(set(positions.tolist())) == k
+        np.testing.assert_allclose(all_distances[row, positions], expected[row], rtol=1e-4, atol=1e-3)
+        nearer = np.flatnonzero(all_distances[row] < expected[row, -1] - 1e-3)
+        assert set(nearer.tolist()) <= set(positions.tolist())
 
 
 def test_bad_input_errors(backend, data):
@@ -165,19 +196,40 @@ def test_corrupt_faiss_file_gets_clear_error(data, tmp_path):
         search.load(str(tmp_path))
 
 
-@pytest.mark.parametrize("integer", [False, True], ids=["float-ranking", "integer-ranking"])
+def assert_smallest_k(values, got_values, got_positions, k):
+    """Tie-tolerant check of a k-smallest result, row by row (as faiss' own tests compare searches).
+
+    The values must be the k smallest, ascending; the positions must be distinct and hold those values; every
+    position whose value lies strictly below the row's k-th value must be returned (among equal values at the
+    k-th place, any choice is right).
+    """
+    expected = np.sort(values, axis=1, kind="stable")[:, :k]
+    np.testing.assert_array_equal(got_values, expected)
+    for row in range(len(values)):
+        positions = got_positions[row]
+        assert len(set(positions.tolist())) == k, f"row {row}: repeated positions {positions}"
+        np.testing.assert_array_equal(values[row, positions], got_values[row])
+        below = np.flatnonzero(values[row] < expected[row, -1])
+        assert set(below.tolist()) <= set(positions.tolist()), f"row {row}: misses {set(below) - set(positions)}"
+
+
+@pytest.mark.parametrize("integer_ranking", [False, True], ids=["float-ranking", "integer-ranking"])
 @pytest.mark.parametrize("width,k", [(100, 7), (8192, 33), (60000, 33), (20011, 5), (9000, 512)])
-def test_block_pruned_smallest_k_is_exact(rng, width, k, integer):
+def test_block_pruned_smallest_k_is_exact(rng, width, k, integer_ranking):
     values = rng.normal(size=(16, width)).astype(np.float32)
     values[3, 50:] = np.inf  # A row with fewer finite entries than usual, and masked-out tails.
-    if integer:
-        with search.exact.integer_ranking():
-            got_values, got_positions = search.exact.smallest_k(tf.constant(values), k)
-    else:
-        got_values, got_positions = search.exact.smallest_k(tf.constant(values), k)
-    order = np.argsort(values, axis=1, kind="stable")[:, :k]
-    np.testing.assert_array_equal(got_values.numpy(), np.take_along_axis(values, order, 1))
-    np.testing.assert_array_equal(got_positions.numpy()[[0, 1, 2]], order[[0, 1, 2]])
+    values[4:8] = np.round(values[4:8], 1)  # Rows full of ties, also at the k-th place.
+    values[8, :] = 1.0  # A row of equal values.
+    got_values, got_positions = search.exact.smallest_k(tf.constant(values), k, integer_ranking=integer_ranking)
+    assert_smallest_k(values, got_values.numpy(), got_positions.numpy(), k)
+
+
+def test_assert_smallest_k_fails_on_a_wrong_answer():
+    values = np.array([[3.0, 1.0, 2.0, 1.0]], np.float32)
+    assert_smallest_k(values, np.array([[1.0, 1.0]]), np.array([[3, 1]]), 2)  # Either order of a tie is right.
+    for wrong_positions in ([[1, 1]], [[1, 2]]):
+        with pytest.raises(AssertionError):
+            assert_smallest_k(values, np.array([[1.0, 1.0]]), np.array(wrong_positions), 2)
 
 
 def test_block_size_divides_the_row_when_a_divisor_is_near():
