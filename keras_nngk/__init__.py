@@ -27,5 +27,14 @@ from keras_nngk.training import callbacks
 
 __version__ = "0.1.0"
 
-__all__ = ["attacks", "backbones", "callbacks", "data", "export", "kernels", "layers", "metrics", "models",
-           "search", "surgery", "training", "utils", "__version__"]
+
+def __getattr__(name):
+    """`kn.experiments` and `kn.plots` load on first use: they bring matplotlib, which a model user does not need."""
+    if name in ("experiments", "plots"):
+        import importlib  # pylint: disable=g-import-not-at-top
+        return importlib.import_module(f"keras_nngk.{name}")
+    raise AttributeError(f"module 'keras_nngk' has no attribute {name!r}")
+
+
+__all__ = ["attacks", "backbones", "callbacks", "data", "experiments", "export", "kernels", "layers", "metrics",
+           "models", "plots", "search", "surgery", "training", "utils", "__version__"]

@@ -118,7 +118,7 @@ def tune(base_config, workdir, kind="random", max_trials=20, seed=0, overwrite=F
     best_config.validate()
     files.write_json_atomically(os.path.join(workdir, "best_config.json"), best_config.to_dict())
     files.write_json_atomically(os.path.join(workdir, "trials.json"), trials)
-    from keras_nngk.training import plots  # pylint: disable=g-import-not-at-top
+    from keras_nngk import plots  # pylint: disable=g-import-not-at-top
     plots.plot_trials(trials, os.path.join(workdir, "trials.png"))
     return {"best_config": best_config.to_dict(), "best_score": float(best.score), "trials": trials,
             "best_config_path": os.path.join(workdir, "best_config.json")}

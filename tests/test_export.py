@@ -12,7 +12,7 @@ import tensorflow as tf
 import tf_keras as keras
 
 import keras_nngk as kn
-from keras_nngk.training import export_run
+from keras_nngk.export import run as export_run
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": ROOT}

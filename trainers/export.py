@@ -19,7 +19,7 @@ FLAGS = flags.FLAGS
 
 def main(argv):
     del argv
-    from keras_nngk.training import export_run  # pylint: disable=g-import-not-at-top
+    from keras_nngk.export import run as export_run  # pylint: disable=g-import-not-at-top
     with common.user_errors():
         report = export_run.export_run(FLAGS.model, FLAGS.format, FLAGS.quantization, FLAGS.output, FLAGS.num_eval)
     print(export_run.model_card(report))

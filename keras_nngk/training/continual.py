@@ -47,10 +47,10 @@ import tensorflow as tf
 import tf_keras as keras
 from absl import logging
 
-from keras_nngk import backbones, layers, surgery
+from keras_nngk import backbones, layers, plots, surgery
 from keras_nngk import data as data_lib
 from keras_nngk import search as search_lib
-from keras_nngk.training import center_sync, plots
+from keras_nngk.training import center_sync
 from keras_nngk.utils import files
 from keras_nngk.utils.checks import check_positive_int
 from keras_nngk.utils.files import write_json_atomically

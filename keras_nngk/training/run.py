@@ -275,8 +275,8 @@ def _fit(config, output_dir, data, strategy, verbose):
     if config.model == "classifier" and config.head in ("nngk", "impostor"):
         results["sigma"] = float(built.center_head.sigma.numpy())
     if config.model != "classifier":
-        from keras_nngk.training import biased_eval  # pylint: disable=g-import-not-at-top
-        results.update(biased_eval.evaluate_biased(built.biased, data, output_dir, seed=config.seed))
+        from keras_nngk.models import biased_eval  # pylint: disable=g-import-not-at-top
+        results.update(biased_eval.evaluate_biased(built.biased, data, output_dir))
     if config.pq_bytes:
         results.update(_compressed_results(config, data, built, output_dir, verbose))
     if config.prune:
@@ -332,7 +332,7 @@ def _save_outputs(output_dir, built, results, data, config):
     export.to_saved_model(built.inference_model, os.path.join(output_dir, "saved_model"))
     files.write_json_atomically(os.path.join(output_dir, "class_names.json"), list(data.class_names))
     files.write_json_atomically(os.path.join(output_dir, "preprocessing.json"), data.preprocessing)
-    from keras_nngk.training import plots  # pylint: disable=g-import-not-at-top
+    from keras_nngk import plots  # pylint: disable=g-import-not-at-top
     plots.plot_run(results, output_dir)
     files.write_json_atomically(os.path.join(output_dir, METRICS_FILE), results)
 

@@ -6,7 +6,7 @@ import os
 import numpy as np
 import pytest
 
-from keras_nngk.training import experiments
+from keras_nngk import experiments
 from tests.trainers.test_fit import run_entry
 
 

@@ -5,12 +5,14 @@ import sys
 
 EXPERIMENTS = {
     "retrieval": "trainers.experiments.retrieval",
+    "robustness": "trainers.experiments.robustness",
     "samples_per_class": "trainers.experiments.samples_per_class",
 }
 
 
 def run():
-    """`nngk-experiment retrieval|samples_per_class [flags]`: the same as `python -m trainers.experiments.NAME`."""
+    """`nngk-experiment NAME [flags]` (NAME: retrieval, robustness, samples_per_class): the same as
+    `python -m trainers.experiments.NAME`."""
     name = sys.argv[1].replace("-", "_") if len(sys.argv) > 1 else ""
     if name not in EXPERIMENTS:
         print(f"usage: nngk-experiment {{{'|'.join(EXPERIMENTS)}}} [flags]  (--help after the name lists its flags)",

@@ -28,7 +28,7 @@ FLAGS = flags.FLAGS
 
 def main(argv):
     del argv
-    from keras_nngk.training import experiments  # pylint: disable=g-import-not-at-top
+    from keras_nngk import experiments  # pylint: disable=g-import-not-at-top
     with common.user_errors():
         overrides = {name: FLAGS[name].value for name in config_lib.Config.field_names() if FLAGS[name].present}
         for name in ("task", "head", "seed"):

@@ -27,7 +27,7 @@ FLAGS = flags.FLAGS
 
 def main(argv):
     del argv
-    from keras_nngk.training import experiments  # pylint: disable=g-import-not-at-top
+    from keras_nngk import experiments  # pylint: disable=g-import-not-at-top
     with common.user_errors():
         config = experiments.FewShotConfig(
             dataset=FLAGS.dataset, examples_per_class=tuple(int(n) for n in FLAGS.examples_per_class),

@@ -7,7 +7,7 @@ import os
 import numpy as np
 
 from keras_nngk import data as data_lib
-from keras_nngk import export
+from keras_nngk.export import convert as export
 from keras_nngk.training import run as run_lib
 from keras_nngk.utils import files
 

@@ -1,18 +1,22 @@
-"""Evaluation of a biased network: accuracy and skip rate against the gate threshold, latency, black-box attack."""
+"""Evaluation of a biased network: accuracy and skip rate against the gate threshold, and latency.
+
+Robustness to black-box attacks is an experiment of its own (`keras_nngk.experiments.robustness`).
+"""
 
 import os
 
 import numpy as np
 import tensorflow as tf
 
-from keras_nngk import attacks, metrics
-from keras_nngk.training.plots import save_figure
+from keras_nngk import metrics
+from keras_nngk.plots import save_figure
 
 THRESHOLDS = (0.02, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 1.01)
 MAX_ACCURACY_COST = 0.005  # The threshold reported is the one that costs at most half a point of accuracy.
 
 
-def _arrays(dataset):
+def test_arrays(dataset):
+    """`(images, labels)` of a dataset of `(image, label)` pairs, as NumPy arrays."""
     images, labels = [], []
     for image, label in dataset.batch(1024).as_numpy_iterator():
         images.append(image)
@@ -20,9 +24,9 @@ def _arrays(dataset):
     return np.concatenate(images), np.concatenate(labels)
 
 
-def evaluate_biased(biased, data, output_dir, seed=0, attack_images=100, attack_queries=500, batch_size=256):
-    """Results of a biased (or plain) network on the test set; also writes `early_exit.png` and `attack.png`."""
-    images, labels = _arrays(data.test)
+def evaluate_biased(biased, data, output_dir, batch_size=256):
+    """Results of a biased (or plain) network on the test set; also writes `early_exit.png`."""
+    images, labels = test_arrays(data.test)
     batch = tf.constant(images[:batch_size])
     full = tf.function(lambda x: biased.inference_model(x, training=False))
     results = {"latency_full_ms": 1e3 * metrics.median_seconds(lambda: full(batch).numpy())}
@@ -49,11 +53,6 @@ def evaluate_biased(biased, data, output_dir, seed=0, attack_images=100, attack_
                         chosen["accuracy"], "latency_at_threshold_ms": chosen["latency_ms"],
                         "gate_mean": float(gates.mean()), "gate_median": float(np.median(gates))})
         results["faiss_hnsw_lookup"] = _latency_with_faiss_lookup(biased, images, batch_size, chosen["threshold"])
-    rng = np.random.default_rng(seed)
-    chosen_images = rng.choice(len(labels), min(attack_images, len(labels)), replace=False)
-    results["attack"] = attacks.simba(lambda x: biased.inference_model(x, training=False).numpy(),
-                                      images[chosen_images], labels[chosen_images], max_queries=attack_queries,
-                                      seed=seed)
     _plot(results, output_dir)
     return results
 
@@ -86,7 +85,7 @@ def _plot(results, output_dir):
     import matplotlib  # pylint: disable=g-import-not-at-top
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
-    if "early_exit" in results:
+    if "early_exit" in results:  # The plain network has no gate.
         sweep = results["early_exit"]
         thresholds = [row["threshold"] for row in sweep]
         figure, axes = plt.subplots(1, 2, figsize=(9, 3.5))
@@ -101,12 +100,4 @@ def _plot(results, output_dir):
         axes[1].legend()
         figure.tight_layout()
         save_figure(figure, os.path.join(output_dir, "early_exit.png"))
-        plt.close(figure)
-    curve = results["attack"]["curve"]
-    if curve:
-        figure, axis = plt.subplots(figsize=(4.5, 3.5))
-        axis.plot([q for q, _ in curve], [100 * s for _, s in curve], marker="o")
-        axis.set(xlabel="queries", ylabel="attack success (%)", title="SimBA black-box attack", ylim=(0, 100))
-        figure.tight_layout()
-        save_figure(figure, os.path.join(output_dir, "attack.png"))
         plt.close(figure)

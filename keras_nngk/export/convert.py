@@ -1,8 +1,4 @@
-"""Export to SavedModel and TFLite (builtin ops only), with any faiss search replaced by the in-graph exact search.
-
-    kn.export.to_saved_model(model, "out/saved_model")
-    kn.export.to_tflite(model, "out/model.tflite", quantization="dynamic")
-    probabilities = kn.export.TFLiteModel("out/model.tflite").predict(images)
+"""Conversion to SavedModel and TFLite (builtin ops only), and a TFLite runner; see `keras_nngk.export`.
 
 Files are written under a temporary name and renamed, so an interrupted export never
 leaves a half-written file under the final name.

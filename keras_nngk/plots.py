@@ -131,6 +131,20 @@ def plot_recall_curves(table, path, dataset):
     return path
 
 
+def plot_attack_curves(curves, path):
+    """Attack success rate against the queries spent, one line per run (`{name: [(queries, success rate)]}`)."""
+    figure, axis = plt.subplots(figsize=(5, 3.5))
+    for name, curve in curves.items():
+        if curve:
+            axis.plot([q for q, _ in curve], [100 * s for _, s in curve], marker="o", label=name)
+    axis.set(xlabel="queries", ylabel="attack success (%)", title="SimBA black-box attack", ylim=(0, 100))
+    axis.legend(fontsize=8)
+    figure.tight_layout()
+    save_figure(figure, path)
+    plt.close(figure)
+    return path
+
+
 def plot_trials(trials, path):
     """Validation accuracy of each tuner trial in the order they ran, best so far as a line."""
     ordered = sorted(trials, key=lambda row: row["trial_id"])
