@@ -45,13 +45,17 @@ def test_float_tflite_matches_keras_with_builtin_ops_only(trained_run, test_imag
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("quantization,floor", [("dynamic", 0.97), ("int8", 0.95), ("int8-full", 0.6)])
+@pytest.mark.parametrize("quantization,floor", [("dynamic", 0.97), ("int8", 0.95), ("int8-full", 0.35)])
 def test_quantized_tflite_agreement(trained_run, test_images, tmp_path, quantization, floor):
     # Floors measured on this 4-epoch digits model: "int8" keeps the NNGK head in float and agreed on 98-100% of
-    # images; "int8-full" ranks neighbours on 8-bit distances and agreed on only 59-77% (see README), so its floor
-    # guards against a broken conversion, not for quality. Each export's model card reports the measured value.
+    # images; "int8-full" ranks neighbours on 8-bit distances and agreed on 59-77% (see README). Its floor sits well
+    # below that range (no flaky failures) and well above what a broken conversion gives (chance: 10 classes, about
+    # 0.1); that it is the fully quantized model is checked on its ops instead. Each export's model card reports the
+    # measured value.
     report = export_run.export_run(trained_run, "tflite", quantization, output=str(tmp_path), num_eval=200)
     assert report["argmax_agreement"] >= floor, report
+    content = open(tmp_path / f"model_{quantization}.tflite", "rb").read()
+    assert bool(kn.export.quantized_rankings(content)) == (quantization == "int8-full")
     assert os.path.exists(tmp_path / f"model_{quantization}.tflite")
     card = open(tmp_path / "model_card.md").read()
     assert f"quantization `{quantization}`" in card and "Argmax agreement" in card

@@ -82,15 +82,34 @@ def test_biased_network_exports(biased, tmp_path):
 
 
 @pytest.mark.slow
-def test_biased_run_reports_skip_rate_and_attack(tmp_path):
-    results = kn.training.fit(kn.training.Config.for_dataset("digits", model="biased", epochs=2), str(tmp_path),
+def test_biased_run_reports_the_gate_sweep_and_the_attack_runs_on_it(tmp_path):
+    run = tmp_path / "biased"
+    results = kn.training.fit(kn.training.Config.for_dataset("digits", model="biased", epochs=2), str(run),
                               verbose=0)
-    assert 0.0 <= results["skip_rate"] <= 1.0 and results["accuracy_at_threshold"] >= (
-        results["test_accuracy_full"] - 0.005)
-    assert results["attack"]["num_attacked"] > 0 and len(results["early_exit"]) >= 5
-    for name in ("early_exit.png", "attack.png", "training.png"):
-        assert os.path.exists(tmp_path / name)
-    saved = json.load(open(tmp_path / "metrics.json"))
-    assert "skip_rate" in saved
+    sweep = results["early_exit"]
+    thresholds = [row["threshold"] for row in sweep]
+    assert thresholds == sorted(thresholds) and len(sweep) == len(kn.models.biased_eval.THRESHOLDS)
+    skip_rates = [row["skip_rate"] for row in sweep]
+    assert all(later <= earlier for earlier, later in zip(skip_rates, skip_rates[1:]))  # A higher bar skips less.
+    assert sweep[-1]["threshold"] > 1.0 and sweep[-1]["skip_rate"] == 0.0  # The gate never exceeds 1.
+    assert sweep[-1]["accuracy"] == pytest.approx(results["test_accuracy_full"], abs=1e-9)
+    # The reported threshold skips most among those costing at most half a point, and no other row does better.
+    floor = results["test_accuracy_full"] - kn.models.biased_eval.MAX_ACCURACY_COST
+    chosen = next(row for row in sweep if row["threshold"] == results["chosen_threshold"])
+    assert chosen["accuracy"] >= floor and results["skip_rate"] == chosen["skip_rate"]
+    assert not any(row["skip_rate"] > chosen["skip_rate"] and row["accuracy"] >= floor for row in sweep)
+    assert "attack" not in results  # Robustness is an experiment of its own.
+    for name in ("early_exit.png", "training.png", "metrics.json"):
+        assert os.path.exists(run / name)
+    assert json.load(open(run / "metrics.json"))["skip_rate"] == results["skip_rate"]
+
+    robustness = kn.experiments.robustness([str(run)], str(tmp_path / "attack"), num_images=20, max_queries=50)
+    attack = robustness["runs"]["biased"]
+    assert 0 < attack["num_attacked"] <= 20 and 0.0 <= attack["success_rate"] <= 1.0
+    assert attack == kn.experiments.attack_run(str(run), num_images=20, max_queries=50)  # Same images, same seed.
+    assert os.path.exists(tmp_path / "attack" / "attack.png")
+    assert json.load(open(tmp_path / "attack" / "robustness.json"))["runs"]["biased"] == attack
     with pytest.raises(ValueError, match="small conv trunk"):
         kn.training.Config.for_dataset("digits", model="biased", backbone="resnet50")
+    with pytest.raises(ValueError, match="at least one finished run"):
+        kn.experiments.robustness([], str(tmp_path / "attack"))
