@@ -8,7 +8,7 @@ import os
 import sys
 import typing
 
-from absl import flags
+from absl import app, flags
 from absl import logging as absl_logging
 
 from keras_nngk.training import config as config_lib
@@ -117,11 +117,22 @@ def configure_logging():
 
 
 def entry(main):
-    """`main` with the logging set up as `configure_logging` says, for `absl.app.run`."""
+    """`main` with the logging set up as `configure_logging` says and the user's errors as one line (`user_errors`),
+    for `absl.app.run`."""
     def run_main(argv):
         configure_logging()
-        return main(argv)
+        with user_errors():
+            return main(argv)
     return run_main
+
+
+def run(main):
+    """Runs an entry point's `main(argv)` as every command does: absl flags, quiet logging, one-line errors.
+
+    Each `trainers` module ends with `def run(): common.run(main)` (its console command) and
+    `if __name__ == "__main__": run()`.
+    """
+    app.run(entry(main))
 
 
 def fail(error, status=2):

@@ -14,7 +14,7 @@ import json
 import os
 import typing
 
-from absl import app, flags
+from absl import flags
 
 from trainers import common
 
@@ -43,15 +43,14 @@ _define_flags()
 def main(argv):
     del argv
     from keras_nngk.training import continual  # pylint: disable=g-import-not-at-top
-    with common.user_errors():
-        values = {name: FLAGS[name].value for name in continual.ContinualConfig.field_names()}
-        methods = continual.METHODS if values["method"] == "all" else values.pop("method").split(",")
-        values.pop("method", None)
-        configs = [continual.ContinualConfig(method=method.strip(), **values).validate() for method in methods]
-        stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-        workdir = FLAGS.workdir or os.path.join("saved_models", f"continual-{values['benchmark']}-{stamp}")
-        results = {config.method: continual.run(config, os.path.join(workdir, config.method), verbose=FLAGS.verbose)
-                   for config in configs}
+    values = {name: FLAGS[name].value for name in continual.ContinualConfig.field_names()}
+    methods = continual.METHODS if values["method"] == "all" else values.pop("method").split(",")
+    values.pop("method", None)
+    configs = [continual.ContinualConfig(method=method.strip(), **values).validate() for method in methods]
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    workdir = FLAGS.workdir or os.path.join("saved_models", f"continual-{values['benchmark']}-{stamp}")
+    results = {config.method: continual.run(config, os.path.join(workdir, config.method), verbose=FLAGS.verbose)
+               for config in configs}
     summary = continual.compare(results, workdir) if len(results) > 1 else {
         method: {key: r[key] for key in ("average_accuracy", "forgetting", "stored_bytes")}
         for method, r in results.items()}
@@ -62,7 +61,7 @@ def main(argv):
 
 def run():
     """The console command (see pyproject.toml)."""
-    app.run(common.entry(main))
+    common.run(main)
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ r"""Recomputes a finished run's test metrics from its saved models.
 import json
 import os
 
-from absl import app, flags
+from absl import flags
 
 from trainers import common
 
@@ -18,15 +18,14 @@ FLAGS = flags.FLAGS
 def main(argv):
     del argv
     from keras_nngk import training  # pylint: disable=g-import-not-at-top
-    with common.user_errors():
-        results = training.evaluate_run(FLAGS.model, verbose=FLAGS.verbose)
-        saved_path = os.path.join(FLAGS.model, "metrics.json")
-        try:
-            with open(saved_path) as handle:
-                saved = json.load(handle)
-        except ValueError as error:
-            raise ValueError(f"{saved_path} is not valid JSON ({error}); rerun python -m trainers.fit "
-                             f"--workdir={FLAGS.model} to write it again.") from None
+    results = training.evaluate_run(FLAGS.model, verbose=FLAGS.verbose)
+    saved_path = os.path.join(FLAGS.model, "metrics.json")
+    try:
+        with open(saved_path) as handle:
+            saved = json.load(handle)
+    except ValueError as error:
+        raise ValueError(f"{saved_path} is not valid JSON ({error}); rerun python -m trainers.fit "
+                         f"--workdir={FLAGS.model} to write it again.") from None
     for key, value in sorted(results.items()):
         before = saved.get(key)
         note = f"  (at training: {before:.4f})" if isinstance(before, float) else ""
@@ -35,7 +34,7 @@ def main(argv):
 
 def run():
     """The console command (see pyproject.toml)."""
-    app.run(common.entry(main))
+    common.run(main)
 
 
 if __name__ == "__main__":

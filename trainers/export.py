@@ -4,7 +4,7 @@ r"""Exports a trained run for serving or on-device use, and writes a model card 
     python -m trainers.export --model=saved_models/<run> --format=saved_model --output=/tmp/serving
 """
 
-from absl import app, flags
+from absl import flags
 
 from trainers import common
 
@@ -20,14 +20,13 @@ FLAGS = flags.FLAGS
 def main(argv):
     del argv
     from keras_nngk.export import run as export_run  # pylint: disable=g-import-not-at-top
-    with common.user_errors():
-        report = export_run.export_run(FLAGS.model, FLAGS.format, FLAGS.quantization, FLAGS.output, FLAGS.num_eval)
+    report = export_run.export_run(FLAGS.model, FLAGS.format, FLAGS.quantization, FLAGS.output, FLAGS.num_eval)
     print(export_run.model_card(report))
 
 
 def run():
     """The console command (see pyproject.toml)."""
-    app.run(common.entry(main))
+    common.run(main)
 
 
 if __name__ == "__main__":

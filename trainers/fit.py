@@ -11,7 +11,7 @@ import datetime
 import json
 import os
 
-from absl import app, flags
+from absl import flags
 
 from trainers import common
 
@@ -70,7 +70,7 @@ def human_summary(results, workdir):
 
 def run():
     """The console command (see pyproject.toml)."""
-    app.run(common.entry(main))
+    common.run(main)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ class_names.json and preprocessing.json are read from the model's folder or the 
 import json
 import os
 
-from absl import app, flags
+from absl import flags
 
 from trainers import common
 
@@ -62,15 +62,14 @@ def main(argv):
     import numpy as np  # pylint: disable=g-import-not-at-top
 
     from keras_nngk.data import images as images_lib  # pylint: disable=g-import-not-at-top
-    with common.user_errors():
-        preprocessing = _sidecar(FLAGS.model, "preprocessing.json")
-        class_names = _sidecar(FLAGS.model, "class_names.json")
-        classify = load_classifier(FLAGS.model)
-        files = [path for argument in argv[1:] for path in images_lib.image_files(argument)]
-        inputs = np.stack([images_lib.load_image(path, preprocessing["image_shape"], preprocessing["central_crop"])
-                           for path in files])
-        # Rounding can put a probability a few ulp above 1 (or below 0): show what it means.
-        probabilities = np.clip(classify(inputs), 0.0, 1.0)
+    preprocessing = _sidecar(FLAGS.model, "preprocessing.json")
+    class_names = _sidecar(FLAGS.model, "class_names.json")
+    classify = load_classifier(FLAGS.model)
+    files = [path for argument in argv[1:] for path in images_lib.image_files(argument)]
+    inputs = np.stack([images_lib.load_image(path, preprocessing["image_shape"], preprocessing["central_crop"])
+                       for path in files])
+    # Rounding can put a probability a few ulp above 1 (or below 0): show what it means.
+    probabilities = np.clip(classify(inputs), 0.0, 1.0)
     results = []
     for path, row in zip(files, probabilities):
         top = np.argsort(-row, kind="stable")[:FLAGS.top]
@@ -87,7 +86,7 @@ def main(argv):
 
 def run():
     """The console command (see pyproject.toml)."""
-    app.run(common.entry(main))
+    common.run(main)
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ import datetime
 import json
 import os
 
-from absl import app, flags
+from absl import flags
 
 from trainers import common
 
@@ -29,14 +29,13 @@ FLAGS = flags.FLAGS
 def main(argv):
     del argv
     from keras_nngk import tuning  # pylint: disable=g-import-not-at-top
-    with common.user_errors():
-        config = common.config_from_flags()
-        if not config.validation_split:
-            config = config.from_dict({**config.to_dict(), "validation_split": 0.1})
-        stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-        workdir = FLAGS.workdir or os.path.join("saved_models", f"tune-{config.dataset}-{config.head}-{stamp}")
-        results = tuning.tune(config, workdir, kind=FLAGS.tuner, max_trials=FLAGS.max_trials, seed=config.seed,
-                              overwrite=FLAGS.overwrite, verbose=FLAGS.verbose)
+    config = common.config_from_flags()
+    if not config.validation_split:
+        config = config.from_dict({**config.to_dict(), "validation_split": 0.1})
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    workdir = FLAGS.workdir or os.path.join("saved_models", f"tune-{config.dataset}-{config.head}-{stamp}")
+    results = tuning.tune(config, workdir, kind=FLAGS.tuner, max_trials=FLAGS.max_trials, seed=config.seed,
+                          overwrite=FLAGS.overwrite, verbose=FLAGS.verbose)
     print(tuning.format_trials(results["trials"]))
     print(json.dumps({"best_validation_accuracy": results["best_score"]}))
     path = results["best_config_path"]
@@ -45,7 +44,7 @@ def main(argv):
 
 def run():
     """The console command (see pyproject.toml)."""
-    app.run(common.entry(main))
+    common.run(main)
 
 
 if __name__ == "__main__":

@@ -41,7 +41,7 @@ class FewShotConfig:
     embedding_dim: int = 64
     num_neighbours: int = 32
     knn_neighbours: int = 1
-    sigma: float = 0.5
+    sigma: float = 0.5  # Not Config.sigma (1.0): the value the README table was measured with (see README).
     backbone: str = "small_conv"
     max_test: int = 0  # Evaluate on the first this many test images (0: all).
 

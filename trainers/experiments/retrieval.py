@@ -12,7 +12,7 @@ and retrieval.png, with the untrained network and raw pixels beside the trained 
 import datetime
 import os
 
-from absl import app, flags
+from absl import flags
 
 from keras_nngk.training import config as config_lib
 from trainers import common
@@ -29,23 +29,22 @@ FLAGS = flags.FLAGS
 def main(argv):
     del argv
     from keras_nngk import experiments  # pylint: disable=g-import-not-at-top
-    with common.user_errors():
-        overrides = {name: FLAGS[name].value for name in config_lib.Config.field_names() if FLAGS[name].present}
-        for name in ("task", "head", "seed"):
-            if overrides.pop(name, None) is not None:
-                raise ValueError(f"--{name} is set by the experiment (use --heads and --seeds).")
-        dataset = overrides.pop("dataset", "fashion_mnist")
-        stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-        workdir = FLAGS.workdir or os.path.join("saved_models", f"retrieval-{dataset}-{stamp}")
-        results = experiments.retrieval(dataset, FLAGS.heads, [int(s) for s in FLAGS.seeds], workdir,
-                                        overrides=overrides, verbose=FLAGS.verbose)
+    overrides = {name: FLAGS[name].value for name in config_lib.Config.field_names() if FLAGS[name].present}
+    for name in ("task", "head", "seed"):
+        if overrides.pop(name, None) is not None:
+            raise ValueError(f"--{name} is set by the experiment (use --heads and --seeds).")
+    dataset = overrides.pop("dataset", "fashion_mnist")
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    workdir = FLAGS.workdir or os.path.join("saved_models", f"retrieval-{dataset}-{stamp}")
+    results = experiments.retrieval(dataset, FLAGS.heads, [int(s) for s in FLAGS.seeds], workdir,
+                                    overrides=overrides, verbose=FLAGS.verbose)
     print(experiments.format_retrieval_table(results["table"]))
     print(f"Written to {workdir}")
 
 
 def run():
     """The console command (see pyproject.toml)."""
-    app.run(common.entry(main))
+    common.run(main)
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ Writes robustness.json and attack.png (success rate against the queries spent) t
 
 import os
 
-from absl import app, flags
+from absl import flags
 
 from trainers import common
 
@@ -25,15 +25,14 @@ def main(argv):
     del argv
     from keras_nngk import experiments  # pylint: disable=g-import-not-at-top
     workdir = FLAGS.workdir or os.path.join("saved_models", "robustness")
-    with common.user_errors():
-        results = experiments.robustness(FLAGS.runs, workdir, FLAGS.images, FLAGS.queries, FLAGS.seed)
+    results = experiments.robustness(FLAGS.runs, workdir, FLAGS.images, FLAGS.queries, FLAGS.seed)
     print(experiments.format_robustness_table(results))
     print(f"Written to {workdir}")
 
 
 def run():
     """The console command (see pyproject.toml)."""
-    app.run(common.entry(main))
+    common.run(main)
 
 
 if __name__ == "__main__":

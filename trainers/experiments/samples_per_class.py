@@ -9,7 +9,7 @@ Writes samples_per_class.json (every run and the mean/spread table) and samples_
 import datetime
 import os
 
-from absl import app, flags
+from absl import flags
 
 from trainers import common
 
@@ -28,21 +28,20 @@ FLAGS = flags.FLAGS
 def main(argv):
     del argv
     from keras_nngk import experiments  # pylint: disable=g-import-not-at-top
-    with common.user_errors():
-        config = experiments.FewShotConfig(
-            dataset=FLAGS.dataset, examples_per_class=tuple(int(n) for n in FLAGS.examples_per_class),
-            heads=tuple(FLAGS.heads), seeds=tuple(int(s) for s in FLAGS.seeds), steps=FLAGS.steps,
-            eval_every=FLAGS.eval_every, max_test=FLAGS.max_test)
-        stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-        workdir = FLAGS.workdir or os.path.join("saved_models", f"samples_per_class-{FLAGS.dataset}-{stamp}")
-        results = experiments.samples_per_class(config, workdir, verbose=FLAGS.verbose)
+    config = experiments.FewShotConfig(
+        dataset=FLAGS.dataset, examples_per_class=tuple(int(n) for n in FLAGS.examples_per_class),
+        heads=tuple(FLAGS.heads), seeds=tuple(int(s) for s in FLAGS.seeds), steps=FLAGS.steps,
+        eval_every=FLAGS.eval_every, max_test=FLAGS.max_test)
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    workdir = FLAGS.workdir or os.path.join("saved_models", f"samples_per_class-{FLAGS.dataset}-{stamp}")
+    results = experiments.samples_per_class(config, workdir, verbose=FLAGS.verbose)
     print(experiments.format_samples_table(results["table"]))
     print(f"Written to {workdir}")
 
 
 def run():
     """The console command (see pyproject.toml)."""
-    app.run(common.entry(main))
+    common.run(main)
 
 
 if __name__ == "__main__":
