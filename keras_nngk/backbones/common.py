@@ -8,7 +8,11 @@ import tf_keras as keras
 
 @keras.saving.register_keras_serializable(package="keras_nngk")
 class L2Normalize(keras.layers.Layer):
-    """Scales each embedding to unit Euclidean norm (with `epsilon` against division by zero)."""
+    """Scales each embedding to unit Euclidean norm (with `epsilon` against division by zero).
+
+    New backbones use Keras' own `UnitNormalization` (the same `tf.linalg.l2_normalize` with epsilon 1e-12, so the
+    same bits); this layer stays so that models saved with it still load.
+    """
 
     def __init__(self, epsilon=1e-12, **kwargs):
         super().__init__(**kwargs)
@@ -43,8 +47,8 @@ def check_weights_file(weights):
 
 
 def embedding_head(features, embedding_dim, l2_normalize):
-    """Projection of pooled features to `embedding_dim`, optionally L2-normalised."""
+    """Projection of pooled features to `embedding_dim`, optionally L2-normalised (`keras.layers.UnitNormalization`)."""
     embeddings = keras.layers.Dense(embedding_dim, name="embedding")(features)
     if l2_normalize:
-        embeddings = L2Normalize(name="l2_normalize")(embeddings)
+        embeddings = keras.layers.UnitNormalization(axis=-1, name="l2_normalize")(embeddings)
     return embeddings

@@ -43,3 +43,23 @@ def test_l2_normalize_layer_serializes(tmp_path):
     model.save(str(tmp_path / "m.keras"))
     reloaded = keras.models.load_model(str(tmp_path / "m.keras"))
     np.testing.assert_allclose(reloaded.predict(np.array([[3.0, 4.0, 0.0]]), verbose=0), [[0.6, 0.8, 0.0]], rtol=1e-6)
+
+
+def test_backbones_normalise_with_keras_unit_normalization_bit_for_bit_as_before(tmp_path, rng):
+    """New backbones use `UnitNormalization`; a model saved with the old `L2Normalize` layer still loads, and both
+    give the same bits."""
+    model = backbones.get("small_conv", input_shape=(28, 28, 1), embedding_dim=8)
+    assert isinstance(model.get_layer("l2_normalize"), keras.layers.UnitNormalization)
+    embedding = model.get_layer("embedding").output
+    old = keras.Model(model.input, backbones.L2Normalize(name="l2_normalize_old")(embedding))
+    kn_path = str(tmp_path / "old.keras")
+    old.save(kn_path)
+    from keras_nngk.utils import load_model  # pylint: disable=g-import-not-at-top
+    reloaded = load_model(kn_path)
+    x = rng.uniform(size=(5, 28, 28, 1)).astype(np.float32)
+    np.testing.assert_array_equal(reloaded.predict(x, verbose=0), model.predict(x, verbose=0))
+    inputs = keras.Input((3,))
+    unit = keras.Model(inputs, keras.layers.UnitNormalization()(inputs))
+    values = rng.normal(size=(50, 3)).astype(np.float32) * 10.0 ** rng.uniform(-8, 8, size=(50, 1))
+    np.testing.assert_array_equal(unit.predict(values, verbose=0),
+                                  keras.Model(inputs, backbones.L2Normalize()(inputs)).predict(values, verbose=0))
