@@ -50,6 +50,8 @@ _HELP = {
     "batch_size": "training: images per step",
     "learning_rate": "training: Adam learning rate",
     "recalibrate_batchnorm": "training: re-estimate BatchNorm statistics before computing centers and at the end",
+    "eval_every": "training: held-out loss and accuracy (Recall@1 for retrieval) every this many epochs, into "
+                  "history.json and TensorBoard (0: never)",
     "strategy": "training: tf.distribute strategy: default | mirrored (local devices) | multi_worker (TF_CONFIG)",
     "loop": "training: fit (model.fit) | custom (explicit training loop, same results)",
     "seed": "training: random seed (data order and initial weights)",

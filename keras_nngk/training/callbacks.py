@@ -248,6 +248,44 @@ class HistoryLog(keras.callbacks.Callback):
         return {key: [entry[key] for entry in self.entries if key in entry] for key in keys}
 
 
+class HeldOutMetrics(keras.callbacks.Callback):
+    """Adds held-out metrics to the logs every `every` epochs, as `val_*` entries (Keras' naming, so TensorBoard
+    writes them as validation curves and `HistoryLog` keeps them).
+
+    Classification: `val_loss` (cross-entropy) and `val_accuracy` of `model` on
+    `images`; retrieval (`task="retrieval"`, classes unseen in training):
+    `val_recall@1` of `model`'s embeddings. Place it after `CenterRefresh` (so the
+    centers are the epoch's) and before `HistoryLog` and `TensorBoard`.
+
+    Args:
+        model: the inference model (images -> probabilities) or, for retrieval, the backbone.
+        images: a dataset of image batches, in the order of `labels`.
+        labels: class ids.
+        every: epochs between passes.
+        task: "classification" or "retrieval".
+    """
+
+    def __init__(self, model, images, labels, every=1, task="classification"):
+        super().__init__()
+        self.network = model
+        self.images = images
+        self.labels = np.asarray(labels)
+        self.every = every
+        self.task = task
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is None or not self.every or (epoch + 1) % self.every:
+            return
+        from keras_nngk import metrics  # pylint: disable=g-import-not-at-top
+        outputs = self.network.predict(self.images, verbose=0)
+        if self.task == "retrieval":
+            logs["val_recall@1"] = float(metrics.recall_at_k(outputs, self.labels, ks=(1,))[1])
+            return
+        probabilities = np.clip(outputs[np.arange(len(self.labels)), self.labels], 1e-7, 1.0)
+        logs["val_loss"] = float(-np.mean(np.log(probabilities)))
+        logs["val_accuracy"] = float(metrics.accuracy(outputs, self.labels))
+
+
 class HeadLogs(keras.callbacks.Callback):
     """Adds the head's state to each epoch's logs: its kernel width `sigma`, and whether its centers were refreshed
     after the epoch (1 or 0).

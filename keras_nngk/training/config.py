@@ -51,6 +51,7 @@ class Config:
     search: str = "auto"
     knn_neighbours: int = 5
     recalibrate_batchnorm: bool = True
+    eval_every: int = 1  # Held-out metrics every this many epochs (history.json, TensorBoard); 0: never.
     tie: str = "loose"
     tie_weight: float = 1e-3
     pq_bytes: int = 0
@@ -112,6 +113,9 @@ class Config:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"`{name}` must be a positive integer. Received: {name}={value!r}")
+        if isinstance(self.eval_every, bool) or not isinstance(self.eval_every, int) or self.eval_every < 0:
+            raise ValueError(f"`eval_every` must be 0 (never) or a positive integer. Received: "
+                             f"eval_every={self.eval_every!r}")
         from keras_nngk.layers import impostor_classifier  # pylint: disable=g-import-not-at-top
         if self.tie not in impostor_classifier.TIES:
             raise ValueError(f"Unknown tie {self.tie!r}; valid: {', '.join(impostor_classifier.TIES)}. "

@@ -73,6 +73,7 @@ class CustomLoop:
             self._step = self._build_step()
         iterator = iter(self.strategy.experimental_distribute_dataset(dataset))
         writer = tf.summary.create_file_writer(self.log_dir + "/train") if self.log_dir else None
+        validation_writer = tf.summary.create_file_writer(self.log_dir + "/validation") if self.log_dir else None
         callback_list.on_train_begin()
         for epoch in range(initial_epoch, epochs):
             callback_list.on_epoch_begin(epoch)
@@ -86,11 +87,13 @@ class CustomLoop:
                 total_seen += float(seen)
                 logs = {"loss": total_loss / total_seen, "accuracy": total_correct / total_seen}
                 progress.update(step + 1, list(logs.items()))
-            callback_list.on_epoch_end(epoch, logs)
+            callback_list.on_epoch_end(epoch, logs)  # Callbacks may add entries (sigma, held-out metrics).
             for key in history:
                 history[key].append(logs[key])
-                if writer is not None:
-                    with writer.as_default():
-                        tf.summary.scalar(f"epoch_{key}", logs[key], step=epoch)
+            for key, value in logs.items():  # As Keras' TensorBoard callback: val_* into the validation run.
+                target = validation_writer if key.startswith("val_") else writer
+                if target is not None:
+                    with target.as_default():
+                        tf.summary.scalar(f"epoch_{key[4:] if key.startswith('val_') else key}", value, step=epoch)
         callback_list.on_train_end()
         return history

@@ -239,6 +239,10 @@ def _fit(config, output_dir, data, strategy, verbose):
         run_callbacks += [refresh, callbacks_lib.HeadLogs(built.center_head, refresh)]  # Sigma into the history.
     elif recalibration is not None:
         run_callbacks.append(recalibration)  # The dense head and the plain network: once, at the end of training.
+    if config.eval_every:  # Held-out curves beside the training ones.
+        held_out_model = built.backbone if config.task == "retrieval" else built.inference_model
+        run_callbacks.append(callbacks_lib.HeldOutMetrics(held_out_model, image_batches(data.test),
+                                                          labels_of(data.test), config.eval_every, config.task))
     history_log = callbacks_lib.HistoryLog(os.path.join(output_dir, HISTORY_FILE), initial_epoch)
     run_callbacks.append(history_log)  # Before the checkpoint: an epoch's history is on disk before its checkpoint.
     run_callbacks.append(callbacks_lib.EpochCheckpoint(manager, epoch))

@@ -64,3 +64,34 @@ def test_models_built_from_a_head_layer_train_with_leave_one_out_and_a_plain_mod
     with caplog.at_level("WARNING"):
         plain.fit(x, y, epochs=1, batch_size=64, callbacks=[refresh], verbose=0)
     assert any("no leave-one-out" in record.getMessage() for record in caplog.records)
+
+
+@pytest.mark.slow  # Two short runs per loop (about 15 s each).
+@pytest.mark.parametrize("loop", ["fit", "custom"])
+def test_held_out_metrics_per_epoch_in_history_and_tensorboard(tmp_path, loop):
+    """The last epoch's held-out accuracy is the run's test accuracy (centers refreshed after it, nothing changes
+    at the end); the loss is the cross-entropy of the saved model's probabilities; TensorBoard gets validation
+    curves from both loops."""
+    import glob
+    import json
+    import os
+
+    from tests import reference
+    config = kn.training.Config.for_dataset("digits", epochs=2, loop=loop)
+    results = kn.training.fit(config, str(tmp_path), verbose=0)
+    history = json.load(open(tmp_path / "history.json"))["epochs"]
+    assert [entry["epoch"] for entry in history] == [0, 1]
+    assert all({"val_accuracy", "val_loss"} <= set(entry) for entry in history)
+    assert history[-1]["val_accuracy"] == pytest.approx(results["test_accuracy"], abs=1e-12)
+    data = kn.data.load("digits")
+    images = np.stack([image for image, _ in data.test.as_numpy_iterator()])
+    labels = np.array([label for _, label in data.test.as_numpy_iterator()])
+    model = kn.utils.load_model(str(tmp_path / "model.keras"))
+    probabilities = np.clip(model.predict(images, verbose=0), 1e-7, 1.0)
+    assert history[-1]["val_loss"] == pytest.approx(reference.cross_entropy(probabilities, labels), rel=1e-4)
+    assert glob.glob(os.path.join(tmp_path, "logs", "validation", "events.out.tfevents.*"))
+    quiet = kn.training.Config.for_dataset("digits", epochs=1, eval_every=0)
+    kn.training.fit(quiet, str(tmp_path / "quiet"), verbose=0)
+    assert "val_accuracy" not in json.load(open(tmp_path / "quiet" / "history.json"))["epochs"][0]
+    with pytest.raises(ValueError, match="`eval_every` must be 0"):
+        kn.training.Config.for_dataset("digits", eval_every=-1).validate()
