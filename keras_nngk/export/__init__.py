@@ -6,10 +6,11 @@
     report = kn.export.export_run("saved_models/run", "tflite")   # a finished run, checked and with a model card
 
 `convert` holds the conversions and the TFLite runner; `run` exports a finished
-`trainers.fit` run (parity against Keras on test images, storage report, model card).
+`trainers.fit` run (parity against Keras on test images, storage report, model card);
+`enrolment` exports a classifier whose center table an app can grow (on-device enrolment).
 """
 
-from keras_nngk.export import convert
+from keras_nngk.export import convert, enrolment
 from keras_nngk.export.convert import (
     QUANTIZATIONS,
     TFLiteModel,
@@ -23,6 +24,7 @@ from keras_nngk.export.convert import (
     use_exact_search,
     write_atomically,
 )
+from keras_nngk.export.enrolment import EnrollableTFLiteModel, to_enrollable_saved_model, to_enrollable_tflite
 
 
 def export_run(*args, **kwargs):
@@ -39,4 +41,5 @@ def __getattr__(name):
 
 
 __all__ = ["QUANTIZATIONS", "TFLiteModel", "center_layers", "convert", "convert_to_tflite", "export_run", "op_names",
-           "quantized_rankings", "save_model", "to_saved_model", "to_tflite", "use_exact_search", "write_atomically"]
+           "quantized_rankings", "save_model", "to_saved_model", "to_tflite", "use_exact_search", "write_atomically",
+           "enrolment", "EnrollableTFLiteModel", "to_enrollable_tflite", "to_enrollable_saved_model"]
