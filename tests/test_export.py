@@ -145,6 +145,52 @@ def test_export_and_predict_commands_on_a_png(trained_run, test_images, tmp_path
 
 
 @pytest.mark.slow
+def test_enrollable_export_enrol_predict_and_forget_commands(trained_run, test_images, tmp_path):
+    """The app-side story from the command line: export with room for new classes, enrol a folder as a new class,
+    predict finds it, forget removes it."""
+    from PIL import Image  # pylint: disable=g-import-not-at-top
+    output = str(tmp_path / "export")
+    result = subprocess.run([sys.executable, "-m", "trainers.export", f"--model={trained_run}", f"--output={output}",
+                             "--format=enrollable_tflite", "--max_classes=12", "--num_eval=100"], cwd=ROOT,
+                            capture_output=True, text=True, timeout=600, env=ENV)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.load(open(os.path.join(output, "export_model_enrollable.json")))
+    assert report["argmax_agreement"] == 1.0 and report["max_classes"] == 12, report
+    assert report["bytes_per_enrolled_example"] == 4 * (report["centers"][0]["dimension"] + 12 + 2)
+    images, _ = test_images
+    folder = tmp_path / "new_class"
+    folder.mkdir()
+    for index in range(4):  # "Inverted digits": images the network never saw as a class of their own.
+        inverted = 255 - np.round(images[index, :, :, 0] * 255).astype(np.uint8)
+        Image.fromarray(inverted).save(folder / f"inverted{index}.png")
+    model = os.path.join(output, "model_enrollable.tflite")
+    enrol = subprocess.run([sys.executable, "-m", "trainers.enrol", f"--model={model}", "--class_name=inverted",
+                            str(folder)], cwd=ROOT, capture_output=True, text=True, timeout=300, env=ENV)
+    assert enrol.returncode == 0, enrol.stderr[-3000:]
+    assert "Enrolled 4 images as 'inverted' (class 10)" in enrol.stdout
+    assert json.load(open(os.path.join(output, "class_names.json")))[10] == "inverted"
+    predicted = subprocess.run([sys.executable, "-m", "trainers.predict", f"--model={model}", "--json", str(folder)],
+                               cwd=ROOT, capture_output=True, text=True, timeout=300, env=ENV)
+    assert predicted.returncode == 0, predicted.stderr[-3000:]
+    answers = json.loads(predicted.stdout[predicted.stdout.index("["):])
+    for answer in answers:  # Each image finds its own center among its k = 32 neighbours: the class gets a share.
+        shares = {entry["name"]: entry["probability"] for entry in answer["top"]}
+        assert shares.get("inverted", 0.0) > 0.0, answer
+    forget = subprocess.run([sys.executable, "-m", "trainers.enrol", f"--model={model}", "--forget=inverted"],
+                            cwd=ROOT, capture_output=True, text=True, timeout=300, env=ENV)
+    assert forget.returncode == 0 and "4 examples removed" in forget.stdout, forget.stderr[-2000:]
+    again = subprocess.run([sys.executable, "-m", "trainers.predict", f"--model={model}", "--json", str(folder)],
+                           cwd=ROOT, capture_output=True, text=True, timeout=300, env=ENV)
+    answers = json.loads(again.stdout[again.stdout.index("["):])
+    assert all(entry["probability"] == 0.0 for answer in answers for entry in answer["top"]
+               if entry["name"] == "inverted")
+    wrong = subprocess.run([sys.executable, "-m", "trainers.enrol", f"--model={trained_run}/model.tflite",
+                            "--class_name=x", str(folder)], cwd=ROOT, capture_output=True, text=True, timeout=300,
+                           env=ENV)
+    assert wrong.returncode == 2 and wrong.stderr.strip().splitlines()[-1].startswith("error: "), wrong.stderr[-2000:]
+
+
+@pytest.mark.slow
 def test_bad_input(trained_run, tmp_path):
     with pytest.raises(ValueError, match="holds no trained model"):
         export_run.export_run(str(tmp_path))

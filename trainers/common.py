@@ -3,6 +3,7 @@
 import contextlib
 import dataclasses
 import errno
+import json
 import logging
 import os
 import sys
@@ -135,6 +136,18 @@ def run(main):
     `if __name__ == "__main__": run()`.
     """
     app.run(entry(main))
+
+
+def sidecar(model_path, name):
+    """A JSON file written beside a model: in the model's folder (or the model folder itself), or the one above."""
+    folder = os.path.abspath(model_path) if os.path.isdir(model_path) else os.path.dirname(os.path.abspath(model_path))
+    for candidate in (folder, os.path.dirname(folder)):
+        path = os.path.join(candidate, name)
+        if os.path.isfile(path):
+            with open(path) as handle:
+                return json.load(handle)
+    raise ValueError(f"{name} is missing beside {model_path}; trainers.fit and trainers.export write it into the run "
+                     "or export folder.")
 
 
 def fail(error, status=2):

@@ -2,6 +2,8 @@ r"""Exports a trained run for serving or on-device use, and writes a model card 
 
     python -m trainers.export --model=saved_models/<run> --format=tflite --quantization=int8
     python -m trainers.export --model=saved_models/<run> --format=saved_model --output=/tmp/serving
+    python -m trainers.export --model=saved_models/<run> --format=enrollable_tflite --max_classes=20
+        # a TFLite model whose center table grows on the device (trainers.enrol, EnrollableTFLiteModel)
 """
 
 from absl import flags
@@ -9,18 +11,23 @@ from absl import flags
 from trainers import common
 
 flags.DEFINE_string("model", None, "a run directory written by trainers.fit", required=True)
-flags.DEFINE_enum("format", "tflite", ["tflite", "saved_model"], "export format")
+flags.DEFINE_enum("format", "tflite", ["tflite", "saved_model", "enrollable_tflite"],
+                  "export format (enrollable_tflite: the center table is state an app can enrol into)")
 flags.DEFINE_string("quantization", "none",
                     "TFLite quantization: none | dynamic | int8 (backbone int8, heads float) | int8-full")
 flags.DEFINE_string("output", None, "output folder (default: the run directory)")
 flags.DEFINE_integer("num_eval", 1000, "test images on which Keras and the export are compared")
+flags.DEFINE_integer("capacity", None, "enrollable_tflite: centers the table holds (default: the trained ones + 1,024)")
+flags.DEFINE_integer("max_classes", None, "enrollable_tflite: class ids the table can hold (default: the trained "
+                     "classes; more leaves room for new classes)")
 FLAGS = flags.FLAGS
 
 
 def main(argv):
     del argv
     from keras_nngk.export import run as export_run  # pylint: disable=g-import-not-at-top
-    report = export_run.export_run(FLAGS.model, FLAGS.format, FLAGS.quantization, FLAGS.output, FLAGS.num_eval)
+    report = export_run.export_run(FLAGS.model, FLAGS.format, FLAGS.quantization, FLAGS.output, FLAGS.num_eval,
+                                   capacity=FLAGS.capacity, max_classes=FLAGS.max_classes)
     print(export_run.model_card(report))
 
 

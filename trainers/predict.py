@@ -22,24 +22,17 @@ flags.DEFINE_boolean("json", False, "print one JSON document instead of text")
 FLAGS = flags.FLAGS
 
 
-def _sidecar(model_path, name):
-    """A JSON file written beside a model: in the model's folder (or the model folder itself), or the one above."""
-    folder = os.path.abspath(model_path) if os.path.isdir(model_path) else os.path.dirname(os.path.abspath(model_path))
-    for candidate in (folder, os.path.dirname(folder)):
-        path = os.path.join(candidate, name)
-        if os.path.isfile(path):
-            with open(path) as handle:
-                return json.load(handle)
-    raise ValueError(f"{name} is missing beside {model_path}; trainers.fit and trainers.export write it into the run "
-                     "or export folder.")
-
-
 def load_classifier(path):
     """A function from images `(N, H, W, C)` to class probabilities, for any model form --model accepts."""
     import numpy as np  # pylint: disable=g-import-not-at-top
 
     from keras_nngk import export, utils  # pylint: disable=g-import-not-at-top
     if path.endswith(".tflite"):
+        if export.enrolment.is_enrollable(path):  # With the table trainers.enrol saved beside it, if any.
+            model = export.EnrollableTFLiteModel(path)
+            if os.path.isfile(export.enrolment.table_path(path)):
+                model.restore_table(export.enrolment.table_path(path))
+            return model.classify
         return export.TFLiteModel(path).predict
     if os.path.isdir(path) and os.path.isfile(os.path.join(path, "saved_model.pb")):
         import tensorflow as tf  # pylint: disable=g-import-not-at-top
@@ -62,8 +55,8 @@ def main(argv):
     import numpy as np  # pylint: disable=g-import-not-at-top
 
     from keras_nngk.data import images as images_lib  # pylint: disable=g-import-not-at-top
-    preprocessing = _sidecar(FLAGS.model, "preprocessing.json")
-    class_names = _sidecar(FLAGS.model, "class_names.json")
+    preprocessing = common.sidecar(FLAGS.model, "preprocessing.json")
+    class_names = common.sidecar(FLAGS.model, "class_names.json")
     classify = load_classifier(FLAGS.model)
     files = [path for argument in argv[1:] for path in images_lib.image_files(argument)]
     inputs = np.stack([images_lib.load_image(path, preprocessing["image_shape"], preprocessing["central_crop"])

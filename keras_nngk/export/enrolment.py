@@ -304,10 +304,21 @@ class EnrollableTFLiteModel:
             raise ValueError(f"The model refused the table in {path} (model id mismatch).")
 
 
+def table_path(model_path):
+    """Where `trainers.enrol` keeps the enrolled table of a model: `<model>.table.npz` beside it."""
+    return os.path.splitext(model_path)[0] + ".table.npz"
+
+
+def is_enrollable(path):
+    """Whether a `.tflite` file has the enrolment signatures."""
+    interpreter = convert._interpreter_class()(model_path=path)  # pylint: disable=protected-access
+    return set(SIGNATURES) <= set(interpreter.get_signature_list())
+
+
 def bytes_per_example(embedding_dim, max_classes):
     """Table bytes one enrolled example takes: its center, label row, log-weight and mask entry (float32)."""
     return 4 * (embedding_dim + max_classes + 2)
 
 
 __all__ = ["EnrollableClassifier", "EnrollableTFLiteModel", "to_enrollable_saved_model", "to_enrollable_tflite",
-           "bytes_per_example"]
+           "bytes_per_example", "table_path", "is_enrollable"]

@@ -8,16 +8,26 @@ import numpy as np
 
 from keras_nngk import data as data_lib
 from keras_nngk.export import convert as export
+from keras_nngk.export import enrolment
 from keras_nngk.training import run as run_lib
 from keras_nngk.utils import files
 
-FORMATS = ("tflite", "saved_model")
+FORMATS = ("tflite", "saved_model", "enrollable_tflite")
 SIDECAR_FILES = ("class_names.json", "preprocessing.json")
 
 
 def _load_run(workdir):
-    config, model, _ = run_lib.load_run(workdir)
-    return config, model
+    config, model, backbone = run_lib.load_run(workdir)
+    return config, model, backbone
+
+
+def _enrollable_head(model):
+    from keras_nngk import layers  # pylint: disable=g-import-not-at-top
+    heads = [layer for layer in export.center_layers(model) if isinstance(layer, (layers.NNGKClassifier,
+                                                                                  layers.ImpostorClassifier))]
+    if not heads:
+        raise ValueError("--format=enrollable_tflite needs a run with an NNGK or impostor head (--head=nngk).")
+    return heads[0]
 
 
 def _storage_report(model):
@@ -37,7 +47,8 @@ def _storage_report(model):
     return report
 
 
-def export_run(workdir, export_format="tflite", quantization="none", output=None, num_eval=1000, verbose=0):
+def export_run(workdir, export_format="tflite", quantization="none", output=None, num_eval=1000, verbose=0,
+               capacity=None, max_classes=None):
     """Exports the run's classifier and writes `model_card.md` beside it; returns the report dict.
 
     Args:
@@ -46,15 +57,17 @@ def export_run(workdir, export_format="tflite", quantization="none", output=None
         quantization: "none", "dynamic" or "int8" (TFLite only).
         output: output folder (default: `workdir`).
         num_eval: test images on which Keras and the export are compared.
+        capacity, max_classes: size of the center table and the class ids it can hold ("enrollable_tflite" only;
+            see `keras_nngk.export.enrolment`).
     """
     if export_format not in FORMATS:
         raise ValueError(f"Unknown format {export_format!r}; valid: {', '.join(FORMATS)}.")
-    if export_format == "saved_model" and quantization != "none":
-        raise ValueError("Quantization applies to TFLite exports only; use --format=tflite.")
+    if export_format != "tflite" and quantization != "none":
+        raise ValueError("Quantization applies to plain TFLite exports only; use --format=tflite.")
     if quantization not in export.QUANTIZATIONS:
         raise ValueError(f"Unknown quantization {quantization!r}; valid: {', '.join(export.QUANTIZATIONS)}. "
                          f"Received: quantization={quantization!r}")
-    config, model = _load_run(workdir)
+    config, model, backbone = _load_run(workdir)
     output = output or workdir
     os.makedirs(output, exist_ok=True)
     data = data_lib.load(config.dataset, task=config.task, data_dir=config.data_dir, image_size=config.image_size,
@@ -69,7 +82,16 @@ def export_run(workdir, export_format="tflite", quantization="none", output=None
               "num_eval": int(len(test_labels)),
               "keras_accuracy": float(np.mean(keras_probabilities.argmax(1) == test_labels)),
               **_storage_report(model)}
-    if export_format == "tflite":
+    if export_format == "enrollable_tflite":
+        head = _enrollable_head(model)
+        path = enrolment.to_enrollable_tflite(backbone, head, os.path.join(output, "model_enrollable.tflite"),
+                                              capacity=capacity, max_classes=max_classes)
+        enrollable = enrolment.EnrollableTFLiteModel(path)
+        exported = enrollable.classify(test_images)[:, :head.num_classes]
+        report.update({"capacity": int(enrollable.capacity), "max_classes": int(enrollable.max_classes),
+                       "bytes_per_enrolled_example": enrolment.bytes_per_example(enrollable.embedding_dim,
+                                                                                 enrollable.max_classes)})
+    elif export_format == "tflite":
         name = "model.tflite" if quantization == "none" else f"model_{quantization}.tflite"
         representative = (batch for batch, _ in data.train.batch(100).take(3).as_numpy_iterator())
         path = export.to_tflite(model, os.path.join(output, name), quantization=quantization,
