@@ -131,6 +131,26 @@ def plot_recall_curves(table, path, dataset):
     return path
 
 
+def plot_enrolment(table, path, dataset):
+    """Accuracy against images enrolled per new class: NNGK enrolment at each exported k, and softmax."""
+    figure, axis = plt.subplots(figsize=(5.5, 4))
+    variants = [key.split("@", 1)[1] for key in table if key.startswith("accuracy@")]
+    curves = [(f"accuracy@{variant}", f"enrolment, {variant}") for variant in variants]
+    curves.append((f"softmax_accuracy@{variants[0]}", "softmax on frozen embeddings"))
+    for key, label in curves:
+        shots = sorted(table[key], key=int)
+        axis.errorbar([int(n) for n in shots], [100 * table[key][n][0] for n in shots],
+                      yerr=[100 * table[key][n][1] for n in shots], marker="o", capsize=3, label=label)
+    axis.set_xscale("log")
+    axis.set(xlabel="images enrolled per new class", ylabel="test accuracy, all classes (%)",
+             title=f"{dataset}: on-device enrolment")
+    axis.legend(fontsize=8)
+    figure.tight_layout()
+    save_figure(figure, path)
+    plt.close(figure)
+    return path
+
+
 def plot_attack_curves(curves, path):
     """Attack success rate against the queries spent, one line per run (`{name: [(queries, success rate)]}`)."""
     figure, axis = plt.subplots(figsize=(5, 3.5))

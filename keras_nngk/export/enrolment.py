@@ -38,14 +38,16 @@ from keras_nngk.utils.checks import check_positive_int
 
 SIGNATURES = ("classify", "embed", "enrol", "forget", "table", "load_table")
 TABLE_KEYS = ("centers", "label_rows", "log_weights", "mask")
+RULES = ("kernel", "class_mean")
 
 
 def _fingerprint(backbone, head, capacity, max_classes):
-    """A stable int32 id of the network's weights and the table's layout: tables move only between equal models."""
+    """A stable int32 id of the network's weights and the table's layout: tables move only between equal models
+    (the same embeddings; `k` may differ, it does not change what the table means)."""
     digest = hashlib.sha256()
     for weight in backbone.get_weights():
         digest.update(np.ascontiguousarray(weight).tobytes())
-    digest.update(repr((head.num_neighbours, float(head.sigma.numpy()), capacity, max_classes)).encode())
+    digest.update(repr((float(head.sigma.numpy()), capacity, max_classes)).encode())
     return int.from_bytes(digest.digest()[:4], "little") & 0x7FFFFFFF
 
 
@@ -58,9 +60,16 @@ class EnrollableClassifier(tf.Module):
         capacity: table size (default: the head's centers plus 1,024 free slots).
         max_classes: class ids the table can hold (default: the head's classes); ids from the head's
             `num_classes` up are free for new classes.
+        num_neighbours: `k` of the exported classifier (default: the head's). The kernel average over the trained
+            `k` (32) is close to a k-NN vote when sigma is wide, so a class enrolled with fewer than about k / 2
+            images cannot win; a small k (1-5) lets a few examples count (measured in
+            `keras_nngk.experiments.enrolment`).
+        rule: "kernel" (eq. 7 over the k nearest centers, what the head computes) or "class_mean" (a Gaussian
+            kernel on the distance to each class's mean center, computed from the table at every call: every class
+            counts once, however many centers it has; the nearest-class-mean rule of prototypical networks).
     """
 
-    def __init__(self, backbone, head, capacity=None, max_classes=None):
+    def __init__(self, backbone, head, capacity=None, max_classes=None, num_neighbours=None, rule="kernel"):
         super().__init__(name="enrollable_classifier")
         from keras_nngk import layers  # pylint: disable=g-import-not-at-top
         if not isinstance(head, layers.KernelCenterLayer) or isinstance(head, layers.NeighbourLookup):
@@ -75,7 +84,11 @@ class EnrollableClassifier(tf.Module):
         if max_classes < head.num_classes:
             raise ValueError(f"max_classes={max_classes} is below the head's {head.num_classes} classes.")
         self.backbone = backbone
-        self.capacity, self.max_classes, self.num_neighbours = capacity, max_classes, head.num_neighbours
+        if rule not in RULES:
+            raise ValueError(f"Unknown rule {rule!r}; valid: {', '.join(RULES)}. Received: rule={rule!r}")
+        self.capacity, self.max_classes, self.rule = capacity, max_classes, rule
+        self.num_neighbours = head.num_neighbours if num_neighbours is None else check_positive_int(
+            "num_neighbours", num_neighbours)
         self.image_shape = tuple(int(size) for size in backbone.inputs[0].shape[1:])
         self.embedding_dim = int(head.embedding_dim)
         self.sigma = float(head.sigma.numpy())
@@ -111,6 +124,8 @@ class EnrollableClassifier(tf.Module):
 
     def _classify(self, images):
         queries = self._embeddings(images)
+        if self.rule == "class_mean":
+            return {"probabilities": self._class_mean_probabilities(queries)}
         valid_slots = self.mask > 0.5
         k = min(self.num_neighbours, self.capacity)
         _, ids = search_lib.exact_search(queries, self.centers, k, valid_slots, chunk_size=self.capacity)
@@ -122,6 +137,16 @@ class EnrollableClassifier(tf.Module):
         has_neighbour = tf.reduce_any(valid, axis=-1, keepdims=True)
         uniform = tf.fill(tf.shape(probabilities), 1.0 / self.max_classes)
         return {"probabilities": tf.where(has_neighbour, probabilities, uniform)}
+
+    def _class_mean_probabilities(self, queries):
+        weights = self.label_rows * self.mask[:, tf.newaxis]  # (capacity, C): each active center's class share.
+        counts = tf.reduce_sum(weights, axis=0)  # (C,)
+        means = tf.matmul(weights, self.centers, transpose_a=True) / tf.maximum(counts, 1e-12)[:, tf.newaxis]
+        distances = kernels.squared_distances(queries, means)  # (B, C)
+        valid = tf.broadcast_to(counts[tf.newaxis, :] > 0, tf.shape(distances))
+        probabilities = kernels.kernel_coefficients(kernels.kernel_logits(distances, self.sigma, None, valid))
+        has_class = tf.reduce_any(valid, axis=-1, keepdims=True)
+        return tf.where(has_class, probabilities, tf.fill(tf.shape(probabilities), 1.0 / self.max_classes))
 
     def _enrol(self, images, class_ids):
         embeddings = self._embeddings(images)
@@ -162,9 +187,10 @@ class EnrollableClassifier(tf.Module):
         return {"accepted": tf.cast(accepted, tf.int32)}
 
 
-def to_enrollable_saved_model(backbone, head, path, capacity=None, max_classes=None):
+def to_enrollable_saved_model(backbone, head, path, capacity=None, max_classes=None, num_neighbours=None,
+                              rule="kernel"):
     """Writes the enrollable module as a SavedModel with the six signatures; returns the path."""
-    module = EnrollableClassifier(backbone, head, capacity, max_classes)
+    module = EnrollableClassifier(backbone, head, capacity, max_classes, num_neighbours, rule)
 
     def write(temporary):
         tf.saved_model.save(module, temporary, signatures=module.signatures())
@@ -172,9 +198,10 @@ def to_enrollable_saved_model(backbone, head, path, capacity=None, max_classes=N
     return path
 
 
-def to_enrollable_tflite(backbone, head, path, capacity=None, max_classes=None):
+def to_enrollable_tflite(backbone, head, path, capacity=None, max_classes=None, num_neighbours=None,
+                         rule="kernel"):
     """Writes a TFLite model with the six signatures and the table as resource variables (builtin ops only)."""
-    module = EnrollableClassifier(backbone, head, capacity, max_classes)
+    module = EnrollableClassifier(backbone, head, capacity, max_classes, num_neighbours, rule)
     folder = path + ".saved_model.tmp"
     tf.saved_model.save(module, folder, signatures=module.signatures())
     try:

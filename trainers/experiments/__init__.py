@@ -4,6 +4,7 @@ import importlib
 import sys
 
 EXPERIMENTS = {
+    "enrolment": "trainers.experiments.enrolment",
     "retrieval": "trainers.experiments.retrieval",
     "robustness": "trainers.experiments.robustness",
     "samples_per_class": "trainers.experiments.samples_per_class",
