@@ -229,14 +229,15 @@ class EnrollableTFLiteModel:
     >>> model.save_table("table.npz")     # and later, in a fresh interpreter: model.restore_table("table.npz")
     """
 
-    def __init__(self, path_or_content, batch_size=64):
+    def __init__(self, path_or_content, batch_size=64, num_threads=None):
+        interpreter_class = convert._interpreter_class()  # pylint: disable=protected-access
         if isinstance(path_or_content, (bytes, bytearray)):
-            self.interpreter = convert._interpreter_class()(model_content=bytes(path_or_content))  # pylint: disable=protected-access
+            self.interpreter = interpreter_class(model_content=bytes(path_or_content), num_threads=num_threads)
         else:
             if not os.path.isfile(path_or_content):
                 raise ValueError(f"No enrollable TFLite model at {path_or_content!r}; export one with "
                                  "python -m trainers.export --model=<run> --format=enrollable_tflite")
-            self.interpreter = convert._interpreter_class()(model_path=path_or_content)  # pylint: disable=protected-access
+            self.interpreter = interpreter_class(model_path=path_or_content, num_threads=num_threads)
         missing = set(SIGNATURES) - set(self.interpreter.get_signature_list())
         if missing:
             raise ValueError(f"{path_or_content if isinstance(path_or_content, str) else 'The model'} is not an "
