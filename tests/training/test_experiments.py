@@ -88,3 +88,19 @@ def test_retrieval_entry_point(tmp_path):
 def test_samples_per_class_entry_point_bad_dataset(tmp_path):
     result = run_entry("trainers.experiments.samples_per_class", "--dataset=imagenet", f"--workdir={tmp_path}")
     assert result.returncode == 2 and "error:" in result.stderr.strip().splitlines()[-1]
+
+
+@pytest.mark.slow  # A short run on digits and two TFLite exports (about 30 s).
+def test_enrolment_experiment_tiny(tmp_path):
+    config = experiments.EnrolmentConfig(dataset="digits", shots=(1, 3), seeds=(0,), epochs=1, max_test=300,
+                                         variants=("kernel-k1", "class_mean"), softmax_steps=20)
+    results = experiments.enrolment(config, str(tmp_path), verbose=0)
+    assert len(results["runs"]) == 4 and results["num_test"] == 300
+    assert all(row["keras_agreement"] == 1.0 for row in results["runs"])  # TFLite = Keras / NumPy, image by image.
+    for row in results["runs"]:  # The accuracies split the test set into its known and new classes.
+        assert min(row["accuracy_new"], row["accuracy_known"]) <= row["accuracy"] <= max(row["accuracy_new"],
+                                                                                          row["accuracy_known"])
+    assert results["bytes_per_enrolled_example"] == 4 * (64 + 10 + 2)
+    assert os.path.exists(tmp_path / "enrolment.json") and os.path.exists(tmp_path / "enrolment.png")
+    table = experiments.format_enrolment_table(results)
+    assert "| class_mean | 3 |" in table and "| kernel-k1 | 1 |" in table
