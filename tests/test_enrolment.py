@@ -25,7 +25,7 @@ def exported(tmp_path_factory):
     head.assign_centers(backbone.predict(images, verbose=0), rng.integers(0, 3, 120))
     head.log_weights.assign(rng.uniform(-0.3, 0.3, 120).astype(np.float32))
     path = str(tmp_path_factory.mktemp("enrol") / "model_enrollable.tflite")
-    kn.export.to_enrollable_tflite(backbone, head, path, capacity=CAPACITY, max_classes=MAX_CLASSES)
+    kn.export.to_enrollable_tflite(backbone, head, path, capacity=CAPACITY, max_classes=MAX_CLASSES, rule="kernel")
     return backbone, head, path
 
 
@@ -108,7 +108,8 @@ def test_limits_and_foreign_input_get_one_line(exported, rng, tmp_path):
     with pytest.raises(ValueError, match=r"Images must have shape \(N, 8, 8, 1\)"):
         model.classify(np.zeros((2, 9, 8, 1), np.float32))
     other = str(tmp_path / "other.tflite")
-    kn.export.to_enrollable_tflite(backbone, head, other, capacity=CAPACITY + 1, max_classes=MAX_CLASSES)
+    kn.export.to_enrollable_tflite(backbone, head, other, capacity=CAPACITY + 1, max_classes=MAX_CLASSES,
+                                   rule="kernel")
     foreign = kn.export.EnrollableTFLiteModel(other).save_table(str(tmp_path / "foreign.npz"))
     with pytest.raises(ValueError, match="belongs to another model"):
         model.restore_table(foreign)
@@ -125,6 +126,26 @@ def test_limits_and_foreign_input_get_one_line(exported, rng, tmp_path):
         kn.export.to_enrollable_tflite(backbone, kn.layers.KNNClassifier(3), str(tmp_path / "x.tflite"))
 
 
+def test_class_mean_rule_matches_numpy_class_means(exported, tmp_path):
+    """The default rule: softmax over classes of -|z - mean_c|^2 / (2 sigma^2), means over the table's active
+    centers of each class (classes without centers get 0)."""
+    backbone, head, _ = exported
+    path = kn.export.to_enrollable_tflite(backbone, head, str(tmp_path / "mean.tflite"), capacity=CAPACITY,
+                                          max_classes=MAX_CLASSES)
+    model = kn.export.EnrollableTFLiteModel(path)
+    model.enrol(digits(3, 600), 4)
+    table, queries = model.table(), digits(15, 640)
+    active = table["mask"] > 0.5
+    centers, classes = table["centers"][active].astype(np.float64), table["label_rows"][active].argmax(1)
+    means = np.stack([centers[classes == c].mean(0) for c in (0, 1, 2, 4)])
+    logits = -reference.squared_distances(backbone.predict(queries, verbose=0), means) / (2 * 0.3 ** 2)
+    expected = np.exp(logits - logits.max(1, keepdims=True))
+    expected /= expected.sum(1, keepdims=True)
+    probabilities = model.classify(queries)
+    np.testing.assert_allclose(probabilities[:, [0, 1, 2, 4]], expected, atol=1e-5)
+    np.testing.assert_array_equal(probabilities[:, 3], 0.0)  # No center of class 3.
+
+
 def test_builtin_ops_only(exported):
     content = open(exported[2], "rb").read()
     assert not [name for name in kn.export.op_names(content) if name.startswith("Flex") or name == "CUSTOM"]
@@ -134,7 +155,7 @@ def test_builtin_ops_only(exported):
 def test_saved_model_signatures_enrol_like_the_tflite_model(exported, rng, tmp_path):
     backbone, head, path = exported
     saved = kn.export.to_enrollable_saved_model(backbone, head, str(tmp_path / "enrollable"), capacity=CAPACITY,
-                                                max_classes=MAX_CLASSES)
+                                                max_classes=MAX_CLASSES, rule="kernel")
     loaded = tf.saved_model.load(saved)
     new = digits(3, 520)
     slots = loaded.signatures["enrol"](images=tf.constant(new), class_ids=tf.constant([4, 4, 3], tf.int32))["slots"]

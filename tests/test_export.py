@@ -151,11 +151,12 @@ def test_enrollable_export_enrol_predict_and_forget_commands(trained_run, test_i
     from PIL import Image  # pylint: disable=g-import-not-at-top
     output = str(tmp_path / "export")
     result = subprocess.run([sys.executable, "-m", "trainers.export", f"--model={trained_run}", f"--output={output}",
-                             "--format=enrollable_tflite", "--max_classes=12", "--num_eval=100"], cwd=ROOT,
-                            capture_output=True, text=True, timeout=600, env=ENV)
+                             "--format=enrollable_tflite", "--max_classes=12", "--enrol_rule=kernel", "--num_eval=100"],
+                            cwd=ROOT, capture_output=True, text=True, timeout=600, env=ENV)
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.load(open(os.path.join(output, "export_model_enrollable.json")))
-    assert report["argmax_agreement"] == 1.0 and report["max_classes"] == 12, report
+    assert report["argmax_agreement"] == 1.0 and report["max_classes"] == 12, report  # kernel: the head exactly.
+    assert report["rule"] == "kernel"
     assert report["bytes_per_enrolled_example"] == 4 * (report["centers"][0]["dimension"] + 12 + 2)
     images, _ = test_images
     folder = tmp_path / "new_class"

@@ -20,6 +20,10 @@ flags.DEFINE_integer("num_eval", 1000, "test images on which Keras and the expor
 flags.DEFINE_integer("capacity", None, "enrollable_tflite: centers the table holds (default: the trained ones + 1,024)")
 flags.DEFINE_integer("max_classes", None, "enrollable_tflite: class ids the table can hold (default: the trained "
                      "classes; more leaves room for new classes)")
+flags.DEFINE_enum("enrol_rule", "class_mean", ["class_mean", "kernel"],
+                  "enrollable_tflite: class_mean (distance to each class's mean center; the better rule for a few "
+                  "images per new class) or kernel (eq. 7, the trained head exactly)")
+flags.DEFINE_integer("enrol_neighbours", None, "enrollable_tflite with --enrol_rule=kernel: k (default: the head's)")
 FLAGS = flags.FLAGS
 
 
@@ -27,7 +31,8 @@ def main(argv):
     del argv
     from keras_nngk.export import run as export_run  # pylint: disable=g-import-not-at-top
     report = export_run.export_run(FLAGS.model, FLAGS.format, FLAGS.quantization, FLAGS.output, FLAGS.num_eval,
-                                   capacity=FLAGS.capacity, max_classes=FLAGS.max_classes)
+                                   capacity=FLAGS.capacity, max_classes=FLAGS.max_classes, rule=FLAGS.enrol_rule,
+                                   num_neighbours=FLAGS.enrol_neighbours)
     print(export_run.model_card(report))
 
 

@@ -8,7 +8,7 @@ builtin VAR_HANDLE / READ_VARIABLE / ASSIGN_VARIABLE ops) holding the table
 
 and a fixed `model_id` (a fingerprint of the network and the export settings), with signatures
 
-    classify(images) -> probabilities (B, max_classes)        eq. 7 over the active centers
+    classify(images) -> probabilities (B, max_classes)        class means (default) or eq. 7 over the active centers
     embed(images) -> embeddings (B, d)
     enrol(images, class_ids) -> slots (B,)                    -1: not stored (table full, or id out of range)
     forget(class_id) -> removed                               frees every center whose label is that class
@@ -64,12 +64,15 @@ class EnrollableClassifier(tf.Module):
             `k` (32) is close to a k-NN vote when sigma is wide, so a class enrolled with fewer than about k / 2
             images cannot win; a small k (1-5) lets a few examples count (measured in
             `keras_nngk.experiments.enrolment`).
-        rule: "kernel" (eq. 7 over the k nearest centers, what the head computes) or "class_mean" (a Gaussian
-            kernel on the distance to each class's mean center, computed from the table at every call: every class
-            counts once, however many centers it has; the nearest-class-mean rule of prototypical networks).
+        rule: "class_mean" (the default: a Gaussian kernel on the distance to each class's mean center, computed
+            from the table at every call, so every class counts once however many centers it has; the
+            nearest-class-mean rule of prototypical networks) or "kernel" (eq. 7 over the k nearest centers: what
+            the trained head computes, and where few enrolled images are outvoted by the trained centers). Measured
+            on Fashion-MNIST (README, On-device enrolment): class_mean is the better rule for 1-5 images per new
+            class, the two are level at 20, kernel keeps the trained classes 7 points higher.
     """
 
-    def __init__(self, backbone, head, capacity=None, max_classes=None, num_neighbours=None, rule="kernel"):
+    def __init__(self, backbone, head, capacity=None, max_classes=None, num_neighbours=None, rule="class_mean"):
         super().__init__(name="enrollable_classifier")
         from keras_nngk import layers  # pylint: disable=g-import-not-at-top
         if not isinstance(head, layers.KernelCenterLayer) or isinstance(head, layers.NeighbourLookup):
@@ -188,7 +191,7 @@ class EnrollableClassifier(tf.Module):
 
 
 def to_enrollable_saved_model(backbone, head, path, capacity=None, max_classes=None, num_neighbours=None,
-                              rule="kernel"):
+                              rule="class_mean"):
     """Writes the enrollable module as a SavedModel with the six signatures; returns the path."""
     module = EnrollableClassifier(backbone, head, capacity, max_classes, num_neighbours, rule)
 
@@ -199,7 +202,7 @@ def to_enrollable_saved_model(backbone, head, path, capacity=None, max_classes=N
 
 
 def to_enrollable_tflite(backbone, head, path, capacity=None, max_classes=None, num_neighbours=None,
-                         rule="kernel"):
+                         rule="class_mean"):
     """Writes a TFLite model with the six signatures and the table as resource variables (builtin ops only)."""
     module = EnrollableClassifier(backbone, head, capacity, max_classes, num_neighbours, rule)
     folder = path + ".saved_model.tmp"

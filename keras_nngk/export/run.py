@@ -48,7 +48,7 @@ def _storage_report(model):
 
 
 def export_run(workdir, export_format="tflite", quantization="none", output=None, num_eval=1000, verbose=0,
-               capacity=None, max_classes=None):
+               capacity=None, max_classes=None, rule="class_mean", num_neighbours=None):
     """Exports the run's classifier and writes `model_card.md` beside it; returns the report dict.
 
     Args:
@@ -57,8 +57,9 @@ def export_run(workdir, export_format="tflite", quantization="none", output=None
         quantization: "none", "dynamic" or "int8" (TFLite only).
         output: output folder (default: `workdir`).
         num_eval: test images on which Keras and the export are compared.
-        capacity, max_classes: size of the center table and the class ids it can hold ("enrollable_tflite" only;
-            see `keras_nngk.export.enrolment`).
+        capacity, max_classes, rule, num_neighbours: the center table's size, the class ids it can hold, the
+            classification rule and its k ("enrollable_tflite" only; see `keras_nngk.export.enrolment`). With
+            rule="kernel" the export reproduces the trained head (agreement 100%); "class_mean" changes the rule.
     """
     if export_format not in FORMATS:
         raise ValueError(f"Unknown format {export_format!r}; valid: {', '.join(FORMATS)}.")
@@ -85,10 +86,11 @@ def export_run(workdir, export_format="tflite", quantization="none", output=None
     if export_format == "enrollable_tflite":
         head = _enrollable_head(model)
         path = enrolment.to_enrollable_tflite(backbone, head, os.path.join(output, "model_enrollable.tflite"),
-                                              capacity=capacity, max_classes=max_classes)
+                                              capacity=capacity, max_classes=max_classes, rule=rule,
+                                              num_neighbours=num_neighbours)
         enrollable = enrolment.EnrollableTFLiteModel(path)
         exported = enrollable.classify(test_images)[:, :head.num_classes]
-        report.update({"capacity": int(enrollable.capacity), "max_classes": int(enrollable.max_classes),
+        report.update({"capacity": int(enrollable.capacity), "max_classes": int(enrollable.max_classes), "rule": rule,
                        "bytes_per_enrolled_example": enrolment.bytes_per_example(enrollable.embedding_dim,
                                                                                  enrollable.max_classes)})
     elif export_format == "tflite":
