@@ -20,6 +20,14 @@ def save_figure(figure, path, dpi=100):
     return write_atomically(path, buffer.getvalue())
 
 
+def _finish(figure, path):
+    """Lays the figure out, writes it to `path` (atomically) and closes it; returns the path."""
+    figure.tight_layout()
+    save_figure(figure, path)
+    plt.close(figure)
+    return path
+
+
 def plot_run(results, output_dir):
     """Training curves (`training.png`) and, for retrieval, Recall@K bars (`recall_at_k.png`). Returns the paths."""
     paths = []
@@ -71,10 +79,7 @@ def plot_accuracy_matrix(results, path):
     axis.set(xlabel="test set of task", ylabel="after training task",
              title=f"{results['method']}: average {100 * results['average_accuracy']:.1f}%")
     figure.colorbar(image, ax=axis, label="accuracy (%)")
-    figure.tight_layout()
-    save_figure(figure, path)
-    plt.close(figure)
-    return path
+    return _finish(figure, path)
 
 
 def plot_average_accuracy(results_by_method, path):
@@ -88,10 +93,7 @@ def plot_average_accuracy(results_by_method, path):
              title=f"{any_results['benchmark']} ({any_results['scenario'].replace('_', '-')})")
     axis.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     axis.legend(fontsize=7, ncol=2)
-    figure.tight_layout()
-    save_figure(figure, path)
-    plt.close(figure)
-    return path
+    return _finish(figure, path)
 
 
 def plot_samples_per_class(table, path, dataset):
@@ -110,10 +112,7 @@ def plot_samples_per_class(table, path, dataset):
     axis.set(xlabel="training images per class (dotted: all)", ylabel="test accuracy (%)",
              title=f"{dataset}: accuracy against samples per class")
     axis.legend(fontsize=8)
-    figure.tight_layout()
-    save_figure(figure, path)
-    plt.close(figure)
-    return path
+    return _finish(figure, path)
 
 
 def plot_recall_curves(table, path, dataset):
@@ -125,10 +124,7 @@ def plot_recall_curves(table, path, dataset):
     axis.set_xscale("log", base=2)
     axis.set(xlabel="K", ylabel="Recall@K (%)", title=f"{dataset}: Recall@K on unseen classes")
     axis.legend(fontsize=8)
-    figure.tight_layout()
-    save_figure(figure, path)
-    plt.close(figure)
-    return path
+    return _finish(figure, path)
 
 
 def plot_enrolment(table, path, dataset):
@@ -145,10 +141,7 @@ def plot_enrolment(table, path, dataset):
     axis.set(xlabel="images enrolled per new class", ylabel="test accuracy, all classes (%)",
              title=f"{dataset}: on-device enrolment")
     axis.legend(fontsize=8)
-    figure.tight_layout()
-    save_figure(figure, path)
-    plt.close(figure)
-    return path
+    return _finish(figure, path)
 
 
 def plot_attack_curves(curves, path):
@@ -159,10 +152,7 @@ def plot_attack_curves(curves, path):
             axis.plot([q for q, _ in curve], [100 * s for _, s in curve], marker="o", label=name)
     axis.set(xlabel="queries", ylabel="attack success (%)", title="SimBA black-box attack", ylim=(0, 100))
     axis.legend(fontsize=8)
-    figure.tight_layout()
-    save_figure(figure, path)
-    plt.close(figure)
-    return path
+    return _finish(figure, path)
 
 
 def plot_trials(trials, path):
@@ -175,7 +165,4 @@ def plot_trials(trials, path):
     axis.set(xlabel="trial", ylabel="validation accuracy (%)", title="hyperparameter search")
     axis.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     axis.legend()
-    figure.tight_layout()
-    save_figure(figure, path)
-    plt.close(figure)
-    return path
+    return _finish(figure, path)
