@@ -138,8 +138,9 @@ def check_training_step(case, layer, queries, rng):
     def loss_and_output():
         inputs = [embeddings, sample_ids] if case.sample_ids else embeddings
         output = layer(inputs, training=True)
-        if isinstance(output, (tuple, list)):  # The lookup: a squared error on the looked-up values and gate.
-            output = tf.concat(list(output), axis=-1)
+        if isinstance(output, (tuple, list)) or case.num_classes is None:  # Not a classifier (the lookup, features):
+            if isinstance(output, (tuple, list)):  # a squared error on the outputs.
+                output = tf.concat(list(output), axis=-1)
             return tf.reduce_mean(tf.square(output - 1.0)), output
         return tf.reduce_mean(keras.losses.sparse_categorical_crossentropy(labels, output)), output
 

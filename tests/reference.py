@@ -155,3 +155,34 @@ def map_at_r(embeddings, labels):
         average_precisions.append(sum(p for p, hit in zip(precisions, relevant) if hit) / r)
         r_precisions.append(relevant.sum() / r)
     return float(np.mean(average_precisions)), float(np.mean(r_precisions))
+
+
+def class_statistics(features, labels, num_classes):
+    """Batch twin of the streaming statistics: counts, class means and the pooled within-class scatter."""
+    features = np.asarray(features, np.float64)
+    counts = np.array([np.sum(labels == c) for c in range(num_classes)], np.float64)
+    means = np.array([features[labels == c].mean(0) if counts[c] else np.zeros(features.shape[1])
+                      for c in range(num_classes)])
+    centred = features - means[labels]
+    return counts, means, centred.T @ centred
+
+
+def gaussian_classifier(queries, features, labels, num_classes, shrinkage, sigma=1.0, priors=False):
+    """LDA posteriors by the textbook formula: `softmax_c(-(x - m_c)^T S^-1 (x - m_c) / (2 sigma^2) + log pi_c)`,
+    `S` the shrunk pooled covariance (inverted directly), classes without data at probability 0."""
+    counts, means, scatter = class_statistics(features, labels, num_classes)
+    seen = counts > 0
+    covariance = scatter / (counts.sum() - seen.sum())
+    dim = len(covariance)
+    covariance = (1 - shrinkage) * covariance + shrinkage * np.trace(covariance) / dim * np.eye(dim)
+    precision = np.linalg.inv(covariance)
+    queries = np.asarray(queries, np.float64)
+    logits = np.full((len(queries), num_classes), -np.inf)
+    for c in np.flatnonzero(seen):
+        difference = queries - means[c]
+        logits[:, c] = -np.einsum("nd,de,ne->n", difference, precision, difference) / (2 * sigma * sigma)
+        if priors:
+            logits[:, c] += np.log(counts[c] / counts.sum())
+    logits -= logits.max(axis=1, keepdims=True)
+    probabilities = np.exp(logits)
+    return probabilities / probabilities.sum(axis=1, keepdims=True)

@@ -96,6 +96,38 @@ def lookup_reference(layer, queries):
     return np.concatenate([looked_up, gate], axis=1)
 
 
+def gaussian_data():
+    """Features of 3 of 4 classes (class 3 never seen) for the Gaussian-statistics head."""
+    features, clusters = clustered(np.random.default_rng(7), 90, DIMENSION, num_clusters=6)
+    return features, clusters % 3
+
+
+def make_gaussian(rng):
+    del rng
+    layer = kn.layers.GaussianClassifier(4, shrinkage=0.1, sigma=0.9, priors=True)
+    features, labels = gaussian_data()
+    layer.update(features[:50], labels[:50])  # Two updates: the head streams.
+    layer.update(features[50:], labels[50:])
+    return layer
+
+
+def gaussian_reference(layer, queries):
+    features, labels = gaussian_data()
+    return reference.gaussian_classifier(queries, features, labels, 4, layer.shrinkage, layer.sigma, layer.priors)
+
+
+def make_random_features(rng):
+    del rng
+    layer = kn.layers.RandomFeatures(6, seed=3)
+    layer.build((None, DIMENSION))
+    return layer
+
+
+def random_features_reference(layer, queries):
+    matrix = np.random.default_rng(3).standard_normal((DIMENSION, 6)) / np.sqrt(DIMENSION)
+    return np.maximum(queries @ matrix, 0.0)
+
+
 CASES = [
     layer_test.LayerCase("nngk", make_nngk, nngk_reference, DIMENSION, NUM_CLASSES),
     layer_test.LayerCase("nngk_unweighted", lambda rng: make_nngk(rng, sample_weights=False, learn_sigma=False),
@@ -111,6 +143,9 @@ CASES = [
     layer_test.LayerCase("compressed", make_compressed, compressed_reference, DIMENSION, NUM_CLASSES,
                          sample_ids=False, atol=1e-4),
     layer_test.LayerCase("neighbour_lookup", make_lookup, lookup_reference, DIMENSION),
+    layer_test.LayerCase("gaussian", make_gaussian, gaussian_reference, DIMENSION, 4, sample_ids=False, atol=1e-4),
+    layer_test.LayerCase("random_features", make_random_features, random_features_reference, DIMENSION,
+                         sample_ids=False, checks_nan=False),
 ]
 CASE_IDS = [case.name for case in CASES]
 

@@ -6,7 +6,7 @@ import os
 import numpy as np
 import pytest
 
-from keras_nngk.training import continual
+from keras_nngk import continual
 from tests import reference
 from tests.trainers.test_fit import run_entry
 
@@ -47,8 +47,11 @@ def test_accuracy_matrix_summary_by_hand():
 def test_every_method_runs_two_tasks(method, digits_tasks, tmp_path):
     tasks, num_classes, image_shape = digits_tasks
     # Nearest-neighbour heads learn a new task from its centers within a few steps; a softmax head needs more.
-    epochs = 1 if method in continual.CENTER_METHODS + ("nngk", "impostor") else 5
-    config = continual.ContinualConfig(method=method, **{**TINY, "epochs": epochs})
+    nearest_neighbour = issubclass(continual.methods.get(method), continual.methods.centers.CenterMethod)
+    epochs = 1 if nearest_neighbour else 5
+    # Statistics of 128 pooled features (65 KB) need a larger byte budget than 40 centers (11,840 bytes).
+    budget = 1000 if method.startswith("slda") else TINY["budget"]
+    config = continual.ContinualConfig(method=method, **{**TINY, "epochs": epochs, "budget": budget})
     trainer = continual.ContinualTrainer(config, num_classes, image_shape, verbose=0)
     results = trainer.fit(tasks)
     matrix = np.array(results["accuracy_matrix"])
@@ -62,9 +65,11 @@ def test_every_method_runs_two_tasks(method, digits_tasks, tmp_path):
         assert results["stored_bytes"] == trainer.center_bytes(results["num_centers"]) <= budget_bytes
     if method == "replay":
         assert 0 < results["stored_bytes"] <= budget_bytes
-        assert set(np.unique(trainer.memory[1])) == {0, 1, 2, 3}
+        assert set(np.unique(trainer.algorithm.memory[1])) == {0, 1, 2, 3}
     if method == "finetune":
         assert results["stored_bytes"] == 0
+    if method.startswith("slda"):  # Statistics of the features within the same byte budget, no center.
+        assert 0 < results["stored_bytes"] == trainer.algorithm.statistics.stored_bytes <= budget_bytes
 
 
 @pytest.mark.slow
@@ -77,7 +82,7 @@ def test_add_drop_keeps_budget_and_reports_surgery(digits_tasks):
     # Task 1: C empty, 30 // 2 + 4 = 19 added. Task 2: 4 dropped (19 + 19 - 30 = 8 > 4: 8 dropped), 19 added.
     assert log[0] == {"dropped": 0, "added": 19, "num_centers": 19}
     assert log[1] == {"dropped": 8, "added": 19, "num_centers": 30}
-    stored_ids = trainer._center_ids()
+    stored_ids = trainer.algorithm.center_ids()
     assert np.sum(stored_ids < len(tasks[0].y_train)) == 11  # Centers of task 1 left after the drops.
     labels = trainer.head.center_labels.numpy()[trainer.head.center_mask.numpy()]
     np.testing.assert_allclose(labels.sum(1), 1.0, rtol=1e-5)
@@ -99,7 +104,7 @@ def test_drops_are_the_best_predicted_centers(digits_tasks):
                                             float(head.sigma.numpy()), query_sample_ids=ids, center_sample_ids=ids)
     scores = np.sum(predictions * labels, axis=1)
     threshold = np.sort(scores)[::-1][4]  # Ties are common (many centers are predicted perfectly).
-    chosen = trainer._select_drops(5)
+    chosen = trainer.algorithm.select_drops(5)
     assert len(set(chosen.tolist())) == 5
     score_of = dict(zip(ids.tolist(), scores))
     chosen_scores = np.array([score_of[i] for i in chosen.tolist()])
@@ -115,11 +120,11 @@ def test_worst_predicted_samples_are_added_first(digits_tasks):
     trainer.fit(tasks[:1])
     embeddings = trainer.embed(tasks[1].x_train)
     labels = tasks[1].y_train
-    before = trainer._head_predict(embeddings)
+    before = trainer.head_predict(embeddings)
     loss = -np.log(before[np.arange(len(labels)), labels] + 1e-12)
     ids = np.arange(10_000, 10_000 + len(labels))
-    trainer._add_worst(embeddings, labels, ids, 6)
-    added = np.setdiff1d(trainer._center_ids(), np.arange(len(tasks[0].y_train)))
+    trainer.algorithm.add_samples(embeddings, labels, ids, 6)
+    added = np.setdiff1d(trainer.algorithm.center_ids(), np.arange(len(tasks[0].y_train)))
     worst = ids[np.argsort(-loss, kind="stable")]
     threshold = np.sort(loss)[::-1][5]
     assert np.all(loss[added - 10_000] >= threshold - 1e-9), (added, worst[:6])
@@ -191,15 +196,14 @@ def test_regularisation_penalty_matches_numpy(method, digits_tasks):
     tasks, num_classes, image_shape = digits_tasks
     config = continual.ContinualConfig(method=method, **{**TINY, "ewc_samples": 10_000})  # EWC: every sample.
     trainer = continual.ContinualTrainer(config, num_classes, image_shape, verbose=0)
-    trainer.num_tasks = 1
-    trainer._prepare(tasks[:1])
+    trainer.prepare(tasks[:1])
     start = [v.numpy().copy() for v in trainer.variables]
-    trainer._run_epochs(1, tasks[0].x_train, tasks[0].y_train.astype(np.int64), np.arange(len(tasks[0].y_train)),
+    trainer.run_epochs(1, tasks[0].x_train, tasks[0].y_train.astype(np.int64), np.arange(len(tasks[0].y_train)),
                         "task 1")
-    path = [w.numpy().copy() for w in trainer.path_integral] if method == "si" else None
+    path = [w.numpy().copy() for w in trainer.algorithm.path_integral] if method == "si" else None
     end = [v.numpy().copy() for v in trainer.variables]
-    trainer._consolidate(tasks[0])
-    importance = [omega.numpy() for omega in trainer.importance]
+    trainer.algorithm.end_task(0, tasks[0])
+    importance = [omega.numpy() for omega in trainer.algorithm.importance]
     if method == "si":
         for omega, w, a, b in zip(importance, path, start, end):
             np.testing.assert_allclose(omega, np.maximum(w, 0) / ((b - a) ** 2 + config.si_xi), rtol=1e-4,
@@ -217,7 +221,7 @@ def test_regularisation_penalty_matches_numpy(method, digits_tasks):
         variable.assign(value)
     scale = config.ewc_lambda / 2 if method == "ewc" else config.si_c
     expected = scale * sum(float(np.sum(omega * (m - a) ** 2)) for omega, m, a in zip(importance, moved, end))
-    assert float(trainer._penalty()) == pytest.approx(expected, rel=1e-4)
+    assert float(trainer.algorithm.penalty()) == pytest.approx(expected, rel=1e-4)
     assert expected > 0
 
 
@@ -233,3 +237,46 @@ def test_a_task_left_at_chance_is_warned(caplog):
     warnings = [record.getMessage() for record in caplog.records if "learned nothing" in record.getMessage()]
     assert warnings == ["nngk learned nothing on task 1 (accuracy 0.0%, chance 50.0%) in 2 training steps; raise "
                         "--epochs or lower --batch_size, or use a larger benchmark, before reading its results."]
+
+
+@pytest.mark.slow
+def test_balanced_selection_keeps_quotas_and_floor(digits_tasks):
+    tasks, num_classes, image_shape = digits_tasks
+    config = continual.ContinualConfig(method="nngk_balanced", **{**TINY, "budget": 24})
+    trainer = continual.ContinualTrainer(config, num_classes, image_shape, verbose=0)
+    assert (trainer.config.class_quota, trainer.config.drop_rule, trainer.config.add_rule) == (
+        True, "redundant", "own_mean")  # The preset, recorded in the results' config.
+    trainer.fit(tasks)
+    counts = np.bincount(trainer.algorithm.center_classes(), minlength=num_classes)
+    # Four classes seen, 24 centers: 6 each (each class has far more than 6 training samples, and the floor of 10
+    # never blocks a quota drop).
+    assert counts[:4].tolist() == [6, 6, 6, 6], counts
+
+
+@pytest.mark.slow
+def test_statistics_method_stores_only_statistics_and_exports(digits_tasks, tmp_path):
+    import keras_nngk as kn
+    tasks, num_classes, image_shape = digits_tasks
+    config = continual.ContinualConfig(method="slda_pixels", **{**TINY, "budget": 1000})
+    trainer = continual.ContinualTrainer(config, num_classes, image_shape, verbose=0)
+    results = trainer.fit(tasks)
+    head = trainer.algorithm.statistics
+    # The widest expansion whose statistics fit 1000 centers' bytes (1000 * (64 + 10) * 4 = 296,000): d = 128 + m.
+    dim = head.dimension
+    assert dim > 128 and 4 * (dim * dim + 10 * (dim + 1)) <= 296_000 < 4 * ((dim + 1) ** 2 + 10 * (dim + 2))
+    with pytest.raises(ValueError, match="more than the budget of 11,840"):
+        continual.ContinualTrainer(continual.ContinualConfig(method="slda", **TINY), num_classes, image_shape,
+                                   verbose=0).fit(tasks)
+    assert results["stored_bytes"] == head.stored_bytes
+    # The statistics are those of the frozen features of both tasks' training images (NumPy batch formula).
+    features = np.concatenate([trainer.algorithm.feature_model.predict(t.x_train, verbose=0) for t in tasks])
+    labels = np.concatenate([t.y_train for t in tasks])
+    counts, means, scatter = reference.class_statistics(features, labels, num_classes)
+    np.testing.assert_allclose(head.class_counts.numpy(), counts)
+    np.testing.assert_allclose(head.class_means.numpy(), means, atol=1e-4)
+    np.testing.assert_allclose(head.scatter.numpy(), scatter, rtol=1e-3, atol=1e-2)
+    model = trainer.algorithm.inference_model()
+    images = tasks[1].x_test[:16]
+    path = kn.export.to_tflite(model, str(tmp_path / "slda.tflite"))
+    np.testing.assert_allclose(kn.export.TFLiteModel(path).predict(images), model.predict(images, verbose=0),
+                               atol=1e-4)
