@@ -53,6 +53,8 @@ class ContinualConfig:
     random_features: int = 0  # Statistics methods: width of a seeded random ReLU expansion (0: none; -1: the
     # widest whose statistics fit the byte budget of `budget` centers).
     shrinkage: float = 0.01  # Statistics methods: covariance shrinkage towards a multiple of the identity.
+    pseudo_per_class: int = 100  # feature_replay: pseudo-features of each class per epoch, and centers per class.
+    replay_freeze: str = "trunk"  # feature_replay: what stops training after the first task: trunk | all.
     max_train_per_task: int = 0  # 0: all.
     seed: int = 0
     data_dir: str = ""
@@ -73,12 +75,15 @@ class ContinualConfig:
             value = getattr(self, name)
             if value not in valid:
                 raise ValueError(f"Unknown {name} {value!r}; valid: {', '.join(valid)}. Received: {name}={value!r}")
+        if self.replay_freeze not in ("trunk", "all"):
+            raise ValueError(f"Unknown replay_freeze {self.replay_freeze!r}; valid: trunk, all. Received: "
+                             f"replay_freeze={self.replay_freeze!r}")
         sources = self.features.split("+")
         if not sources or any(source not in FEATURES for source in sources) or len(set(sources)) != len(sources):
             raise ValueError(f"`features` must join distinct names from {', '.join(FEATURES)} with '+'. "
                              f"Received: features={self.features!r}")
         for name in ("embedding_dim", "epochs", "batch_size", "num_neighbours", "budget", "add_rounds",
-                     "ewc_samples"):
+                     "ewc_samples", "pseudo_per_class"):
             check_positive_int(name, getattr(self, name))
         for name in ("finetune_epochs", "drop_per_task", "freeze_backbone_after", "add_per_task", "max_train_per_task",
                      "min_centers_per_class"):

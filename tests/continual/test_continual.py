@@ -280,3 +280,30 @@ def test_statistics_method_stores_only_statistics_and_exports(digits_tasks, tmp_
     path = kn.export.to_tflite(model, str(tmp_path / "slda.tflite"))
     np.testing.assert_allclose(kn.export.TFLiteModel(path).predict(images), model.predict(images, verbose=0),
                                atol=1e-4)
+
+
+@pytest.mark.slow
+def test_feature_replay_keeps_no_sample_and_draws_from_the_statistics(digits_tasks):
+    tasks, num_classes, image_shape = digits_tasks
+    config = continual.ContinualConfig(method="feature_replay", **{**TINY, "pseudo_per_class": 20})
+    trainer = continual.ContinualTrainer(config, num_classes, image_shape, verbose=0)
+    results = trainer.fit(tasks)
+    method = trainer.algorithm
+    # Centers are pseudo-features only (ids from PSEUDO_IDS), 20 for each of the 4 classes seen.
+    ids = method.center_ids()
+    assert len(ids) == 80 and ids.min() >= continual.methods.feature_replay.PSEUDO_IDS
+    np.testing.assert_array_equal(np.bincount(method.center_classes(), minlength=num_classes)[:5], [20] * 4 + [0])
+    # The statistics are those of the frozen trunk's features of both tasks (the trunk is frozen after task 1, so
+    # the features of task 1 taken now are those it had then).
+    features = np.concatenate([method.trunk.predict(t.x_train, verbose=0) for t in tasks])
+    labels = np.concatenate([t.y_train for t in tasks])
+    for got, want in zip(method.state, reference.class_statistics(features, labels, num_classes)):
+        np.testing.assert_allclose(got, want, rtol=1e-3, atol=1e-3)
+    statistics_bytes = 4 * (num_classes + num_classes * 128 + 128 * 128)
+    assert results["stored_bytes"] == statistics_bytes + trainer.center_bytes(80)
+    # Pseudo-features follow the class Gaussians: the mean of many draws is the class mean.
+    method.config = continual.ContinualConfig(method="feature_replay", **{**TINY, "pseudo_per_class": 4000})
+    draws, draw_labels = method.pseudo_features([2])
+    assert set(draw_labels.tolist()) == {2}
+    spread = np.sqrt(np.diag(continual.methods.feature_replay.gaussian.covariance(method.state, config.shrinkage)))
+    np.testing.assert_allclose(draws.mean(0), method.state[1][2], atol=float(5 * spread.max() / np.sqrt(4000)))

@@ -27,6 +27,7 @@ def get(name):
 
 
 # Registration order is the order of `--method=all` and of the tables.
-from keras_nngk.continual.methods import centers, regularisation, softmax, statistics  # noqa: E402,F401
+from keras_nngk.continual.methods import (  # noqa: E402,F401,I001
+    centers, feature_replay, regularisation, softmax, statistics)
 
 METHODS = tuple(REGISTRY)
