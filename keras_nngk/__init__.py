@@ -29,12 +29,13 @@ __version__ = "0.1.0"
 
 
 def __getattr__(name):
-    """`kn.experiments` and `kn.plots` load on first use: they bring matplotlib, which a model user does not need."""
-    if name in ("experiments", "plots"):
+    """`kn.continual`, `kn.experiments` and `kn.plots` load on first use: they bring matplotlib, which a model user
+    does not need."""
+    if name in ("continual", "experiments", "plots"):
         import importlib  # pylint: disable=g-import-not-at-top
         return importlib.import_module(f"keras_nngk.{name}")
     raise AttributeError(f"module 'keras_nngk' has no attribute {name!r}")
 
 
-__all__ = ["attacks", "backbones", "callbacks", "data", "experiments", "export", "kernels", "layers", "metrics",
+__all__ = ["attacks", "backbones", "callbacks", "continual", "data", "experiments", "export", "kernels", "layers", "metrics",
            "models", "plots", "search", "surgery", "training", "utils", "__version__"]
