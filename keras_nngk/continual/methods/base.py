@@ -51,6 +51,7 @@ class Method:
 
     def after_update(self, gradients, before):
         """Called in the training step after the optimizer update, with the values before it (if `keeps_before`)."""
+        del gradients, before  # A body besides the docstring: AutoGraph converts this method.
 
     keeps_before = False
 
