@@ -37,5 +37,5 @@ def __getattr__(name):
     raise AttributeError(f"module 'keras_nngk' has no attribute {name!r}")
 
 
-__all__ = ["attacks", "backbones", "callbacks", "continual", "data", "experiments", "export", "kernels", "layers", "metrics",
-           "models", "plots", "search", "surgery", "training", "utils", "__version__"]
+__all__ = ["attacks", "backbones", "callbacks", "continual", "data", "experiments", "export", "kernels", "layers",
+           "metrics", "models", "plots", "search", "surgery", "training", "utils", "__version__"]

@@ -130,6 +130,14 @@ def test_worst_predicted_samples_are_added_first(digits_tasks):
     assert np.all(loss[added - 10_000] >= threshold - 1e-9), (added, worst[:6])
 
 
+def test_table_shows_mean_and_spread_over_seeds():
+    summary = {"slda": {"average_accuracy": [0.8, 0.9], "forgetting": [0.1, 0.3], "stored_bytes": [100, 100]},
+               "replay": {"average_accuracy": 0.5, "forgetting": 0.25, "stored_bytes": 1234}}
+    lines = continual.format_table(summary).splitlines()
+    assert lines[2] == "| slda | 85.0% ± 5.0 | 20.0 ± 10.0 | 100 ± 0 |"
+    assert lines[3] == "| replay | 50.0% | 25.0 | 1,234 |"
+
+
 def test_bad_input(digits_tasks):
     tasks, num_classes, image_shape = digits_tasks
     with pytest.raises(ValueError, match="Unknown method 'gem'"):
@@ -143,6 +151,14 @@ def test_bad_input(digits_tasks):
                                          image_shape, verbose=0)
     with pytest.raises(ValueError, match="share class 1: a class-incremental run needs tasks with disjoint classes"):
         trainer.fit(overlapping)
+    with pytest.raises(ValueError, match="features with 'pixels' need a random expansion"):
+        continual.ContinualConfig(method="slda", features="pooled+pixels").validate()
+    with pytest.raises(ValueError, match="`features` must join distinct names"):
+        continual.ContinualConfig(method="slda", features="pooled+edges").validate()
+    with pytest.raises(ValueError, match="Unknown drop_rule 'worst'"):
+        continual.ContinualConfig(drop_rule="worst").validate()
+    preset = continual.ContinualConfig(method="nngk_balanced", add_rule="random").resolved()
+    assert (preset.add_rule, preset.drop_rule, preset.class_quota) == ("random", "redundant", True)  # Flags win.
     with pytest.raises(ValueError, match="nearest-neighbour methods only"):
         continual.ContinualConfig(method="ewc", freeze_backbone_after=1).validate()
 
@@ -167,6 +183,15 @@ def test_entry_point_writes_results_and_plots(tmp_path):
                       f"--workdir={workdir}", "--verbose=0")
     assert again.returncode == 0 and "already holds the results" in again.stderr
     assert os.path.getmtime(os.path.join(workdir, "finetune", "results.json")) == first
+    seeds = run_entry("trainers.continual", "--benchmark=split_digits", "--method=slda", "--seeds=0,1",
+                      "--max_train_per_task=100", "--batch_size=32", "--num_neighbours=8", "--budget=1000",
+                      f"--workdir={workdir}/seeds", "--verbose=0")
+    assert seeds.returncode == 0, seeds.stderr[-3000:]
+    summary = json.load(open(os.path.join(workdir, "seeds", "summary.json")))
+    accuracies = [json.load(open(os.path.join(workdir, "seeds", f"seed_{seed}", "slda", "results.json")))[
+        "average_accuracy"] for seed in (0, 1)]
+    assert summary["slda"]["average_accuracy"] == accuracies and summary["slda"]["seeds"] == [0, 1]
+    assert "| slda | " in seeds.stdout and " ± " in seeds.stdout
     bad = run_entry("trainers.continual", "--benchmark=split_digits", "--method=icarl", f"--workdir={workdir}")
     assert bad.returncode == 2 and bad.stderr.strip().splitlines()[-1].startswith("error: Unknown method 'icarl'")
 
