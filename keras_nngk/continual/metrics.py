@@ -20,14 +20,15 @@ def accuracy_matrix_summary(matrix):
 
 def format_table(summary):
     """A Markdown table of `{method: {average_accuracy, forgetting, stored_bytes}}`; entries holding lists (one value
-    per seed) are shown as mean +- std."""
-    def cell(values, scale, digits, suffix=""):
+    per seed) are shown as mean +- std (stored bytes only when they differ between seeds)."""
+    def cell(values, scale, digits, suffix="", constant_spread=True):
         values = np.atleast_1d(np.asarray(values, np.float64)) * scale
         text = f"{values.mean():,.{digits}f}{suffix}"
-        return text + (f" ± {values.std():.{digits}f}" if len(values) > 1 else "")
+        varies = constant_spread or np.ptp(values) > 0
+        return text + (f" ± {values.std():,.{digits}f}" if len(values) > 1 and varies else "")
 
     lines = ["| method | average accuracy | forgetting | stored bytes |", "|---|---|---|---|"]
     for method, row in summary.items():
         lines.append(f"| {method} | {cell(row['average_accuracy'], 100, 1, '%')} | "
-                     f"{cell(row['forgetting'], 100, 1)} | {cell(row['stored_bytes'], 1, 0)} |")
+                     f"{cell(row['forgetting'], 100, 1)} | {cell(row['stored_bytes'], 1, 0, constant_spread=False)} |")
     return "\n".join(lines)

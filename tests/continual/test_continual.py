@@ -132,10 +132,12 @@ def test_worst_predicted_samples_are_added_first(digits_tasks):
 
 def test_table_shows_mean_and_spread_over_seeds():
     summary = {"slda": {"average_accuracy": [0.8, 0.9], "forgetting": [0.1, 0.3], "stored_bytes": [100, 100]},
+               "balanced": {"average_accuracy": [0.5, 0.5], "forgetting": [0.2, 0.2], "stored_bytes": [1000, 3000]},
                "replay": {"average_accuracy": 0.5, "forgetting": 0.25, "stored_bytes": 1234}}
     lines = continual.format_table(summary).splitlines()
-    assert lines[2] == "| slda | 85.0% ± 5.0 | 20.0 ± 10.0 | 100 ± 0 |"
-    assert lines[3] == "| replay | 50.0% | 25.0 | 1,234 |"
+    assert lines[2] == "| slda | 85.0% ± 5.0 | 20.0 ± 10.0 | 100 |"
+    assert lines[3] == "| balanced | 50.0% ± 0.0 | 20.0 ± 0.0 | 2,000 ± 1,000 |"
+    assert lines[4] == "| replay | 50.0% | 25.0 | 1,234 |"
 
 
 def test_bad_input(digits_tasks):
