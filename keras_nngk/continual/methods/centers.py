@@ -42,11 +42,15 @@ class CenterMethod(base.Method):
     uses_centers = True
     keeps_store = False  # True: a stored set C survives the task (Algorithm 1); False: the current task only.
 
+    def capacity(self, task_sizes):
+        """Center slots: one whole task (its samples are centers while it trains), plus the stored set C."""
+        return max(task_sizes) + (self.config.budget if self.keeps_store else 0)
+
     def make_head(self, task_sizes):
         config = self.config
-        capacity = max(task_sizes) + (config.budget if self.keeps_store else 0)
         return layers.NNGKClassifier(self.trainer.num_classes, num_neighbours=config.num_neighbours,
-                                     sigma=config.sigma, sample_weights=False, capacity=capacity, name="nngk_head")
+                                     sigma=config.sigma, sample_weights=False, capacity=self.capacity(task_sizes),
+                                     name="nngk_head")
 
     def setup(self):
         self.head = self.trainer.head

@@ -17,7 +17,7 @@ import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 
-from keras_nngk import gaussian, layers
+from keras_nngk import gaussian
 from keras_nngk.continual.methods import centers, register
 
 PSEUDO_IDS = 1 << 30  # Sample ids of pseudo-features start here (real samples count from 0).
@@ -27,11 +27,8 @@ PSEUDO_IDS = 1 << 30  # Sample ids of pseudo-features start here (real samples c
 class FeatureReplay(centers.CurrentTask):
     """Pseudo-feature replay from class Gaussians of the frozen trunk's features (see the module docstring)."""
 
-    def make_head(self, task_sizes):
-        config = self.config
-        capacity = max(task_sizes) + config.pseudo_per_class * self.trainer.num_classes
-        return layers.NNGKClassifier(self.trainer.num_classes, num_neighbours=config.num_neighbours,
-                                     sigma=config.sigma, sample_weights=False, capacity=capacity, name="nngk_head")
+    def capacity(self, task_sizes):
+        return max(task_sizes) + self.config.pseudo_per_class * self.trainer.num_classes
 
     def setup(self):
         super().setup()

@@ -8,7 +8,7 @@ from keras_nngk.continual.methods import base, register
 
 class Consolidation(base.Method):
     """A quadratic penalty `scale * sum_i omega_i (theta_i - theta*_i)^2` anchored at the parameters after the last
-    task; subclasses say how the importance `omega` grows after each task."""
+    task; subclasses define `accumulate(task)`: how the importance `omega` grows after each task."""
 
     scale = 1.0
 
@@ -22,9 +22,6 @@ class Consolidation(base.Method):
         total = tf.add_n([tf.reduce_sum(omega * tf.square(v - anchor))
                           for v, anchor, omega in zip(self.trainer.variables, self.anchors, self.importance)])
         return self.penalty_weight * self.scale * total
-
-    def accumulate(self, task):
-        raise NotImplementedError
 
     def end_task(self, index, task):
         """Adds the task's importance and moves the anchors to the current parameters."""
