@@ -113,3 +113,9 @@ def test_biased_run_reports_the_gate_sweep_and_the_attack_runs_on_it(tmp_path):
         kn.training.Config.for_dataset("digits", model="biased", backbone="resnet50")
     with pytest.raises(ValueError, match="at least one finished run"):
         kn.experiments.robustness([], str(tmp_path / "attack"))
+    square = kn.experiments.robustness([str(run)], str(tmp_path / "square"), num_images=20, max_queries=50,
+                                       attack="square")
+    assert square["attack"] == "square" and square["runs"]["biased"]["num_attacked"] == attack["num_attacked"]
+    assert "Square Attack success (50 queries)" in kn.experiments.format_robustness_table(square)
+    with pytest.raises(ValueError, match="Unknown attack 'boundary'"):
+        kn.experiments.robustness([str(run)], str(tmp_path / "attack"), attack="boundary")

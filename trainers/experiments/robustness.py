@@ -1,8 +1,9 @@
-r"""A black-box attack (SimBA) on finished runs, with the same images and query budget for each.
+r"""A black-box attack (SimBA or the Square Attack) on finished runs, with the same images and query budget for each.
 
     python -m trainers.fit --dataset=fashion_mnist --model=biased --epochs=5 --workdir=saved_models/biased
     python -m trainers.fit --dataset=fashion_mnist --model=plain --epochs=5 --workdir=saved_models/plain
     python -m trainers.experiments.robustness --runs=saved_models/biased,saved_models/plain
+    python -m trainers.experiments.robustness --runs=saved_models/biased,saved_models/plain --attack=square
 
 Writes robustness.json and attack.png (success rate against the queries spent) to --workdir.
 """
@@ -17,6 +18,8 @@ flags.DEFINE_list("runs", None, "finished run folders to attack (trainers.fit --
 flags.DEFINE_integer("images", 100, "test images drawn per run (those misclassified from the start are left out)")
 flags.DEFINE_integer("queries", 500, "query budget per image")
 flags.DEFINE_integer("seed", None, "seed of the image draw and the attack (default: each run's seed)")
+flags.DEFINE_enum("attack", "simba", ["simba", "square"], "simba: one pixel at a time (Guo et al. 2019); square: "
+                  "random square patches at the L-infinity ball's corners (Andriushchenko et al. 2020)")
 flags.DEFINE_string("workdir", None, "output folder (default saved_models/robustness)")
 FLAGS = flags.FLAGS
 
@@ -25,7 +28,8 @@ def main(argv):
     del argv
     from keras_nngk import experiments  # pylint: disable=g-import-not-at-top
     workdir = FLAGS.workdir or os.path.join("saved_models", "robustness")
-    results = experiments.robustness(FLAGS.runs, workdir, FLAGS.images, FLAGS.queries, FLAGS.seed)
+    results = experiments.robustness(FLAGS.runs, workdir, FLAGS.images, FLAGS.queries, FLAGS.seed,
+                                     FLAGS.attack)
     print(experiments.format_robustness_table(results))
     print(f"Written to {workdir}")
 
