@@ -121,8 +121,11 @@ def test_killed_run_completes_with_the_metrics_of_a_whole_run(tmp_path, uninterr
 @pytest.mark.slow
 def test_ctrl_c_says_how_to_resume_and_the_rerun_completes(tmp_path, uninterrupted):
     workdir = str(tmp_path / "run")
+    # A shell without job control starts background jobs with SIGINT ignored, and Python then keeps ignoring it: give
+    # the run the default disposition, as a terminal would, whatever shell started the tests.
     process = subprocess.Popen([sys.executable, "-m", "trainers.fit", *ARGS, f"--workdir={workdir}"], cwd=ROOT,
-                               env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                               env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 300
     while not os.path.exists(os.path.join(workdir, "history.json")) and time.time() < deadline:
         time.sleep(0.05)
