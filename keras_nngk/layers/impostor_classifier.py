@@ -66,6 +66,11 @@ class ImpostorClassifier(kernel_layer.KernelCenterLayer):
         return self.tie == "loose"
 
     @property
+    def supports_training_writes(self):
+        """Tied centers can follow the network through the training pass."""
+        return self.tie == "tied"
+
+    @property
     def center_schedule(self):
         """Tied centers follow the network; fixed and loose ones come from the initial network, once."""
         return "periodic" if self.tie == "tied" else "initial"
@@ -84,6 +89,8 @@ class ImpostorClassifier(kernel_layer.KernelCenterLayer):
         probabilities, embeddings, sample_ids = self.classify(inputs)
         if training and self.tie == "loose" and sample_ids is not None and self.tie_weight > 0:
             self.add_loss(self.tie_term(embeddings, sample_ids))
+        if training and self.write_training_centers and self.tie == "tied" and sample_ids is not None:
+            self.write_training_embeddings(embeddings, sample_ids)
         return probabilities
 
     def get_config(self):

@@ -35,6 +35,9 @@ class NNGKClassifier(kernel_layer.KernelCenterLayer):
     Call arguments:
         inputs: `embeddings (B, d)`, or `[embeddings, sample_ids (B,)]` to leave
             each sample's own center out (training, leave-one-out evaluation).
+        training: in training mode, with sample ids and `write_training_centers`
+            set (`CenterRefresh(mode="training")`), the batch's embeddings are
+            also written over their own centers after the lookup.
 
     Returns:
         `(B, num_classes)` class probabilities; each row sums to 1 (uniform where
@@ -58,6 +61,8 @@ class NNGKClassifier(kernel_layer.KernelCenterLayer):
                          learn_sigma=learn_sigma, capacity=capacity, search=search, chunk_size=chunk_size, **kwargs)
         self.sample_weights = bool(sample_weights)
 
+    supports_training_writes = True
+
     def build_center_state(self):
         self.build_kernel_width()
         self.log_weights = None
@@ -76,8 +81,11 @@ class NNGKClassifier(kernel_layer.KernelCenterLayer):
         weights = None if self.log_weights is None else np.exp(self.log_weights.numpy())
         return float(self.sigma.numpy()), weights
 
-    def call(self, inputs):
-        return self.classify(inputs)[0]
+    def call(self, inputs, training=None):
+        probabilities, embeddings, sample_ids = self.classify(inputs)
+        if training and self.write_training_centers and sample_ids is not None:
+            self.write_training_embeddings(embeddings, sample_ids)
+        return probabilities
 
     def get_config(self):
         config = super().get_config()

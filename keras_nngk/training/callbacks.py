@@ -11,6 +11,10 @@ from keras_nngk.training import center_sync
 from keras_nngk.utils import files
 
 
+# How periodic centers follow the network: separate embedding passes, or writes from the training steps.
+MODES = ("embed", "training")
+
+
 class CenterRefresh(keras.callbacks.Callback):
     """Keeps a head's centers in step with the network during `model.fit` (the "weak update").
 
@@ -32,6 +36,21 @@ class CenterRefresh(keras.callbacks.Callback):
       training BatchNorm is recalibrated, the centers stay;
     - "final" (the kNN baseline, which trains nothing): once, at the end of training.
 
+    `mode` chooses how periodic centers follow the network between those points:
+
+    - "embed" (default): the refreshes above, each a separate embedding pass over `x`;
+    - "training": every training step writes its batch's embeddings over the
+      batch's own centers (`CenterLayer.write_training_embeddings`, in the
+      compiled step: no separate pass), so each center is at most one epoch old.
+      The full refresh (recalibration + embedding pass) then runs only at the
+      start (when the head is empty or with `refresh_on_train_begin`) and at the
+      end of training, so that evaluation and export see inference-mode centers;
+      `every_n_epochs` is ignored. Centers written in training mode carry the
+      batch's BatchNorm statistics, like the training queries they meet. Needs
+      centers in data order (sample ids `0..N-1`, what a refresh stores) and a
+      head that writes them: NNGK and tied impostors. A faiss index is rebuilt
+      from the written centers after every epoch.
+
     Args:
         head: a `keras_nngk.layers.CenterLayer` (NNGK, kNN, ...).
         embedding_model: model mapping `x` to what the head stores: embeddings (the backbone), or `(keys, values)`
@@ -48,6 +67,7 @@ class CenterRefresh(keras.callbacks.Callback):
             inference mode) see the same BatchNorm statistics as the training-mode
             queries they are compared with.
         schedule: "periodic", "initial" or "final"; default: the head's `center_schedule`.
+        mode: "embed" or "training" (see above; "training" needs the "periodic" schedule).
 
     Example:
 
@@ -57,8 +77,10 @@ class CenterRefresh(keras.callbacks.Callback):
 
     def __init__(self, head, embedding_model, x, labels, sample_ids=None, every_n_epochs=1, batch_size=256,
                  verbose=1, refresh_on_train_begin=True, refresh_on_train_end=True, recalibration=None,
-                 schedule=None):
+                 schedule=None, mode="embed"):
         super().__init__()
+        if mode not in MODES:
+            raise ValueError(f"Unknown refresh mode {mode!r}; valid: {', '.join(MODES)}. Received: mode={mode!r}")
         if every_n_epochs is not None and (
                 isinstance(every_n_epochs, bool) or not isinstance(every_n_epochs, int) or every_n_epochs < 1):
             raise ValueError("`every_n_epochs` must be a positive integer or None. "
@@ -73,6 +95,10 @@ class CenterRefresh(keras.callbacks.Callback):
         self.sample_ids = None if sample_ids is None else np.asarray(sample_ids)
         self.every_n_epochs = every_n_epochs if schedule == "periodic" else None
         self.schedule = schedule
+        if mode == "training" and (schedule != "periodic" or not getattr(head, "supports_training_writes", False)):
+            raise ValueError(f"{type(head).__name__} cannot take centers from the training pass (only NNGK heads "
+                             "and tied impostors, whose centers follow the network, can); use mode='embed'.")
+        self.mode = mode
         self.verbose = verbose
         self.refresh_on_train_begin = refresh_on_train_begin
         self.refresh_on_train_end = refresh_on_train_end
@@ -117,10 +143,27 @@ class CenterRefresh(keras.callbacks.Callback):
         empty = not self.head.built or self.head.num_centers == 0
         if empty or (self.schedule == "periodic" and self.refresh_on_train_begin):
             self.refresh()
+        if self.mode == "training":
+            self._set_training_writes(True)
+
+    def _set_training_writes(self, on):
+        """Turns the head's writes from the training pass on or off, and has the model trace its step again."""
+        if self.head.write_training_centers == on:
+            return
+        self.head.write_training_centers = on
+        if self.model is not None and hasattr(self.model, "make_train_function"):
+            # `model.fit` reads `train_function` at every step: the new trace is used from the next step on.
+            self.model.train_function = None
+            if on:
+                self.model.make_train_function(force=True)
 
     def on_epoch_end(self, epoch, logs=None):
         if not self._sample_ids_checked:
             self._sample_ids_checked = self._check_sample_ids()
+        if self.mode == "training":
+            self._refreshed_after_last_epoch = False
+            self.head.rebuild_index()  # A faiss index follows the written centers (nothing to do for "exact").
+            return
         if self.every_n_epochs is None:
             return
         self._refreshed_after_last_epoch = (epoch + 1) % self.every_n_epochs == 0
@@ -137,6 +180,8 @@ class CenterRefresh(keras.callbacks.Callback):
         self._refreshed_after_last_epoch = False
 
     def on_train_end(self, logs=None):
+        if self.mode == "training":
+            self._set_training_writes(False)
         if self.schedule == "initial" or not self.refresh_on_train_end:
             if self.refresh_on_train_end:
                 self.sync.recalibrate()  # The centers stay; the network's statistics are brought up to date.

@@ -18,6 +18,8 @@ from keras_nngk import search as search_lib
 TASKS = ("classification", "retrieval")
 STRATEGIES = ("default", "mirrored", "multi_worker")
 LOOPS = ("fit", "custom")
+# "training": centers written from the training steps, full refreshes at the start and end only (`CenterRefresh`).
+REFRESH_MODES = ("embed", "training")
 MODELS = ("classifier", "biased", "plain")
 
 
@@ -48,6 +50,7 @@ class Config:
     learn_sigma: bool = True
     sample_weights: bool = True
     refresh_every: int = 1
+    refresh_mode: str = "embed"  # One of REFRESH_MODES.
     search: str = "auto"
     knn_neighbours: int = 5
     recalibrate_batchnorm: bool = True
@@ -100,7 +103,7 @@ class Config:
         """Raises a ValueError naming the field, the valid choices and the value received."""
         self.check_types()
         choices = {"dataset": data.NAMES, "task": TASKS, "head": models.HEADS, "backbone": tuple(backbones.BACKBONES),
-                   "strategy": STRATEGIES, "loop": LOOPS, "model": MODELS}
+                   "strategy": STRATEGIES, "loop": LOOPS, "model": MODELS, "refresh_mode": REFRESH_MODES}
         for name, valid in choices.items():
             value = getattr(self, name)
             if value not in valid:
@@ -120,6 +123,14 @@ class Config:
         if self.tie not in impostor_classifier.TIES:
             raise ValueError(f"Unknown tie {self.tie!r}; valid: {', '.join(impostor_classifier.TIES)}. "
                              f"Received: tie={self.tie!r}")
+        if self.refresh_mode == "training" and (self.model != "classifier" or self.head not in ("nngk", "impostor") or (
+                self.head == "impostor" and self.tie != "tied")):
+            raise ValueError("--refresh_mode=training writes the centers of an nngk head or of tied impostors from "
+                             f"the training steps; use --refresh_mode=embed. Received: model={self.model!r}, "
+                             f"head={self.head!r}, tie={self.tie!r}")
+        if self.refresh_mode == "training" and self.strategy == "multi_worker":
+            raise ValueError("--refresh_mode=training writes centers on one machine (strategy default or mirrored); "
+                             "use --refresh_mode=embed with --strategy=multi_worker.")
         if self.head == "impostor" and self.tie == "loose" and self.strategy != "default":
             raise ValueError("Loose impostor centers train with sparse row updates on one device: use "
                              "--strategy=default, or --tie=tied/fixed.")

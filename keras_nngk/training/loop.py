@@ -69,12 +69,11 @@ class CustomLoop:
         """
         history = {"loss": [], "accuracy": []}
         callback_list = keras.callbacks.CallbackList(list(callbacks), model=self.train_model)
-        if self._step is None:
-            self._step = self._build_step()
         iterator = iter(self.strategy.experimental_distribute_dataset(dataset))
         writer = tf.summary.create_file_writer(self.log_dir + "/train") if self.log_dir else None
         validation_writer = tf.summary.create_file_writer(self.log_dir + "/validation") if self.log_dir else None
         callback_list.on_train_begin()
+        self._step = self._build_step()  # After the callbacks' set-up, which may change what the step traces.
         for epoch in range(initial_epoch, epochs):
             callback_list.on_epoch_begin(epoch)
             progress = keras.utils.Progbar(steps_per_epoch, verbose=self.verbose, stateful_metrics=["loss", "accuracy"])

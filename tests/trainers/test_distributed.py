@@ -21,6 +21,11 @@ def test_mirrored_step_matches_single_device():
     assert values["replicas"] == 2
     assert abs(values["single_loss"] - values["mirrored_loss"]) < 1e-5, values
     assert values["max_weight_difference"] < 1e-5, values
+    # Centers written from the training pass: the same 64 rows (the batch's samples) as on one device, the rows of
+    # both replicas' halves gathered, and both copies of the centers identical.
+    assert len(values["single_written_rows"]) == 64
+    assert values["mirrored_written_rows"] == values["single_written_rows"]
+    assert values["center_copies"] == 2 and values["replicas_agree_on_written_centers"]
 
 
 def _free_ports(count):

@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+import tensorflow as tf
 import tf_keras as keras
 
 import keras_nngk as kn
@@ -95,3 +96,113 @@ def test_held_out_metrics_per_epoch_in_history_and_tensorboard(tmp_path, loop):
     assert "val_accuracy" not in json.load(open(tmp_path / "quiet" / "history.json"))["epochs"][0]
     with pytest.raises(ValueError, match="`eval_every` must be 0"):
         kn.training.Config.for_dataset("digits", eval_every=-1).validate()
+
+
+def _batchnorm_setup(rng, num_points=96):
+    """A backbone with BatchNorm (training-mode outputs differ from inference-mode ones) under an NNGK head."""
+    x, clusters = clustered(rng, num_points, 10, num_clusters=6, spread=0.6)
+    y = clusters % 3
+    keras.utils.set_random_seed(0)
+    backbone = keras.Sequential([keras.Input((10,)), keras.layers.Dense(16), keras.layers.BatchNormalization(),
+                                 keras.layers.ReLU(), keras.layers.Dense(4)])
+    head = kn.layers.NNGKClassifier(3, num_neighbours=8, capacity=num_points, search="exact")
+    built = kn.models.nngk_classifier(backbone, 3, head=head)
+    return x, y, backbone, head, built.train_model
+
+
+def test_training_pass_writes_equal_a_fresh_embedding_of_the_batch_under_the_same_network(rng):
+    x, y, backbone, head, train_model = _batchnorm_setup(rng)
+    stale = rng.normal(size=(len(x), 4)).astype(np.float32)
+    head.assign_centers(stale, y)
+    batch = np.array([5, 17, 3, 60, 41])
+    head.write_training_centers = True
+    train_model({"image": x[batch], "sample_id": batch}, training=False)  # Inference calls write nothing.
+    np.testing.assert_array_equal(head.centers.numpy(), stale)
+    train_model({"image": x[batch], "sample_id": batch}, training=True)
+    written = head.centers.numpy()
+    # The same batch, same weights, training mode (batch statistics): bit for bit what the step computed.
+    np.testing.assert_array_equal(written[batch], backbone(x[batch], training=True).numpy())
+    untouched = np.setdiff1d(np.arange(len(x)), batch)
+    np.testing.assert_array_equal(written[untouched], stale[untouched])
+    assert not np.allclose(written[batch], backbone(x[batch], training=False).numpy(), atol=1e-3)
+
+    # Slots that do not hold the batch's samples (centers stored in another order, ids -1, ids out of range) are
+    # left alone, also when no row of the batch has a center of its own.
+    head.assign_centers(stale, y, sample_ids=np.roll(np.arange(len(x)), 1))
+    train_model({"image": x[batch], "sample_id": batch}, training=True)
+    np.testing.assert_array_equal(head.centers.numpy(), stale)
+    head.assign_centers(stale, y)
+    mixed = np.array([7, -1, 500, 7])  # Sample 7 twice (both rows write the same value), two ids without a slot.
+    train_model({"image": x[mixed % len(x)], "sample_id": mixed}, training=True)
+    np.testing.assert_array_equal(head.centers.numpy()[7], backbone(x[mixed % len(x)], training=True).numpy()[0])
+    np.testing.assert_array_equal(np.delete(head.centers.numpy(), 7, axis=0), np.delete(stale, 7, axis=0))
+    before = head.centers.numpy()
+    head.write_training_centers = False
+    train_model({"image": x[batch], "sample_id": batch}, training=True)
+    np.testing.assert_array_equal(head.centers.numpy(), before)
+
+
+@pytest.mark.parametrize("jit_compile", [False, True])
+def test_training_refresh_mode_writes_every_center_from_the_steps(rng, jit_compile):
+    """One epoch at learning rate 0 without the start and end refreshes: every center must come from a step
+    (stale random centers otherwise), and equal its sample's training-mode embedding."""
+    x, y, backbone, head, train_model = _batchnorm_setup(rng)
+    train_model.compile(keras.optimizers.SGD(0.0), "sparse_categorical_crossentropy", jit_compile=jit_compile)
+    head.assign_centers(rng.normal(size=(len(x), 4)).astype(np.float32), y)
+    refresh = kn.callbacks.CenterRefresh(head, backbone, x, y, verbose=0, mode="training",
+                                         refresh_on_train_begin=False, refresh_on_train_end=False)
+    train_model.fit({"image": x, "sample_id": np.arange(len(x))}, y, epochs=1, batch_size=32, shuffle=False,
+                    callbacks=[refresh], verbose=0)
+    assert refresh.refresh_count == 0
+    expected = np.concatenate([backbone(x[start:start + 32], training=True).numpy() for start in range(0, 96, 32)])
+    np.testing.assert_allclose(head.centers.numpy(), expected, rtol=1e-5, atol=1e-6)
+    assert not head.write_training_centers  # Off again after training: later steps of other fits write nothing.
+
+
+def test_training_refresh_mode_refreshes_at_start_and_end_only_and_learns(rng):
+    x, y, backbone, head, train_model = _setup(rng)
+    train_model.compile(keras.optimizers.Adam(1e-2), "sparse_categorical_crossentropy", jit_compile=False)
+    refresh = kn.callbacks.CenterRefresh(head, backbone, x, y, every_n_epochs=1, verbose=0, mode="training")
+    history = train_model.fit([x, np.arange(len(x))], y, epochs=4, batch_size=32, callbacks=[refresh], verbose=0)
+    assert refresh.refresh_count == 2  # Start (empty head) and end (inference-mode centers for evaluation).
+    np.testing.assert_allclose(head.centers.numpy(), backbone.predict(x, verbose=0), rtol=1e-5, atol=1e-5)
+    assert history.history["loss"][-1] < history.history["loss"][0]
+    assert np.mean(head([backbone.predict(x, verbose=0), np.arange(len(x))]).numpy().argmax(1) == y) > 0.9
+
+
+def test_training_refresh_mode_rejects_heads_that_cannot_write(rng):
+    x, y, backbone, _, _ = _setup(rng)
+    for head in (kn.layers.KNNClassifier(3, capacity=len(x)),
+                 kn.layers.ImpostorClassifier(3, capacity=len(x), tie="loose")):
+        with pytest.raises(ValueError, match="cannot take centers from the training pass"):
+            kn.callbacks.CenterRefresh(head, backbone, x, y, mode="training")
+    with pytest.raises(ValueError, match="Unknown refresh mode 'steps'"):
+        kn.callbacks.CenterRefresh(kn.layers.NNGKClassifier(3, capacity=len(x)), backbone, x, y, mode="steps")
+    with pytest.raises(ValueError, match="--refresh_mode=training writes the centers of an nngk head"):
+        kn.training.Config.for_dataset("digits", head="dense", refresh_mode="training")
+    with pytest.raises(ValueError, match="Unknown refresh_mode 'x'"):
+        kn.training.Config.for_dataset("digits", refresh_mode="x")
+
+
+def test_batchnorm_recalibration_averages_the_batch_statistics_in_one_compiled_pass(rng):
+    """Against NumPy: the running mean becomes the mean of the batch means, the running variance the mean of the
+    (Bessel-corrected, as Keras' BatchNorm keeps it) batch variances; momentum and the layer's weights are as before,
+    and a second recalibration reuses the traced pass."""
+    from keras_nngk.training import center_sync
+    x = rng.normal(2.0, 3.0, size=(300, 5, 5, 3)).astype(np.float32)
+    network = keras.Sequential([keras.Input((5, 5, 3)), keras.layers.BatchNormalization(),
+                                keras.layers.Conv2D(4, 3), keras.layers.BatchNormalization()])
+    batches = tf.data.Dataset.from_tensor_slices(x).batch(64)
+    names = [weight.name for weight in network.weights]
+    assert center_sync.recalibrate_batchnorm(network, batches, num_batches=4) == 4
+    first = network.layers[0]
+    used = [x[start:start + 64] for start in range(0, 256, 64)]
+    np.testing.assert_allclose(first.moving_mean.numpy(), np.mean([b.mean((0, 1, 2)) for b in used], 0), atol=1e-5)
+    np.testing.assert_allclose(first.moving_variance.numpy(),
+                               np.mean([b.var((0, 1, 2), ddof=1) for b in used], 0), rtol=1e-5)
+    assert first.momentum == 0.99 and [weight.name for weight in network.weights] == names
+    traced = center_sync._RECALIBRATION_PASSES[network][1]
+    before = traced.experimental_get_tracing_count()
+    assert center_sync.recalibrate_batchnorm(network, batches, num_batches=4) == 4
+    assert traced.experimental_get_tracing_count() == before
+    np.testing.assert_allclose(first.moving_mean.numpy(), np.mean([b.mean((0, 1, 2)) for b in used], 0), atol=1e-5)
