@@ -2,7 +2,8 @@
 
 - `samples_per_class`: accuracy against training images per class, every head on the same budget;
 - `retrieval`: Recall@K (and MAP@R) on classes unseen in training;
-- `robustness`: a black-box attack (SimBA or the Square Attack) on finished runs, e.g. a biased network and its plain counterpart;
+- `robustness`: a black-box attack (SimBA or the Square Attack) on finished runs, e.g. a biased network and its
+  plain counterpart;
 - `enrolment`: new classes learned on the device from n images each, in an enrollable TFLite export.
 """
 

@@ -10,7 +10,6 @@ from absl import logging
 from keras_nngk.training import center_sync
 from keras_nngk.utils import files
 
-
 # How periodic centers follow the network: separate embedding passes, or writes from the training steps.
 MODES = ("embed", "training")
 
