@@ -1,0 +1,83 @@
+"""Whole training runs: the dense head against NNGK per center-refresh mode, what a user waits for.
+
+    python bench/epoch.py                                   # Fashion-MNIST, 60,000 centers, 2 epochs, 3 rounds
+    python bench/epoch.py --dataset=mnist5k --epochs=2 --rounds=2 --variants dense training
+
+Each variant is one `kn.training.fit` run (the same as `python -m trainers.fit`): the training steps, the center
+refreshes and BatchNorm recalibrations its refresh mode does, and the held-out pass after every epoch (the same for
+every head). The variants take turns in each round, so machine noise hits them alike; the table gives the median
+training time over the rounds, its ratio to the dense run of the same round (median, min and max over the rounds),
+and the test accuracy of each run.
+
+Variants: `dense` (softmax head; BatchNorm recalibrated once at the end), `embed:N` (NNGK, an embedding pass over
+the training images every N epochs, each after a recalibration; plus one at the start and, when the last epoch did
+not refresh, at the end), `training` (NNGK, centers written from the training steps; embedding passes at the start
+and the end only).
+"""
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import numpy as np  # noqa: E402
+
+import keras_nngk as kn  # noqa: E402
+
+
+def variant_config(variant, dataset, epochs, seed):
+    if variant == "dense":
+        return kn.training.Config.for_dataset(dataset, head="dense", epochs=epochs, seed=seed)
+    if variant == "training":
+        return kn.training.Config.for_dataset(dataset, head="nngk", refresh_mode="training", epochs=epochs, seed=seed)
+    if variant.startswith("embed:"):
+        return kn.training.Config.for_dataset(dataset, head="nngk", refresh_mode="embed",
+                                              refresh_every=int(variant.split(":")[1]), epochs=epochs, seed=seed)
+    raise ValueError(f"Unknown variant {variant!r}; valid: dense, embed:N, training.")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--dataset", default="fashion_mnist")
+    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--seed", type=int, default=0, help="the same seed in every run (data order, weights)")
+    parser.add_argument("--variants", nargs="+", default=["dense", "embed:1", "embed:2", "training"],
+                        help="dense first")
+    parser.add_argument("--json", help="also write the runs' times and accuracies here")
+    args = parser.parse_args()
+    configs = {variant: variant_config(variant, args.dataset, args.epochs, args.seed) for variant in args.variants}
+    runs = {variant: [] for variant in args.variants}
+    for round_number in range(args.rounds):
+        for variant, config in configs.items():
+            with tempfile.TemporaryDirectory() as workdir:
+                results = kn.training.fit(config, workdir, verbose=0)
+            runs[variant].append({"seconds": results["train_seconds"], "accuracy": results["test_accuracy"]})
+            print(f"round {round_number + 1}/{args.rounds} {variant}: {results['train_seconds']:.1f} s, "
+                  f"accuracy {results['test_accuracy']:.4f}", file=sys.stderr, flush=True)
+    data = kn.data.load(args.dataset)
+    print(f"{args.dataset}, {data.num_train} training images (= centers), small conv, 64-d, k = 32, batch 128, "
+          f"{args.epochs} epochs per run, seed {args.seed}; {args.rounds} rounds, variants in turns")
+    print("| variant | train s (median) | s per epoch | / dense (median) | / dense (min-max) | test accuracy |")
+    print("|---|---|---|---|---|---|")
+    dense = runs.get("dense")
+    for variant, values in runs.items():
+        seconds = np.array([run["seconds"] for run in values])
+        accuracies = [run["accuracy"] for run in values]
+        ratio = spread = ""
+        if dense is not None:
+            ratios = seconds / np.array([run["seconds"] for run in dense])
+            ratio, spread = f"{np.median(ratios):.2f}", f"{ratios.min():.2f}-{ratios.max():.2f}"
+        print(f"| {variant} | {np.median(seconds):.1f} | {np.median(seconds) / args.epochs:.1f} | {ratio} | {spread} | "
+              f"{100 * np.mean(accuracies):.2f}% |")
+    if args.json:
+        with open(args.json, "w") as handle:
+            json.dump({"args": vars(args), "runs": runs}, handle, indent=1)
+
+
+if __name__ == "__main__":
+    main()
