@@ -33,8 +33,9 @@ def build(head, num_centers, rng, shape, batch):
         keys = rng.normal(size=(num_centers, 16)).astype(np.float32)
         models.lookup.assign_keys_values(keys, rng.normal(size=(num_centers, 64)).astype(np.float32))
     else:
-        search = "faiss-hnsw" if head.endswith("-hnsw") else "exact"
-        models = kn.models.nngk_classifier(backbone, 10, head=head.replace("-hnsw", ""), capacity=num_centers,
+        base, _, suffix = head.partition("-")
+        search = f"faiss-{suffix}" if suffix else "exact"
+        models = kn.models.nngk_classifier(backbone, 10, head=base, capacity=num_centers,
                                            tie="tied" if head == "impostor" else "loose", search=search)
         train_model, center_head = models.train_model, models.center_head
     train_model.compile(keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy", jit_compile=False)
@@ -70,7 +71,7 @@ def main():
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--steps", type=int, default=5, help="steps per measurement")
     parser.add_argument("--heads", nargs="+", default=["dense", "nngk", "nngk-hnsw", "impostor", "biased"],
-                        help="dense first; nngk-hnsw is the NNGK head searching a faiss HNSW index")
+                        help="dense first; nngk-hnsw / nngk-ivf: the NNGK head searching a faiss HNSW / IVF index")
     args = parser.parse_args()
     rng = np.random.default_rng(0)
     shape = (28, 28, 1)

@@ -277,3 +277,50 @@ def test_auto_resolves_by_size_and_export_switches_to_exact(rng):
     model = keras.Sequential([keras.Input((64,)), layer])
     assert kn.export.use_exact_search(model) == [layer] and layer.active_search == "exact"
     np.testing.assert_allclose(layer(queries).numpy(), probabilities, atol=1e-5)  # HNSW is exact on 200 points.
+
+
+@pytest.mark.parametrize("factory", ["IVF{nlist},Flat", "IVF16,PQ8np"])
+def test_reused_quantizer_answers_as_a_freshly_trained_index_and_trains_once(factory, rng):
+    """A center refresh resets the index and adds the new centers: the trained lists (and PQ codebooks) are kept,
+    so the refreshed index returns what a freshly built one over the same vectors returns, without training."""
+    from keras_nngk.search.faiss_index import FaissIndex
+    vectors, _ = clustered(rng, 3000, 16)
+    queries, _ = clustered(np.random.default_rng(1), 50, 16)
+    ids = np.arange(3000)
+    index = FaissIndex(factory, nprobe=4)
+    index.add(vectors, ids)
+    first = index.search(queries, 10)
+    index.reset()
+    index.add(vectors, ids)
+    again = index.search(queries, 10)
+    fresh = FaissIndex(factory, nprobe=4)
+    fresh.add(vectors, ids)
+    expected = fresh.search(queries, 10)
+    assert index.trainings == 1 and fresh.trainings == 1
+    for result in (first, again):
+        np.testing.assert_array_equal(result[1], expected[1])
+        np.testing.assert_array_equal(result[0], expected[0])
+    # Moved centers (a refresh after training steps): the kept lists find the true neighbours as well as lists
+    # trained on the moved centers.
+    moved = vectors + 0.05 * rng.normal(size=vectors.shape).astype(np.float32)
+    _, positions = reference.nearest_neighbours(queries, moved, 10)
+
+    def recall(searched):
+        return np.mean([len(set(row) & set(true)) / 10 for row, true in zip(searched.search(queries, 10)[1],
+                                                                             positions)])
+
+    index.reset()
+    index.add(moved, ids)
+    retrained = FaissIndex(factory, nprobe=4)
+    retrained.add(moved, ids)
+    assert recall(index) >= recall(retrained) - 0.03 and index.trainings == 1
+    index.retrain()
+    index.search(queries, 10)
+    assert index.trainings == 2
+    unkept = FaissIndex(factory, nprobe=4, reuse_training=False)
+    unkept.add(vectors, ids)
+    unkept.search(queries, 1)
+    unkept.reset()
+    unkept.add(vectors, ids)
+    unkept.search(queries, 1)
+    assert unkept.trainings == 2
