@@ -46,9 +46,10 @@ class FaissIndex(base.SearchIndex):
     assigns them to the trained lists: training an IVF quantizer takes seconds
     at 100,000 vectors, adding them a fraction of that. `retrain()` (or
     `reuse_training=False`) trains again at the next build, e.g. once the
-    vectors have drifted far from those the quantizer was trained on. On a machine where `faiss.get_num_gpus() > 0`, the index is
-    copied to all GPUs (falling back to the CPU, with a log line, for index
-    types FAISS cannot move there).
+    vectors have drifted far from those the quantizer was trained on. On a
+    machine where `faiss.get_num_gpus() > 0`, the index is copied to all GPUs
+    (falling back to the CPU, with a log line, for index types FAISS cannot
+    move there).
 
     Args:
         factory: a `faiss.index_factory` string, e.g. "Flat", "HNSW32",

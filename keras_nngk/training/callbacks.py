@@ -42,9 +42,11 @@ class CenterRefresh(keras.callbacks.Callback):
       batch's own centers (`CenterLayer.write_training_embeddings`, in the
       compiled step: no separate pass), so each center is at most one epoch old.
       The full refresh (recalibration + embedding pass) then runs only at the
-      start (when the head is empty or with `refresh_on_train_begin`) and at the
-      end of training, so that evaluation and export see inference-mode centers;
-      `every_n_epochs` is ignored. Centers written in training mode carry the
+      start (when the head is empty or with `refresh_on_train_begin`) and after
+      the last epoch (or at the end of training when the number of epochs is not
+      known), so that evaluation and export see inference-mode centers;
+      `every_n_epochs` is ignored. Held-out metrics of earlier epochs compare
+      inference-mode queries with these training-mode centers. Centers written in training mode carry the
       batch's BatchNorm statistics, like the training queries they meet. Needs
       centers in data order (sample ids `0..N-1`, what a refresh stores) and a
       head that writes them: NNGK and tied impostors. A faiss index is rebuilt
@@ -160,8 +162,12 @@ class CenterRefresh(keras.callbacks.Callback):
         if not self._sample_ids_checked:
             self._sample_ids_checked = self._check_sample_ids()
         if self.mode == "training":
-            self._refreshed_after_last_epoch = False
-            self.head.rebuild_index()  # A faiss index follows the written centers (nothing to do for "exact").
+            last = self.refresh_on_train_end and (self.params or {}).get("epochs") == epoch + 1
+            self._refreshed_after_last_epoch = last
+            if last:  # The final centers now, so that this epoch's held-out metrics are those of the saved model.
+                self.refresh()
+            else:
+                self.head.rebuild_index()  # A faiss index follows the written centers (nothing to do for "exact").
             return
         if self.every_n_epochs is None:
             return

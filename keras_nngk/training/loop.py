@@ -68,7 +68,8 @@ class CustomLoop:
         Returns `{"loss": [...], "accuracy": [...]}` per epoch, as `History.history`.
         """
         history = {"loss": [], "accuracy": []}
-        callback_list = keras.callbacks.CallbackList(list(callbacks), model=self.train_model)
+        callback_list = keras.callbacks.CallbackList(list(callbacks), model=self.train_model, epochs=epochs,
+                                                     steps=steps_per_epoch, verbose=self.verbose)
         iterator = iter(self.strategy.experimental_distribute_dataset(dataset))
         writer = tf.summary.create_file_writer(self.log_dir + "/train") if self.log_dir else None
         validation_writer = tf.summary.create_file_writer(self.log_dir + "/validation") if self.log_dir else None

@@ -142,17 +142,24 @@ def test_training_pass_writes_equal_a_fresh_embedding_of_the_batch_under_the_sam
     np.testing.assert_array_equal(head.centers.numpy(), before)
 
 
-@pytest.mark.parametrize("jit_compile", [False, True])
-def test_training_refresh_mode_writes_every_center_from_the_steps(rng, jit_compile):
+@pytest.mark.parametrize("loop", ["fit", "fit-xla", "custom"])
+def test_training_refresh_mode_writes_every_center_from_the_steps(rng, loop):
     """One epoch at learning rate 0 without the start and end refreshes: every center must come from a step
-    (stale random centers otherwise), and equal its sample's training-mode embedding."""
+    (stale random centers otherwise), and equal its sample's training-mode embedding; in `model.fit` (also
+    XLA-compiled) and in the custom loop."""
     x, y, backbone, head, train_model = _batchnorm_setup(rng)
-    train_model.compile(keras.optimizers.SGD(0.0), "sparse_categorical_crossentropy", jit_compile=jit_compile)
     head.assign_centers(rng.normal(size=(len(x), 4)).astype(np.float32), y)
     refresh = kn.callbacks.CenterRefresh(head, backbone, x, y, verbose=0, mode="training",
                                          refresh_on_train_begin=False, refresh_on_train_end=False)
-    train_model.fit({"image": x, "sample_id": np.arange(len(x))}, y, epochs=1, batch_size=32, shuffle=False,
-                    callbacks=[refresh], verbose=0)
+    inputs = {"image": x, "sample_id": np.arange(len(x))}
+    if loop == "custom":
+        dataset = tf.data.Dataset.from_tensor_slices((inputs, y)).batch(32)
+        kn.training.CustomLoop(train_model, keras.optimizers.SGD(0.0), verbose=0).fit(
+            dataset.repeat(), epochs=1, steps_per_epoch=3, callbacks=[refresh])
+    else:
+        train_model.compile(keras.optimizers.SGD(0.0), "sparse_categorical_crossentropy",
+                            jit_compile=loop == "fit-xla")
+        train_model.fit(inputs, y, epochs=1, batch_size=32, shuffle=False, callbacks=[refresh], verbose=0)
     assert refresh.refresh_count == 0
     expected = np.concatenate([backbone(x[start:start + 32], training=True).numpy() for start in range(0, 96, 32)])
     np.testing.assert_allclose(head.centers.numpy(), expected, rtol=1e-5, atol=1e-6)
@@ -164,7 +171,8 @@ def test_training_refresh_mode_refreshes_at_start_and_end_only_and_learns(rng):
     train_model.compile(keras.optimizers.Adam(1e-2), "sparse_categorical_crossentropy", jit_compile=False)
     refresh = kn.callbacks.CenterRefresh(head, backbone, x, y, every_n_epochs=1, verbose=0, mode="training")
     history = train_model.fit([x, np.arange(len(x))], y, epochs=4, batch_size=32, callbacks=[refresh], verbose=0)
-    assert refresh.refresh_count == 2  # Start (empty head) and end (inference-mode centers for evaluation).
+    # Start (empty head) and after the last epoch (inference-mode centers for its held-out metrics and evaluation).
+    assert refresh.refresh_count == 2 and refresh.refreshed_after_last_epoch
     np.testing.assert_allclose(head.centers.numpy(), backbone.predict(x, verbose=0), rtol=1e-5, atol=1e-5)
     assert history.history["loss"][-1] < history.history["loss"][0]
     assert np.mean(head([backbone.predict(x, verbose=0), np.arange(len(x))]).numpy().argmax(1) == y) > 0.9
