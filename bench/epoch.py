@@ -5,7 +5,9 @@
 
 Each variant is one `kn.training.fit` run (the same as `python -m trainers.fit`): the training steps, the center
 refreshes and BatchNorm recalibrations its refresh mode does, and the held-out pass after every epoch (the same for
-every head). The variants take turns in each round, so machine noise hits them alike; the table gives the median
+every head). First an untimed warm-up (one small dense run: the data set's first load and TensorFlow's start-up
+would otherwise count against the first variant). The variants take turns in each round, so machine noise hits them
+alike; the table gives the median
 training time over the rounds, its ratio to the dense run of the same round (median, min and max over the rounds),
 and the test accuracy of each run.
 
@@ -52,6 +54,9 @@ def main():
     args = parser.parse_args()
     configs = {variant: variant_config(variant, args.dataset, args.epochs, args.seed) for variant in args.variants}
     runs = {variant: [] for variant in args.variants}
+    warm_up = kn.training.Config.for_dataset(args.dataset, head="dense", epochs=1, examples_per_class=20)
+    with tempfile.TemporaryDirectory() as workdir:
+        kn.training.fit(warm_up, workdir, verbose=0)
     for round_number in range(args.rounds):
         for variant, config in configs.items():
             with tempfile.TemporaryDirectory() as workdir:
