@@ -14,7 +14,8 @@ and the test accuracy of each run.
 Variants: `dense` (softmax head; BatchNorm recalibrated once at the end), `embed:N` (NNGK, an embedding pass over
 the training images every N epochs, each after a recalibration; plus one at the start and, when the last epoch did
 not refresh, at the end), `training` (NNGK, centers written from the training steps; embedding passes at the start
-and the end only).
+and the end only). `@<search>` picks the neighbour search (default: auto), e.g. `training@faiss-ivf`: a faiss IVF
+index whose trained quantizer is kept across refreshes, so rebuilding it after every epoch only adds the centers.
 """
 
 import argparse
@@ -32,14 +33,17 @@ import keras_nngk as kn  # noqa: E402
 
 
 def variant_config(variant, dataset, epochs, seed):
-    if variant == "dense":
-        return kn.training.Config.for_dataset(dataset, head="dense", epochs=epochs, seed=seed)
-    if variant == "training":
-        return kn.training.Config.for_dataset(dataset, head="nngk", refresh_mode="training", epochs=epochs, seed=seed)
-    if variant.startswith("embed:"):
+    """`dense`, `embed:N` or `training`, optionally `@<search>` (e.g. `training@faiss-ivf`)."""
+    name, _, search = variant.partition("@")
+    options = {"epochs": epochs, "seed": seed, "search": search or None}
+    if name == "dense":
+        return kn.training.Config.for_dataset(dataset, head="dense", **options)
+    if name == "training":
+        return kn.training.Config.for_dataset(dataset, head="nngk", refresh_mode="training", **options)
+    if name.startswith("embed:"):
         return kn.training.Config.for_dataset(dataset, head="nngk", refresh_mode="embed",
-                                              refresh_every=int(variant.split(":")[1]), epochs=epochs, seed=seed)
-    raise ValueError(f"Unknown variant {variant!r}; valid: dense, embed:N, training.")
+                                              refresh_every=int(name.split(":")[1]), **options)
+    raise ValueError(f"Unknown variant {variant!r}; valid: dense, embed:N, training, each optionally @<search>.")
 
 
 def main():

@@ -34,7 +34,9 @@ def declare_search_space(hp, head):
         values["sigma"] = hp.Float("sigma", 0.05, 2.0, sampling="log")
         values["num_neighbours"] = hp.Choice("num_neighbours", [8, 16, 32, 64])
     if head in ("nngk", "impostor", "knn"):
-        values["refresh_every"] = hp.Choice("refresh_every", [1, 2, 3])
+        values["refresh_every"] = hp.Choice("refresh_every", [1, 2, 3])  # For nngk only with refresh_mode "embed".
+    if head == "nngk":
+        values["refresh_mode"] = hp.Choice("refresh_mode", ["training", "embed"])
     if head == "knn":
         values["knn_neighbours"] = hp.Choice("knn_neighbours", [1, 3, 5, 10])
     if head == "impostor":

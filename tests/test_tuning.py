@@ -35,6 +35,8 @@ def test_tune_writes_the_best_trial_as_a_config(kind, tmp_path):
 def test_search_space_per_head():
     import keras_tuner as kt
     for head, expected in (("dense", {"learning_rate", "embedding_dim"}),
+                           ("nngk", {"learning_rate", "embedding_dim", "sigma", "num_neighbours", "refresh_every",
+                                     "refresh_mode"}),
                            ("impostor", {"learning_rate", "embedding_dim", "sigma", "num_neighbours",
                                          "refresh_every", "tie_weight"})):
         hp = kt.HyperParameters()

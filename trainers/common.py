@@ -43,9 +43,9 @@ _HELP = {
     "learn_sigma": "head: train the kernel width",
     "sample_weights": "head: learn one importance weight per center (nngk)",
     "refresh_every": "head: recompute the centers from the network every this many epochs (refresh_mode=embed)",
-    "refresh_mode": "head: embed (an embedding pass over the training images every --refresh_every epochs) | "
-                    "training (each step writes its batch's embeddings as their centers; full passes only at the "
-                    "start and end)",
+    "refresh_mode": "head: auto (training where the head takes it: nngk, tied impostors; else embed) | embed (an "
+                    "embedding pass over the training images every --refresh_every epochs) | training (each step "
+                    "writes its batch's embeddings as their centers; full passes only at the start and end)",
     "search": "head: neighbour search: auto | exact | faiss-flat | faiss-hnsw | faiss-ivf | faiss:<factory string>",
     "tie": "head: impostor centers: tied (refreshed) | fixed (initial network) | loose (trained, tied by an L2 term)",
     "tie_weight": "head: weight of the L2 term tying loose impostor centers to their samples' embeddings",

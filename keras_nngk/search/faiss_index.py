@@ -45,8 +45,12 @@ class FaissIndex(base.SearchIndex):
     over new vectors of the same dimension, as a center refresh does, only
     assigns them to the trained lists: training an IVF quantizer takes seconds
     at 100,000 vectors, adding them a fraction of that. `retrain()` (or
-    `reuse_training=False`) trains again at the next build, e.g. once the
-    vectors have drifted far from those the quantizer was trained on. On a
+    `reuse_training=False`) trains again at the next build. A network in
+    training moves its embeddings away from those the quantizer was trained on,
+    which piles them into few lists (slow, and a worse recall): a rebuild that
+    reuses IVF lists retrains by itself when the lists' imbalance factor (faiss'
+    `sum n_i^2 * nlist / N^2`, 1 when even) exceeds `retrain_imbalance` times the
+    one right after training. On a
     machine where `faiss.get_num_gpus() > 0`, the index is copied to all GPUs
     (falling back to the CPU, with a log line, for index types FAISS cannot
     move there).
@@ -59,6 +63,7 @@ class FaissIndex(base.SearchIndex):
         ef_search: HNSW search breadth (default max(64, 2k)).
         use_gpu: True, False, or None for "when a GPU is present".
         reuse_training: keep the trained quantizer across `reset()` (see above).
+        retrain_imbalance: retrain a reused IVF quantizer whose lists grew this much more uneven.
 
     Example:
 
@@ -69,7 +74,8 @@ class FaissIndex(base.SearchIndex):
 
     name = "faiss"
 
-    def __init__(self, factory="Flat", nprobe=None, ef_search=None, use_gpu=None, reuse_training=True):
+    def __init__(self, factory="Flat", nprobe=None, ef_search=None, use_gpu=None, reuse_training=True,
+                 retrain_imbalance=2.0):
         super().__init__()
         faiss = import_faiss()
         if not isinstance(factory, str) or not factory:
@@ -85,6 +91,8 @@ class FaissIndex(base.SearchIndex):
         self.ef_search = ef_search
         self.use_gpu = use_gpu
         self.reuse_training = bool(reuse_training)
+        self.retrain_imbalance = float(retrain_imbalance)
+        self._trained_imbalance = None
         self._index = None
         self._cpu_index = None
         self._num_lists = None
@@ -125,7 +133,13 @@ class FaissIndex(base.SearchIndex):
             ivf = faiss.try_extract_index_ivf(index)
             self._num_lists = ivf.nlist if ivf is not None else default_num_lists(self.size)
             self._finish_build(index)
-            return
+            imbalance = self._imbalance()
+            if (imbalance is None or not self._trained_imbalance
+                    or imbalance <= self.retrain_imbalance * self._trained_imbalance):
+                return
+            logging.info("faiss %s: the reused lists are %.1fx as uneven as after training; retraining.",
+                         self.factory, imbalance / self._trained_imbalance)
+            self._trained = None
         self._num_lists = default_num_lists(self.size)
         description = self.factory.replace("{nlist}", str(self._num_lists))
         index = faiss.index_factory(self.dimension, description, faiss.METRIC_L2)
@@ -140,6 +154,14 @@ class FaissIndex(base.SearchIndex):
             if self.reuse_training:
                 self._trained = faiss.clone_index(index)
         self._finish_build(index)
+        self._trained_imbalance = self._imbalance() if self._trained is not None else None
+
+    def _imbalance(self):
+        """The IVF lists' imbalance factor of the built index (None for other index types or no vectors)."""
+        ivf = import_faiss().try_extract_index_ivf(_inner_index(self._cpu_index))
+        if ivf is None or self.size == 0:
+            return None
+        return float(ivf.invlists.imbalance_factor())
 
     def _finish_build(self, index):
         faiss = import_faiss()
@@ -187,7 +209,7 @@ class FaissIndex(base.SearchIndex):
 
     def get_config(self):
         return {"factory": self.factory, "nprobe": self.nprobe, "ef_search": self.ef_search, "use_gpu": self.use_gpu,
-                "reuse_training": self.reuse_training}
+                "reuse_training": self.reuse_training, "retrain_imbalance": self.retrain_imbalance}
 
     def _save_extra(self, directory):
         if self.size == 0:

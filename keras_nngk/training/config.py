@@ -18,8 +18,9 @@ from keras_nngk import search as search_lib
 TASKS = ("classification", "retrieval")
 STRATEGIES = ("default", "mirrored", "multi_worker")
 LOOPS = ("fit", "custom")
-# "training": centers written from the training steps, full refreshes at the start and end only (`CenterRefresh`).
-REFRESH_MODES = ("embed", "training")
+# "training": centers written from the training steps, full refreshes at the start and end only (`CenterRefresh`);
+# "auto": "training" where the head can take it (NNGK, tied impostors; not under multi_worker), else "embed".
+REFRESH_MODES = ("auto", "embed", "training")
 MODELS = ("classifier", "biased", "plain")
 
 
@@ -50,7 +51,7 @@ class Config:
     learn_sigma: bool = True
     sample_weights: bool = True
     refresh_every: int = 1
-    refresh_mode: str = "embed"  # One of REFRESH_MODES.
+    refresh_mode: str = "auto"  # One of REFRESH_MODES; `resolved_refresh_mode()` says which applies.
     search: str = "auto"
     knn_neighbours: int = 5
     recalibrate_batchnorm: bool = True
@@ -77,6 +78,15 @@ class Config:
         config = cls(**values)
         config.validate()
         return config
+
+    def _can_write_training_centers(self):
+        return self.model == "classifier" and (self.head == "nngk" or (self.head == "impostor" and self.tie == "tied"))
+
+    def resolved_refresh_mode(self):
+        """"embed" or "training": `refresh_mode`, with "auto" resolved for this head and strategy."""
+        if self.refresh_mode != "auto":
+            return self.refresh_mode
+        return "training" if self._can_write_training_centers() and self.strategy != "multi_worker" else "embed"
 
     @classmethod
     def field_names(cls):
@@ -123,8 +133,7 @@ class Config:
         if self.tie not in impostor_classifier.TIES:
             raise ValueError(f"Unknown tie {self.tie!r}; valid: {', '.join(impostor_classifier.TIES)}. "
                              f"Received: tie={self.tie!r}")
-        if self.refresh_mode == "training" and (self.model != "classifier" or self.head not in ("nngk", "impostor") or (
-                self.head == "impostor" and self.tie != "tied")):
+        if self.refresh_mode == "training" and not self._can_write_training_centers():
             raise ValueError("--refresh_mode=training writes the centers of an nngk head or of tied impostors from "
                              f"the training steps; use --refresh_mode=embed. Received: model={self.model!r}, "
                              f"head={self.head!r}, tie={self.tie!r}")

@@ -317,6 +317,16 @@ def test_reused_quantizer_answers_as_a_freshly_trained_index_and_trains_once(fac
     index.retrain()
     index.search(queries, 10)
     assert index.trainings == 2
+    # Vectors that left the trained lists behind (a network early in training): the rebuild retrains by itself
+    # (IVF), and answers as an index trained on them.
+    shrunk = (0.1 * vectors + 3.0).astype(np.float32)
+    index.reset()
+    index.add(shrunk, ids)
+    shrunk_result = index.search(queries, 10)
+    trained_on_them = FaissIndex(factory, nprobe=4)
+    trained_on_them.add(shrunk, ids)
+    assert index.trainings == 3
+    np.testing.assert_array_equal(shrunk_result[1], trained_on_them.search(queries, 10)[1])
     unkept = FaissIndex(factory, nprobe=4, reuse_training=False)
     unkept.add(vectors, ids)
     unkept.search(queries, 1)

@@ -214,3 +214,12 @@ def test_batchnorm_recalibration_averages_the_batch_statistics_in_one_compiled_p
     assert center_sync.recalibrate_batchnorm(network, batches, num_batches=4) == 4
     assert traced.experimental_get_tracing_count() == before
     np.testing.assert_allclose(first.moving_mean.numpy(), np.mean([b.mean((0, 1, 2)) for b in used], 0), atol=1e-5)
+
+
+def test_auto_refresh_mode_writes_training_centers_where_the_head_can():
+    def mode(**overrides):
+        return kn.training.Config.for_dataset("digits", **overrides).resolved_refresh_mode()
+
+    assert mode() == "training" and mode(head="impostor", tie="tied") == "training"
+    assert mode(head="dense") == mode(head="knn") == mode(head="impostor") == mode(model="biased") == "embed"
+    assert mode(strategy="multi_worker") == "embed" and mode(refresh_mode="embed") == "embed"
