@@ -5,9 +5,11 @@ import os
 import tensorflow as tf
 import tf_keras as keras
 
+from keras_nngk.utils import layers as utils_layers
+
 
 @keras.saving.register_keras_serializable(package="keras_nngk")
-class L2Normalize(keras.layers.Layer):
+class L2Normalize(utils_layers.Layer):
     """Scales each embedding to unit Euclidean norm (with `epsilon` against division by zero).
 
     New backbones use Keras' own `UnitNormalization` (the same `tf.linalg.l2_normalize` with epsilon 1e-12, so the
@@ -26,7 +28,7 @@ class L2Normalize(keras.layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="keras_nngk")
-class CaffePreprocessing(keras.layers.Layer):
+class CaffePreprocessing(utils_layers.Layer):
     """ImageNet "caffe" preprocessing inside the model (VGG16, ResNet50): [0, 1] RGB -> BGR minus the mean pixel."""
 
     def call(self, inputs):

@@ -10,6 +10,7 @@ from absl import logging
 from keras_nngk import kernels
 from keras_nngk import search as search_lib
 from keras_nngk.layers import center_surgery
+from keras_nngk.utils import layers as utils_layers
 from keras_nngk.utils.checks import check_positive_int
 
 
@@ -56,7 +57,7 @@ def check_embeddings(embeddings, dimension, dtype=tf.float32, check_finite=True)
 Lookup = collections.namedtuple("Lookup", ["distances", "sample_ids", "labels"])
 
 
-class CenterLayer(center_surgery.CenterSurgery, keras.layers.Layer):
+class CenterLayer(center_surgery.CenterSurgery, utils_layers.Layer):
     """Base layer: stored centers with soft labels, and their nearest-neighbour lookup.
 
     Holds non-trainable variables created in `build()` with a fixed `capacity`:

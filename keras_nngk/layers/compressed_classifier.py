@@ -7,13 +7,14 @@ import tf_keras as keras
 from keras_nngk import kernels
 from keras_nngk.layers import center_layer
 from keras_nngk.search import pq
+from keras_nngk.utils import layers as utils_layers
 from keras_nngk.utils.checks import check_positive_float
 
 BITS = (4, 8)
 
 
 @keras.saving.register_keras_serializable(package="keras_nngk")
-class CompressedClassifier(keras.layers.Layer):
+class CompressedClassifier(utils_layers.Layer):
     """Eq. 7 / eq. 9 over product-quantized centers, searched in-graph by asymmetric distance computation.
 
     Stores `pq_bytes` bytes of codes per center: `M = 8 pq_bytes / bits`

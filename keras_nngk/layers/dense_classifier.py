@@ -4,10 +4,11 @@ import tensorflow as tf
 import tf_keras as keras
 
 from keras_nngk.layers import center_layer
+from keras_nngk.utils import layers as utils_layers
 
 
 @keras.saving.register_keras_serializable(package="keras_nngk")
-class DenseClassifier(keras.layers.Layer):
+class DenseClassifier(utils_layers.Layer):
     """`y(z) = softmax(W z + b)` (eq. 2 of the review with a softmax activation).
 
     Accepts the same inputs as the nearest-neighbour heads (`embeddings` or

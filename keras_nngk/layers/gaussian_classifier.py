@@ -6,11 +6,12 @@ import tf_keras as keras
 
 from keras_nngk import gaussian
 from keras_nngk.layers import center_layer
+from keras_nngk.utils import layers as utils_layers
 from keras_nngk.utils.checks import check_positive_float
 
 
 @keras.saving.register_keras_serializable(package="keras_nngk")
-class GaussianClassifier(keras.layers.Layer):
+class GaussianClassifier(utils_layers.Layer):
     """`p(c | z) = softmax_c(-|z L - m_c L|^2 / (2 sigma^2) [+ log pi_c])` over the classes seen so far.
 
     Keeps streaming Gaussian statistics of the embeddings it is shown: per-class counts

@@ -5,10 +5,11 @@ import tensorflow as tf
 import tf_keras as keras
 
 from keras_nngk.layers import center_layer
+from keras_nngk.utils import layers as utils_layers
 
 
 @keras.saving.register_keras_serializable(package="keras_nngk")
-class RandomFeatures(keras.layers.Layer):
+class RandomFeatures(utils_layers.Layer):
     """`relu(x R)` with a fixed Gaussian matrix `R (d, units)`, entries N(0, 1/d), drawn from `seed`.
 
     A wide random ReLU expansion makes class-conditional Gaussians with one shared

@@ -25,10 +25,11 @@ import tf_keras as keras
 
 from keras_nngk import layers
 from keras_nngk.models import classifier
+from keras_nngk.utils import layers as utils_layers
 
 
 @keras.saving.register_keras_serializable(package="keras_nngk")
-class GatedMix(keras.layers.Layer):
+class GatedMix(utils_layers.Layer):
     """`g * z1 + (1 - g) * z2` for `[z1, z2, g]`."""
 
     def call(self, inputs):
