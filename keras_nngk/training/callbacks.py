@@ -42,7 +42,8 @@ class CenterRefresh(keras.callbacks.Callback):
       batch's own centers (`CenterLayer.write_training_embeddings`, in the
       compiled step: no separate pass), so each center is at most one epoch old.
       The full refresh (recalibration + embedding pass) then runs only at the
-      start (when the head is empty or with `refresh_on_train_begin`) and after
+      start (when the head is empty, or with `refresh_on_train_begin` at the
+      start of epoch 0: a resumed run keeps the centers of its checkpoint) and after
       the last epoch (or at the end of training when the number of epochs is not
       known), so that evaluation and export see inference-mode centers;
       `every_n_epochs` is ignored. Held-out metrics of earlier epochs compare
@@ -111,6 +112,7 @@ class CenterRefresh(keras.callbacks.Callback):
             recalibration_network=None if recalibration is None else recalibration.network)
         self._refreshed_after_last_epoch = False
         self._sample_ids_checked = False
+        self._start_refresh_pending = False
 
     @property
     def batch_size(self):
@@ -142,10 +144,21 @@ class CenterRefresh(keras.callbacks.Callback):
         if self.schedule == "final":
             return
         empty = not self.head.built or self.head.num_centers == 0
-        if empty or (self.schedule == "periodic" and self.refresh_on_train_begin):
+        self._start_refresh_pending = False
+        if self.mode == "training" and not empty:
+            # At the first epoch's start: a run resumed from a checkpoint starts at a later epoch and keeps the
+            # centers its checkpoint holds, those the steps wrote (as the uninterrupted run keeps them).
+            self._start_refresh_pending = self.refresh_on_train_begin
+        elif empty or (self.schedule == "periodic" and self.refresh_on_train_begin):
             self.refresh()
         if self.mode == "training":
             self._set_training_writes(True)
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if self._start_refresh_pending:
+            self._start_refresh_pending = False
+            if epoch == 0:
+                self.refresh()
 
     def _set_training_writes(self, on):
         """Turns the head's writes from the training pass on or off, and has the model trace its step again."""

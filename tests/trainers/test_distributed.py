@@ -40,7 +40,9 @@ def _free_ports(count):
 
 @pytest.mark.slow
 def test_two_local_workers_match_one_process(tmp_path):
-    args = ["-m", "trainers.fit", "--dataset=digits", "--epochs=2", "--verbose=0", "--recalibrate_batchnorm=false"]
+    # refresh_mode=embed in both: "auto" picks the training-pass centers on one process, not under multi_worker.
+    args = ["-m", "trainers.fit", "--dataset=digits", "--epochs=2", "--verbose=0", "--recalibrate_batchnorm=false",
+            "--refresh_mode=embed"]
     single = subprocess.run([sys.executable, *args, f"--workdir={tmp_path / 'single'}"], cwd=ROOT, env=ENV,
                             capture_output=True, text=True, timeout=600)
     assert single.returncode == 0, single.stderr[-3000:]
