@@ -40,18 +40,18 @@ class CenterRefresh(keras.callbacks.Callback):
     - "embed" (default): the refreshes above, each a separate embedding pass over `x`;
     - "training": every training step writes its batch's embeddings over the
       batch's own centers (`CenterLayer.write_training_embeddings`, in the
-      compiled step: no separate pass), so each center is at most one epoch old.
-      The full refresh (recalibration + embedding pass) then runs only at the
-      start (when the head is empty, or with `refresh_on_train_begin` at the
-      start of epoch 0: a resumed run keeps the centers of its checkpoint) and after
-      the last epoch (or at the end of training when the number of epochs is not
-      known), so that evaluation and export see inference-mode centers;
+      compiled step: no separate pass), so each center is at most one epoch old
+      and carries the batch's BatchNorm statistics, like the training queries it
+      meets. The full refresh (recalibration + embedding pass) then runs only at
+      the start (when the head is empty, or with `refresh_on_train_begin` at the
+      start of epoch 0: a resumed run keeps the centers of its checkpoint) and
+      after the last epoch (or at the end of training when the number of epochs
+      is not known), so that evaluation and export see inference-mode centers;
       `every_n_epochs` is ignored. Held-out metrics of earlier epochs compare
-      inference-mode queries with these training-mode centers. Centers written in training mode carry the
-      batch's BatchNorm statistics, like the training queries they meet. Needs
-      centers in data order (sample ids `0..N-1`, what a refresh stores) and a
-      head that writes them: NNGK and tied impostors. A faiss index is rebuilt
-      from the written centers after every epoch.
+      inference-mode queries with these training-mode centers. Needs centers in
+      data order (sample ids `0..N-1`, what a refresh stores) and a head that
+      writes them: NNGK and tied impostors. A faiss index is rebuilt from the
+      written centers after every epoch.
 
     Args:
         head: a `keras_nngk.layers.CenterLayer` (NNGK, kNN, ...).
