@@ -3,12 +3,23 @@
 #
 #     bash bench/gpu.sh                 # installs requirements-gpu.txt into a venv under /tmp, then runs everything
 #     OUT=/some/dir bash bench/gpu.sh   # tables and JSON go to $OUT (default bench/gpu-results)
+#     EMBEDDINGS=e.npz bash bench/gpu.sh  # offline mode (faiss-gpu importable, no TensorFlow): search only
 #
 # Never needed by the tests. Prints the same tables as the CPU runs, so bench/README.md can show both.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT="${OUT:-bench/gpu-results}"
 mkdir -p "$OUT"
+if ! python -c "import tensorflow" 2>/dev/null && python -c "import faiss; assert faiss.get_num_gpus() > 0" 2>/dev/null; then
+  # Offline mode: a machine with faiss-gpu but no TensorFlow (nothing to install it from). Runs the search benchmark
+  # that needs only numpy and faiss (torch, when present, for the exact product); the embeddings come from
+  # `python bench/gpu_search.py --write-embeddings embeddings.npz` on a machine with TensorFlow.
+  nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/gpu.txt"
+  python bench/gpu_search.py --embeddings "${EMBEDDINGS:-embeddings.npz}" --json "$OUT/gpu_search.json" \
+    | tee "$OUT/gpu_search.txt"
+  echo "Results in $OUT (offline mode: no TensorFlow, so no training-step or memory tables)"
+  exit 0
+fi
 if ! python -c "import faiss, tensorflow" 2>/dev/null || ! python -c "import faiss; assert faiss.get_num_gpus() > 0"; then
   python -m venv /tmp/keras-nngk-gpu
   # shellcheck disable=SC1091
