@@ -36,6 +36,10 @@ _HELP = {
     "embedding_dim": "model: embedding dimension d",
     "l2_normalize": "model: L2-normalise the embeddings",
     "projection_dim": "model: dimension of the biased network's lookup keys",
+    "lookup_prototypes": "model: biased network: store this many k-means prototypes per class in the lookup instead "
+                         "of every training image's key (0: every key, the review's lookup)",
+    "threshold_split": "evaluation: biased/plain: stratified fraction of the training set held out (not trained on) "
+                       "to choose the early-exit threshold (0: none; the threshold sweep is then reported alone)",
     "head": f"head: {_choices(config_lib.models.HEADS)} (nngk: Gaussian-kernel average of the k nearest "
             "centers; impostor: trainable centers; dense: softmax; knn: majority vote)",
     "num_neighbours": "head: k, the nearest centers the head averages over (not --knn_neighbours)",

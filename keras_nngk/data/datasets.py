@@ -329,3 +329,20 @@ def _subset(data, keep):
     train = data.train.enumerate().filter(lambda index, example: tf.gather(keep_table, index)).map(
         lambda index, example: example)
     return dataclasses.replace(data, train=train, train_labels=data.train_labels[np.sort(keep)])
+
+
+def hold_out(data, fraction, seed=0):
+    """Splits a stratified `fraction` off the training set: `(data without it, (images, labels) held out)`.
+
+    For choices that must not see the test set (the biased network's exit
+    threshold): the held-out images are neither trained on nor stored as keys.
+    """
+    if not 0.0 < fraction < 1.0:
+        raise ValueError(f"The held-out fraction must be in (0, 1). Received: fraction={fraction!r}")
+    keep, held = splits.stratified_split(data.train_labels, test_fraction=fraction, seed=seed)
+    if len(held) == 0 or len(keep) == 0:
+        raise ValueError(f"Holding out {fraction} of {data.num_train} training images leaves an empty part; "
+                         "use a larger training set or another fraction.")
+    held_part = _subset(data, held)
+    images = np.concatenate([batch for batch, _ in held_part.train.batch(4096).as_numpy_iterator()])
+    return _subset(data, keep), (images, data.train_labels[held])

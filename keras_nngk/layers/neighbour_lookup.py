@@ -1,9 +1,10 @@
 """A kernel-weighted lookup of stored value vectors by nearest keys, with a confidence gate (eq. 14)."""
 
+import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 
-from keras_nngk import kernels
+from keras_nngk import kernels, prototypes
 from keras_nngk.layers import center_layer, kernel_layer
 
 
@@ -18,10 +19,19 @@ class NeighbourLookup(kernel_layer.KernelCenterLayer):
     top of stored keys, near 0 far from them. It shares the search, leave-one-out
     and kernel code of the other center layers; the stored "labels" are unused.
 
+    With `prototypes_per_class`, a refresh stores class-balanced k-means
+    prototypes of the keys instead of every key (`keras_nngk.prototypes`): each
+    holds the mean value of its members and weighs in the kernel average by its
+    member count, `z1 = sum_j n_j k(phi, c_j) v_j / sum_j n_j k(phi, c_j)`, and
+    the search runs over `num_classes * prototypes_per_class` keys (the layer's
+    capacity) instead of the whole training set.
+
     Args:
         value_dim: dimension of the stored values `z_i`.
         num_neighbours, capacity, search, chunk_size: see `CenterLayer`.
         sigma: initial kernel width; learn_sigma: train it.
+        prototypes_per_class: None (store every key, the review's lookup) or the
+            number of k-means prototypes kept per class (refreshes need labels).
 
     Call arguments:
         inputs: `keys (B, p)` or `[keys, sample_ids]` (leave-one-out in training).
@@ -31,16 +41,25 @@ class NeighbourLookup(kernel_layer.KernelCenterLayer):
     """
 
     def __init__(self, value_dim, num_neighbours=32, sigma=1.0, learn_sigma=True, capacity=None, search="auto",
-                 chunk_size=center_layer.search_lib.exact.DEFAULT_CHUNK_SIZE, **kwargs):
+                 chunk_size=center_layer.search_lib.exact.DEFAULT_CHUNK_SIZE, prototypes_per_class=None, **kwargs):
         kwargs.pop("num_classes", None)
         super().__init__(num_classes=1, num_neighbours=num_neighbours, sigma=sigma, learn_sigma=learn_sigma,
                          capacity=capacity, search=search, chunk_size=chunk_size, **kwargs)
         self.value_dim = center_layer.check_positive_int("value_dim", value_dim)
+        self.prototypes_per_class = (None if prototypes_per_class is None else
+                                     center_layer.check_positive_int("prototypes_per_class", prototypes_per_class))
 
     def build_center_state(self):
         self.center_values = self.add_weight(name="center_values", shape=(self.capacity, self.value_dim),
                                              initializer="zeros", trainable=False)
         self.build_kernel_width()  # After the values: the variable order of saved models.
+        if self.prototypes_per_class:
+            self.center_log_counts = self.add_weight(name="center_log_counts", shape=(self.capacity,),
+                                                     initializer="zeros", trainable=False)
+
+    def neighbour_log_weights(self, ids):
+        """Prototypes weigh by their member counts (log n_j); stored keys weigh equally."""
+        return tf.gather(self.center_log_counts, ids) if self.prototypes_per_class else None
 
     def assign_keys_values(self, keys, values, sample_ids=None):
         """Stores `keys (N, p)` (searched) and `values (N, value_dim)` (averaged)."""
@@ -53,9 +72,23 @@ class NeighbourLookup(kernel_layer.KernelCenterLayer):
         self.center_values.assign(tf.pad(values, [[0, pad], [0, 0]]))
 
     def refresh_centers(self, embedded, labels=None, sample_ids=None):
-        """Stores `embedded = (keys, values)` of the training samples (`labels` are unused)."""
+        """Stores `embedded = (keys, values)` of the training samples, or their class prototypes.
+
+        `labels` are used only to balance prototypes over classes.
+        """
         keys, values = embedded
-        self.assign_keys_values(keys, values, sample_ids)
+        if not self.prototypes_per_class:
+            self.assign_keys_values(keys, values, sample_ids)
+            return
+        if labels is None:
+            raise ValueError("A lookup with prototypes_per_class needs the training labels at refresh, to cluster "
+                             "each class's keys; pass labels to refresh_centers.")
+        keys, values, counts, _ = prototypes.class_prototypes(np.asarray(keys), np.asarray(values),
+                                                              np.asarray(labels).astype(np.int64),
+                                                              self.prototypes_per_class)
+        # Prototypes are no training sample's own key: ids -1, no leave-one-out exclusion.
+        self.assign_keys_values(keys, values, np.full(len(keys), -1))
+        self.center_log_counts.assign(np.pad(np.log(counts).astype(np.float32), (0, self.capacity - len(counts))))
 
     def call(self, inputs):
         looked_up, _, _, distances, valid = self.kernel_average(inputs, self.center_values)
@@ -72,4 +105,6 @@ class NeighbourLookup(kernel_layer.KernelCenterLayer):
         config = super().get_config()
         del config["num_classes"]
         config["value_dim"] = self.value_dim
+        if self.prototypes_per_class:  # Absent otherwise: configs of earlier saved models stay as they were.
+            config["prototypes_per_class"] = self.prototypes_per_class
         return config

@@ -13,8 +13,13 @@ Figure 1 feeds h; we follow the figure and the prose):
 
 The stored keys `phi_i = p(f1(x_i))` and values `z_i = f2(f1(x_i))` are those of the
 training images under the current network (refreshed like NNGK centers), so z1
-imitates z2 near the training data. At inference, samples whose gate passes a
-threshold skip f2 entirely (`predict_early_exit`).
+imitates z2 near the training data; with `lookup_prototypes` they are summarised by
+class-balanced k-means prototypes, so that the lookup costs far less than f2.
+
+At inference, samples whose exit score passes a threshold skip f2 entirely
+(`predict_early_exit`) and are answered with clf(z1). Exit scores (`EXIT_RULES`):
+"gate" is eq. 14's gate g itself; "margin" is the difference between the two
+largest class probabilities of clf(z1), how sure the lookup's own answer is.
 """
 
 import dataclasses
@@ -26,6 +31,14 @@ import tf_keras as keras
 from keras_nngk import layers
 from keras_nngk.models import classifier
 from keras_nngk.utils import layers as utils_layers
+
+EXIT_RULES = ("gate", "margin")
+
+
+def check_exit_rule(rule):
+    if rule not in EXIT_RULES:
+        raise ValueError(f"Unknown exit rule {rule!r}; valid: {', '.join(EXIT_RULES)}. Received: rule={rule!r}")
+    return rule
 
 
 @keras.saving.register_keras_serializable(package="keras_nngk")
@@ -60,39 +73,63 @@ class BiasedModels:
     gate_model: keras.Model = None
     _early_exit: object = None
 
-    def predict_early_exit(self, images, threshold, batch_size=256):
-        """Probabilities, and which samples skipped f2 (gate >= threshold); f2 runs only on the others."""
+    def predict_early_exit(self, images, threshold, batch_size=256, rule="gate"):
+        """Probabilities, and which samples skipped f2 (exit score >= threshold); f2 runs only on the others."""
         if self.lookup is None:
             raise ValueError("The plain network has no lookup path to exit early from.")
+        check_exit_rule(rule)
         if self._early_exit is None:
-            self._early_exit = tf.function(self._early_exit_step, reduce_retracing=True)
+            self._early_exit = {}
+        if rule not in self._early_exit:
+            self._early_exit[rule] = tf.function(lambda x, t: self._early_exit_step(x, t, rule),
+                                                 reduce_retracing=True)
         outputs, skipped = [], []
         for start in range(0, len(images), batch_size):
-            probabilities, skip = self._early_exit(tf.constant(images[start:start + batch_size]),
-                                                   tf.constant(threshold, tf.float32))
+            probabilities, skip = self._early_exit[rule](tf.constant(images[start:start + batch_size]),
+                                                         tf.constant(threshold, tf.float32))
             outputs.append(probabilities.numpy())
             skipped.append(skip.numpy())
         return np.concatenate(outputs), np.concatenate(skipped)
 
-    def _early_exit_step(self, images, threshold):
+    def front(self, images, rule="gate"):
+        """The cheap path on a batch: `(features h, z1, gate g, clf(z1), exit score)`, f2 not run."""
         features = self.f1(images, training=False)
         looked_up, gate = self.lookup(self.projector(features, training=False))
-        skip = gate[:, 0] >= threshold
+        early = self.classifier(looked_up)
+        if check_exit_rule(rule) == "gate":
+            score = gate[:, 0]
+        else:
+            top = tf.math.top_k(early, k=2).values
+            score = top[:, 0] - top[:, 1]
+        return features, looked_up, gate, early, score
+
+    def back(self, features, looked_up, gate):
+        """The expensive path: clf(g z1 + (1 - g) f2(h)), what samples that do not exit get."""
+        return self.classifier(gate * looked_up + (1.0 - gate) * self.f2(features, training=False))
+
+    def exit_scores(self, images, rule="gate", batch_size=1024):
+        """`(exit scores, clf(z1) probabilities)` of the images, without running f2."""
+        step = tf.function(lambda x: self.front(x, rule)[3:], reduce_retracing=True)
+        parts = [step(tf.constant(images[start:start + batch_size])) for start in range(0, len(images), batch_size)]
+        return (np.concatenate([score.numpy() for _, score in parts]),
+                np.concatenate([early.numpy() for early, _ in parts]))
+
+    def _early_exit_step(self, images, threshold, rule):
+        features, looked_up, gate, early, score = self.front(images, rule)
+        skip = score >= threshold
         rest = tf.where(tf.logical_not(skip))[:, 0]
 
-        def mix_the_rest():
-            convolutional = self.f2(tf.gather(features, rest), training=False)
-            rest_gate = tf.gather(gate, rest)
-            mixed = rest_gate * tf.gather(looked_up, rest) + (1.0 - rest_gate) * convolutional
-            return tf.tensor_scatter_nd_update(looked_up, rest[:, tf.newaxis], mixed)  # Skipped samples: z = z1.
+        def run_the_rest():
+            late = self.back(tf.gather(features, rest), tf.gather(looked_up, rest), tf.gather(gate, rest))
+            return tf.tensor_scatter_nd_update(early, rest[:, tf.newaxis], late)  # Skipped samples: clf(z1).
 
         # When every sample skips, f2 does not run at all (an empty batch would also trip some kernels).
-        embeddings = tf.cond(tf.size(rest) > 0, mix_the_rest, lambda: looked_up)
-        return self.classifier(embeddings), skip
+        probabilities = tf.cond(tf.size(rest) > 0, run_the_rest, lambda: early)
+        return probabilities, skip
 
 
 def biased_network(input_shape=(28, 28, 1), num_classes=10, projection_dim=16, num_neighbours=32,
-                   embedding_dim=64, capacity=None, sigma=1.0, search="auto", plain=False):
+                   embedding_dim=64, capacity=None, sigma=1.0, search="auto", plain=False, lookup_prototypes=None):
     """Builds the biased network of eq. 14 (or, with `plain=True`, the same network without the lookup path).
 
     The convolutional trunk is the small conv backbone split after its first block:
@@ -110,6 +147,9 @@ def biased_network(input_shape=(28, 28, 1), num_classes=10, projection_dim=16, n
         sigma: initial kernel width of the lookup.
         search: search backend of the lookup.
         plain: build the baseline without lookup and gate.
+        lookup_prototypes: None (the lookup stores every training image's key) or
+            the number of k-means prototypes per class it stores instead
+            (capacity `num_classes * lookup_prototypes`).
 
     Returns:
         `BiasedModels`.
@@ -131,8 +171,10 @@ def biased_network(input_shape=(28, 28, 1), num_classes=10, projection_dim=16, n
     pooled = keras.layers.AveragePooling2D(2, name="projector_pool")(features)
     projector = keras.Model(features, keras.layers.Dense(projection_dim, name="projector_dense")(
         keras.layers.Flatten(name="projector_flatten")(pooled)), name="projector")
+    if lookup_prototypes:
+        capacity = num_classes * lookup_prototypes
     lookup = layers.NeighbourLookup(embedding_dim, num_neighbours=num_neighbours, sigma=sigma, capacity=capacity,
-                                    search=search, name="lookup")
+                                    search=search, prototypes_per_class=lookup_prototypes, name="lookup")
     mix = GatedMix(name="gated_mix")
 
     def forward(sample_ids):

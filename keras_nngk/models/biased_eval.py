@@ -9,10 +9,11 @@ import numpy as np
 import tensorflow as tf
 
 from keras_nngk import metrics
+from keras_nngk.models import biased as models_biased
 from keras_nngk.plots import save_figure
 
-THRESHOLDS = (0.02, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 1.01)
-MAX_ACCURACY_COST = 0.005  # The threshold reported is the one that costs at most half a point of accuracy.
+MAX_ACCURACY_COST = 0.005  # The threshold chosen is the one that costs at most half a point of accuracy.
+SWEEP_SKIP_RATES = np.linspace(0.0, 1.0, 21)  # The test-set trade-off curve: thresholds at these skip rates.
 
 
 def test_arrays(dataset):
@@ -24,40 +25,116 @@ def test_arrays(dataset):
     return np.concatenate(images), np.concatenate(labels)
 
 
-def evaluate_biased(biased, data, output_dir, batch_size=256):
-    """Results of a biased (or plain) network on the test set; also writes `early_exit.png`."""
+def choose_threshold(scores, correct_early, correct_full, max_cost=MAX_ACCURACY_COST):
+    """The exit threshold that lets the most samples skip f2 at an accuracy cost of at most `max_cost`.
+
+    A sample exits when its score is at least the threshold and is then right when
+    `correct_early` (clf(z1)) is; the others get the full network's answer
+    (`correct_full`). Candidates are the scores themselves, so samples with equal
+    scores exit together. Meant for held-out data, never the test set.
+
+    Returns:
+        `(threshold, skip_rate, accuracy)`; the threshold is `inf` when no sample
+        can exit within the cost.
+    """
+    scores = np.asarray(scores, np.float64)
+    order = np.argsort(-scores, kind="stable")
+    ranked = scores[order]
+    early = np.asarray(correct_early, np.float64)[order]
+    full = np.asarray(correct_full, np.float64)[order]
+    count = len(ranked)
+    if count == 0:
+        raise ValueError("Choosing an exit threshold needs at least one held-out sample.")
+    # Accuracy when the j highest-scoring samples exit, j = 0..count.
+    accuracy = (np.concatenate([[0.0], np.cumsum(early)]) + full.sum() - np.concatenate([[0.0], np.cumsum(full)]))
+    accuracy /= count
+    boundary = np.ones(count + 1, bool)
+    boundary[1:count] = ranked[:-1] > ranked[1:]  # Ties exit together: only cut between distinct scores.
+    allowed = boundary & (accuracy >= accuracy[0] - max_cost - 1e-12)
+    exits = int(np.flatnonzero(allowed).max())
+    threshold = float("inf") if exits == 0 else float(ranked[exits - 1])
+    return threshold, exits / count, float(accuracy[exits])
+
+
+def _batches_seconds(function, images, batch_size):
+    """Seconds per batch of `function` over `images` in batches (median of 5 passes over them all)."""
+    batches = [tf.constant(images[start:start + batch_size]) for start in range(0, len(images), batch_size)]
+    return metrics.median_seconds(lambda: [function(batch) for batch in batches]) / len(batches)
+
+
+def evaluate_biased(biased, data, output_dir, threshold_data=None, batch_size=256, latency_images=2048):
+    """Results of a biased (or plain) network on the test set; also writes `early_exit.png`.
+
+    For each exit rule, the threshold is chosen on `threshold_data = (images, labels)`
+    (held out of training) when given; the test set only reports what that
+    threshold gives. Latencies are per batch of `batch_size` over the first
+    `latency_images` test images: the full network, the plain path (f2 o f1, the
+    network without lookup) and early exit at the chosen rule and threshold,
+    measured in turns.
+    """
     images, labels = test_arrays(data.test)
-    batch = tf.constant(images[:batch_size])
     full = tf.function(lambda x: biased.inference_model(x, training=False))
-    results = {"latency_full_ms": 1e3 * metrics.median_seconds(lambda: full(batch).numpy())}
+    timed = images[:latency_images]
+    results = {"latency_full_ms": 1e3 * _batches_seconds(lambda x: full(x).numpy(), timed, batch_size)}
+    if biased.lookup is None:
+        _plot(results, output_dir)
+        return results
 
     def predict(x):
         return biased.inference_model.predict(x, batch_size=1024, verbose=0)
 
-    if biased.lookup is not None:
-        conv_only = tf.function(lambda x: biased.classifier(biased.f2(biased.f1(x, training=False), training=False)))
-        results["latency_conv_path_ms"] = 1e3 * metrics.median_seconds(lambda: conv_only(batch).numpy())
-        full_accuracy = float(np.mean(predict(images).argmax(1) == labels))
-        sweep = []
-        for threshold in THRESHOLDS:
-            probabilities, skipped = biased.predict_early_exit(images, threshold)
-            seconds = metrics.median_seconds(lambda threshold=threshold: biased.predict_early_exit(
-                images[:batch_size], threshold, batch_size))
-            sweep.append({"threshold": threshold, "accuracy": float(np.mean(probabilities.argmax(1) == labels)),
-                          "skip_rate": float(skipped.mean()), "latency_ms": 1e3 * seconds})
-        acceptable = [row for row in sweep if row["accuracy"] >= full_accuracy - MAX_ACCURACY_COST]
-        chosen = max(acceptable, key=lambda row: row["skip_rate"]) if acceptable else sweep[-1]
-        gates = biased.gate_model.predict(images, batch_size=1024, verbose=0).ravel()
-        results.update({"test_accuracy_full": full_accuracy, "early_exit": sweep, "chosen_threshold":
-                        chosen["threshold"], "skip_rate": chosen["skip_rate"], "accuracy_at_threshold":
-                        chosen["accuracy"], "latency_at_threshold_ms": chosen["latency_ms"],
-                        "gate_mean": float(gates.mean()), "gate_median": float(np.median(gates))})
-        results["faiss_hnsw_lookup"] = _latency_with_faiss_lookup(biased, images, batch_size, chosen["threshold"])
+    conv_only = tf.function(lambda x: biased.classifier(biased.f2(biased.f1(x, training=False), training=False)))
+    full_probabilities = predict(images)
+    full_accuracy = float(np.mean(full_probabilities.argmax(1) == labels))
+    rules = {}
+    for rule in models_biased.EXIT_RULES:
+        scores, early = biased.exit_scores(images, rule)
+        row = {}
+        if threshold_data is not None:
+            held_images, held_labels = threshold_data
+            held_scores, held_early = biased.exit_scores(held_images, rule)
+            held_full = predict(held_images).argmax(1) == held_labels
+            threshold, held_skip, held_accuracy = choose_threshold(held_scores, held_early.argmax(1) == held_labels,
+                                                                   held_full)
+            skip = scores >= threshold
+            accuracy = float(np.mean(np.where(skip, early.argmax(1), full_probabilities.argmax(1)) == labels))
+            row.update({"threshold": threshold if np.isfinite(threshold) else None, "validation_skip_rate": held_skip,
+                        "validation_accuracy": held_accuracy, "validation_accuracy_full": float(held_full.mean()),
+                        "skip_rate": float(skip.mean()), "accuracy": accuracy})
+        # The whole trade-off on the test set, for the plot (thresholds at evenly spaced skip rates; not for choosing).
+        cuts = [float("inf")] + [float(np.quantile(scores, 1.0 - rate)) for rate in SWEEP_SKIP_RATES[1:]]
+        row["sweep"] = [{"threshold": t, "skip_rate": float(np.mean(scores >= t)), "accuracy": float(np.mean(
+            np.where(scores >= t, early.argmax(1), full_probabilities.argmax(1)) == labels))} for t in cuts]
+        rules[rule] = row
+    results.update({"test_accuracy_full": full_accuracy, "exit_rules": rules,
+                    "lookup_keys": int(np.sum(biased.lookup.center_mask.numpy()))})
+    if threshold_data is not None:
+        rule = max(models_biased.EXIT_RULES, key=lambda name: rules[name]["validation_skip_rate"])
+        chosen = rules[rule]
+        results.update({"exit_rule": rule, "chosen_threshold": chosen["threshold"], "skip_rate": chosen["skip_rate"],
+                        "accuracy_at_threshold": chosen["accuracy"]})
+        threshold = chosen["threshold"] if chosen["threshold"] is not None else 2.0  # None: nothing exits.
+        step = tf.function(lambda x: biased._early_exit_step(x, tf.constant(threshold, tf.float32), rule))  # pylint: disable=protected-access
+        latencies = {}
+        for _ in range(2):  # In turns: the machine's load drifts.
+            for name, function in (("plain", lambda x: conv_only(x).numpy()), ("full", lambda x: full(x).numpy()),
+                                   ("early_exit", lambda x: step(x)[0].numpy())):
+                latencies.setdefault(name, []).append(1e3 * _batches_seconds(function, timed, batch_size))
+        results.update({"latency_conv_path_ms": float(np.median(latencies["plain"])),
+                        "latency_full_ms": float(np.median(latencies["full"])),
+                        "latency_at_threshold_ms": float(np.median(latencies["early_exit"]))})
+        results["early_exit_vs_plain"] = results["latency_at_threshold_ms"] / results["latency_conv_path_ms"]
+        if not biased.lookup.prototypes_per_class:
+            results["faiss_hnsw_lookup"] = _latency_with_faiss_lookup(biased, images, batch_size, threshold, rule)
+    else:
+        results["latency_conv_path_ms"] = 1e3 * _batches_seconds(lambda x: conv_only(x).numpy(), timed, batch_size)
+    gates = biased.gate_model.predict(images, batch_size=1024, verbose=0).ravel()
+    results.update({"gate_mean": float(gates.mean()), "gate_median": float(np.median(gates))})
     _plot(results, output_dir)
     return results
 
 
-def _latency_with_faiss_lookup(biased, images, batch_size, threshold):
+def _latency_with_faiss_lookup(biased, images, batch_size, threshold, rule="gate"):
     """The same latencies with the lookup searched by a faiss HNSW index instead of the exact in-graph search.
 
     The exact search over every stored key costs more than f2 on a CPU, which hides what early exit saves; an
@@ -72,7 +149,7 @@ def _latency_with_faiss_lookup(biased, images, batch_size, threshold):
         batch = tf.constant(images[:batch_size])
         full = tf.function(lambda x: biased.inference_model(x, training=False))
         biased._early_exit = None  # pylint: disable=protected-access  (retrace with the new search)
-        exit_early = lambda: biased.predict_early_exit(images[:batch_size], threshold, batch_size)  # noqa: E731
+        exit_early = lambda: biased.predict_early_exit(images[:batch_size], threshold, batch_size, rule)  # noqa: E731
         return {"latency_full_ms": 1e3 * metrics.median_seconds(lambda: full(batch).numpy()),
                 "latency_at_threshold_ms": 1e3 * metrics.median_seconds(exit_early),
                 "skip_rate_on_batch": float(exit_early()[1].mean())}
@@ -82,22 +159,29 @@ def _latency_with_faiss_lookup(biased, images, batch_size, threshold):
 
 
 def _plot(results, output_dir):
+    if "exit_rules" not in results:  # The plain network has no lookup path.
+        return
     import matplotlib  # pylint: disable=g-import-not-at-top
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
-    if "early_exit" in results:  # The plain network has no gate.
-        sweep = results["early_exit"]
-        thresholds = [row["threshold"] for row in sweep]
-        figure, axes = plt.subplots(1, 2, figsize=(9, 3.5))
-        axes[0].plot(thresholds, [100 * row["accuracy"] for row in sweep], marker="o", label="accuracy (%)")
-        axes[0].plot(thresholds, [100 * row["skip_rate"] for row in sweep], marker="s", label="skip f2 (%)")
-        axes[0].set(xlabel="gate threshold", title="accuracy and skip rate")
-        axes[0].legend()
-        axes[1].plot(thresholds, [row["latency_ms"] for row in sweep], marker="o", label="early exit")
-        axes[1].axhline(results["latency_full_ms"], color="C1", linestyle="--", label="full biased network")
-        axes[1].axhline(results["latency_conv_path_ms"], color="C2", linestyle=":", label="conv path only")
-        axes[1].set(xlabel="gate threshold", ylabel="ms per batch", title="latency")
-        axes[1].legend()
-        figure.tight_layout()
-        save_figure(figure, os.path.join(output_dir, "early_exit.png"))
-        plt.close(figure)
+    figure, axes = plt.subplots(1, 2, figsize=(9.5, 3.6))
+    for index, (rule, row) in enumerate(results["exit_rules"].items()):
+        sweep = row["sweep"]
+        axes[0].plot([100 * point["skip_rate"] for point in sweep], [100 * point["accuracy"] for point in sweep],
+                     marker=".", color=f"C{index}", label=f"exit on {rule}")
+        if "skip_rate" in row:
+            axes[0].plot(100 * row["skip_rate"], 100 * row["accuracy"], marker="*", markersize=14, color=f"C{index}",
+                         linestyle="none", label=f"{rule}: threshold from validation")
+    floor = 100 * (results["test_accuracy_full"] - MAX_ACCURACY_COST)
+    axes[0].axhline(floor, color="grey", linestyle=":", label="full network - 0.5 pt")
+    axes[0].set(xlabel="test images that skip f2 (%)", ylabel="test accuracy (%)", title="early exit trade-off")
+    axes[0].set_ylim(bottom=max(floor - 10, 0))
+    axes[0].legend(fontsize=7)
+    bars = [("plain", "latency_conv_path_ms"), ("biased, full", "latency_full_ms"),
+            ("biased, early exit", "latency_at_threshold_ms")]
+    bars = [(name, results[key]) for name, key in bars if key in results]
+    axes[1].bar([name for name, _ in bars], [value for _, value in bars], color=["C2", "C1", "C0"][:len(bars)])
+    axes[1].set(ylabel="ms per batch of 256", title="latency (Keras)")
+    figure.tight_layout()
+    save_figure(figure, os.path.join(output_dir, "early_exit.png"))
+    plt.close(figure)

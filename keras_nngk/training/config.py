@@ -31,6 +31,8 @@ class Config:
     dataset: str = data.DEFAULT
     model: str = "classifier"
     projection_dim: int = 16
+    lookup_prototypes: int = 0  # Biased network: k-means prototypes per class in the lookup (0: every training key).
+    threshold_split: float = 0.1  # Biased/plain: training fraction held out to choose the early-exit threshold.
     task: str = "classification"
     head: str = "nngk"
     backbone: str = "small_conv"
@@ -158,6 +160,16 @@ class Config:
             raise ValueError(f"--pq_bytes compresses the centers of an nngk or impostor head. Received: "
                              f"head={self.head!r}")
         self.class_split()
+        if isinstance(self.lookup_prototypes, bool) or not isinstance(self.lookup_prototypes, int) or \
+                self.lookup_prototypes < 0:
+            raise ValueError(f"`lookup_prototypes` must be 0 (every training key) or a positive integer. "
+                             f"Received: lookup_prototypes={self.lookup_prototypes!r}")
+        if self.lookup_prototypes and self.model != "biased":
+            raise ValueError(f"--lookup_prototypes sets the biased network's lookup; add --model=biased. "
+                             f"Received: model={self.model!r}")
+        if not 0.0 <= self.threshold_split < 1.0:
+            raise ValueError("`threshold_split` must be in [0, 1). "
+                             f"Received: threshold_split={self.threshold_split!r}")
         if not 0.0 <= self.validation_split < 1.0:
             raise ValueError("`validation_split` must be in [0, 1). "
                              f"Received: validation_split={self.validation_split!r}")

@@ -96,7 +96,7 @@ def build_models(config, data):
         built = models.biased_network(data.image_shape, data.num_classes, projection_dim=config.projection_dim,
                                       num_neighbours=config.num_neighbours, embedding_dim=config.embedding_dim,
                                       capacity=data.num_train, sigma=config.sigma, search=config.search,
-                                      plain=config.model == "plain")
+                                      plain=config.model == "plain", lookup_prototypes=config.lookup_prototypes or None)
         return models.ClassifierModels(built.train_model, built.inference_model, built.embedding_model,
                                        built.classifier, center_head=built.lookup, biased=built,
                                        center_network=built.key_value_model if built.lookup is not None else None)
@@ -187,19 +187,22 @@ def fit(config, workdir, allow_config_change=False, verbose=1):
     _check_workdir(output_dir, config, allow_config_change)
     # The data first: a data set that is not available leaves no empty run folder behind.
     data = data_lib.load(config.dataset, **config.data_options())
+    threshold_data = None
+    if config.model != "classifier" and config.threshold_split:  # Never trained on: chooses the exit threshold.
+        data, threshold_data = data_lib.hold_out(data, config.threshold_split, config.seed)
     with files.WorkdirLock(output_dir, purpose="trainers.fit"):
         _check_workdir(output_dir, config, allow_config_change)  # Again: another run may have written it meanwhile.
         for directory in (output_dir, os.path.join(output_dir, "checkpoints")):
             removed = files.remove_temporaries(directory)
             if removed:
                 logging.info("Removed what an interrupted run left in %s: %s", directory, ", ".join(removed))
-        results = _fit(config, output_dir, data, strategy, verbose)
+        results = _fit(config, output_dir, data, strategy, verbose, threshold_data)
     if not chief:
         shutil.rmtree(output_dir, ignore_errors=True)
     return results
 
 
-def _fit(config, output_dir, data, strategy, verbose):
+def _fit(config, output_dir, data, strategy, verbose, threshold_data=None):
     """`fit` once the data is loaded and the run folder is locked."""
     with strategy.scope():
         built = build_models(config, data)
@@ -281,7 +284,7 @@ def _fit(config, output_dir, data, strategy, verbose):
         results["sigma"] = float(built.center_head.sigma.numpy())
     if config.model != "classifier":
         from keras_nngk.models import biased_eval  # pylint: disable=g-import-not-at-top
-        results.update(biased_eval.evaluate_biased(built.biased, data, output_dir))
+        results.update(biased_eval.evaluate_biased(built.biased, data, output_dir, threshold_data))
     if config.pq_bytes:
         results.update(_compressed_results(config, data, built, output_dir, verbose))
     if config.prune:
