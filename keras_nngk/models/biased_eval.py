@@ -103,8 +103,9 @@ def evaluate_biased(biased, data, output_dir, threshold_data=None, batch_size=25
                         "skip_rate": float(skip.mean()), "accuracy": accuracy})
         # The whole trade-off on the test set, for the plot (thresholds at evenly spaced skip rates; not for choosing).
         cuts = [float("inf")] + [float(np.quantile(scores, 1.0 - rate)) for rate in SWEEP_SKIP_RATES[1:]]
-        row["sweep"] = [{"threshold": t, "skip_rate": float(np.mean(scores >= t)), "accuracy": float(np.mean(
-            np.where(scores >= t, early.argmax(1), full_probabilities.argmax(1)) == labels))} for t in cuts]
+        row["sweep"] = [{"threshold": t if np.isfinite(t) else None, "skip_rate": float(np.mean(scores >= t)),
+                         "accuracy": float(np.mean(np.where(scores >= t, early.argmax(1),
+                                                            full_probabilities.argmax(1)) == labels))} for t in cuts]
         rules[rule] = row
     results.update({"test_accuracy_full": full_accuracy, "exit_rules": rules,
                     "lookup_keys": int(np.sum(biased.lookup.center_mask.numpy()))})
