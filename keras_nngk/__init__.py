@@ -18,6 +18,7 @@ from keras_nngk import (
            layers,
            metrics,
            models,
+           prototypes,
            search,
            surgery,
            training,
@@ -38,4 +39,4 @@ def __getattr__(name):
 
 
 __all__ = ["attacks", "backbones", "callbacks", "continual", "data", "experiments", "export", "kernels", "layers",
-           "metrics", "models", "plots", "search", "surgery", "training", "utils", "__version__"]
+           "prototypes", "metrics", "models", "plots", "search", "surgery", "training", "utils", "__version__"]

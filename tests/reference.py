@@ -99,13 +99,28 @@ def tie_term(embeddings, own_centers, tie_weight):
     return float(tie_weight * np.mean((difference ** 2).sum(1)))
 
 
-def neighbour_lookup(queries, keys, values, k, sigma):
-    """Eq. 14's lookup and gate: z1 = kernel average of the values, g = mean kernel value over the k nearest keys."""
+def neighbour_lookup(queries, keys, values, k, sigma, counts=None):
+    """Eq. 14's lookup and gate: z1 = kernel average of the values, g = mean kernel value over the k nearest keys.
+
+    With `counts` (prototypes), each key weighs in the average by its count: z1 = sum n_j k_j v_j / sum n_j k_j.
+    """
     distances, ids = nearest_neighbours(queries, keys, k)
     kernel = gaussian_kernel(distances, sigma)
     relative = gaussian_kernel(distances - distances[:, :1], sigma)
+    if counts is not None:
+        relative = relative * np.asarray(counts, np.float64)[ids]
     looked_up = np.einsum("bk,bkd->bd", relative, np.asarray(values, np.float64)[ids]) / relative.sum(1, keepdims=True)
     return looked_up, kernel.mean(1, keepdims=True)
+
+
+def class_means_by_assignment(keys, values, labels, assignment):
+    """Per (class, cluster) pair: the mean key, the mean value and the member count (a prototype's definition)."""
+    groups = {}
+    for index, pair in enumerate(zip(np.asarray(labels).tolist(), np.asarray(assignment).tolist())):
+        groups.setdefault(pair, []).append(index)
+    return {pair: (np.mean(np.asarray(keys, np.float64)[members], 0), np.mean(np.asarray(values, np.float64)[members],
+                                                                           0), len(members))
+            for pair, members in groups.items()}
 
 
 def influence_redistribution(centers, labels, active, drop, k, sigma, weights=None, sign=1.0):

@@ -3,6 +3,7 @@ r"""Exports a trained run for serving or on-device use, and writes a model card 
     python -m trainers.export --model=saved_models/<run> --format=tflite --quantization=int8
     python -m trainers.export --model=saved_models/<run> --format=saved_model --output=/tmp/serving
     python -m trainers.export --model=saved_models/<run> --format=enrollable_tflite --max_classes=20
+    python -m trainers.export --model=saved_models/<biased run> --format=early_exit_tflite   # front + back models
         # a TFLite model whose center table grows on the device (trainers.enrol, EnrollableTFLiteModel)
 """
 
@@ -11,8 +12,9 @@ from absl import flags
 from trainers import common
 
 flags.DEFINE_string("model", None, "a run directory written by trainers.fit", required=True)
-flags.DEFINE_enum("format", "tflite", ["tflite", "saved_model", "enrollable_tflite"],
-                  "export format (enrollable_tflite: the center table is state an app can enrol into)")
+flags.DEFINE_enum("format", "tflite", ["tflite", "saved_model", "enrollable_tflite", "early_exit_tflite"],
+                  "export format (enrollable_tflite: the center table is state an app can enrol into; "
+                  "early_exit_tflite: a biased run as two models, f2's only when the exit score is low)")
 flags.DEFINE_string("quantization", "none",
                     "TFLite quantization: none | dynamic | int8 (backbone int8, heads float) | int8-full")
 flags.DEFINE_string("output", None, "output folder (default: the run directory)")

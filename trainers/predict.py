@@ -3,8 +3,10 @@ r"""Classifies image files with a trained or exported model: top classes with pr
     python -m trainers.predict --model=saved_models/<run>/model.tflite image.png
     python -m trainers.predict --model=saved_models/<run> images/ --json       # a run folder (its model.keras)
     python -m trainers.predict --model=saved_models/<run>/saved_model image.png
+    python -m trainers.predict --model=saved_models/<biased run>/early_exit image.png   # f2 only when unsure
 
---model takes a .tflite file, a .keras / .h5 model, a SavedModel folder or a run folder written by trainers.fit;
+--model takes a .tflite file, a .keras / .h5 model, a SavedModel folder, an early-exit export folder
+(trainers.export --format=early_exit_tflite) or a run folder written by trainers.fit;
 class_names.json and preprocessing.json are read from the model's folder or the folder above it.
 """
 
@@ -34,6 +36,9 @@ def load_classifier(path):
                 model.restore_table(export.enrolment.table_path(path))
             return model.classify
         return export.TFLiteModel(path).predict
+    if export.early_exit.is_early_exit(path):
+        model = export.EarlyExitTFLiteModel(path)
+        return lambda images: model.predict(images)[0]
     if os.path.isdir(path) and os.path.isfile(os.path.join(path, "saved_model.pb")):
         import tensorflow as tf  # pylint: disable=g-import-not-at-top
         serve = tf.saved_model.load(path).signatures["serving_default"]

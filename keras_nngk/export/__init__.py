@@ -7,10 +7,11 @@
 
 `convert` holds the conversions and the TFLite runner; `run` exports a finished
 `trainers.fit` run (parity against Keras on test images, storage report, model card);
-`enrolment` exports a classifier whose center table an app can grow (on-device enrolment).
+`enrolment` exports a classifier whose center table an app can grow (on-device enrolment);
+`early_exit` exports the biased network as two TFLite models, the second run only when the first is unsure.
 """
 
-from keras_nngk.export import convert, enrolment
+from keras_nngk.export import convert, early_exit, enrolment
 from keras_nngk.export.convert import (
     QUANTIZATIONS,
     TFLiteModel,
@@ -24,6 +25,7 @@ from keras_nngk.export.convert import (
     use_exact_search,
     write_atomically,
 )
+from keras_nngk.export.early_exit import EarlyExitTFLiteModel, to_early_exit_tflite
 from keras_nngk.export.enrolment import EnrollableTFLiteModel, to_enrollable_saved_model, to_enrollable_tflite
 
 
@@ -42,4 +44,5 @@ def __getattr__(name):
 
 __all__ = ["QUANTIZATIONS", "TFLiteModel", "center_layers", "convert", "convert_to_tflite", "export_run", "op_names",
            "quantized_rankings", "save_model", "to_saved_model", "to_tflite", "use_exact_search", "write_atomically",
-           "enrolment", "EnrollableTFLiteModel", "to_enrollable_tflite", "to_enrollable_saved_model"]
+           "enrolment", "EnrollableTFLiteModel", "to_enrollable_tflite", "to_enrollable_saved_model", "early_exit",
+           "EarlyExitTFLiteModel", "to_early_exit_tflite"]

@@ -3,16 +3,17 @@
 import datetime
 import json
 import os
+import time
 
 import numpy as np
 
 from keras_nngk import data as data_lib
 from keras_nngk.export import convert as export
-from keras_nngk.export import enrolment
+from keras_nngk.export import early_exit, enrolment
 from keras_nngk.training import run as run_lib
 from keras_nngk.utils import files
 
-FORMATS = ("tflite", "saved_model", "enrollable_tflite")
+FORMATS = ("tflite", "saved_model", "enrollable_tflite", "early_exit_tflite")
 SIDECAR_FILES = ("class_names.json", "preprocessing.json")
 
 
@@ -93,6 +94,8 @@ def export_run(workdir, export_format="tflite", quantization="none", output=None
         report.update({"capacity": int(enrollable.capacity), "max_classes": int(enrollable.max_classes), "rule": rule,
                        "bytes_per_enrolled_example": enrolment.bytes_per_example(enrollable.embedding_dim,
                                                                                  enrollable.max_classes)})
+    elif export_format == "early_exit_tflite":
+        exported, path = _early_exit_export(workdir, model, test_images, output, report)
     elif export_format == "tflite":
         name = "model.tflite" if quantization == "none" else f"model_{quantization}.tflite"
         representative = (batch for batch, _ in data.train.batch(100).take(3).as_numpy_iterator())
@@ -119,6 +122,45 @@ def export_run(workdir, export_format="tflite", quantization="none", output=None
     files.write_json_atomically(os.path.join(output, f"export_{os.path.basename(path).split('.')[0]}.json"), report)
     files.write_atomically(os.path.join(output, "model_card.md"), model_card(report).encode())
     return report
+
+
+def _early_exit_export(workdir, model, test_images, output, report):
+    """Writes `early_exit/` with the run's exit rule and validation-chosen threshold; parity and batch-1 latency."""
+    with open(os.path.join(workdir, run_lib.METRICS_FILE)) as handle:
+        metrics = json.load(handle)
+    if metrics.get("chosen_threshold") is None:
+        raise ValueError(f"The run in {workdir} has no exit threshold chosen on held-out data (trained without "
+                         "--threshold_split, or nothing could exit); retrain it with --threshold_split=0.1.")
+    parts = early_exit.biased_parts(model)
+    threshold, rule = float(metrics["chosen_threshold"]), metrics["exit_rule"]
+    path = early_exit.to_early_exit_tflite(parts, os.path.join(output, "early_exit"), threshold, rule)
+    device = early_exit.EarlyExitTFLiteModel(path)
+    exported, skipped = device.predict(test_images)
+    keras_early, keras_skipped = parts.predict_early_exit(test_images, threshold, rule=rule)
+    # The same network without lookup, as the app would ship it otherwise: batch 1, in turns with the pair.
+    plain = export.TFLiteModel(export.convert_to_tflite(_plain_path(parts)))
+    sample = test_images[:min(len(test_images), 300)]
+    seconds = {"plain": [], "early_exit": []}
+    for _ in range(3):
+        for name, function in (("plain", plain.predict), ("early_exit", device.predict)):
+            start = time.perf_counter()
+            function(sample)
+            seconds[name].append((time.perf_counter() - start) / len(sample))
+    report.update({"exit_rule": rule, "threshold": threshold, "skip_rate": float(skipped.mean()),
+                   "skip_agreement_with_keras": float(np.mean(skipped == keras_skipped)),
+                   "argmax_agreement_with_keras_early_exit": float(np.mean(exported.argmax(1) ==
+                                                                           keras_early.argmax(1))),
+                   "latency_batch1_plain_ms": 1e3 * float(np.median(seconds["plain"])),
+                   "latency_batch1_early_exit_ms": 1e3 * float(np.median(seconds["early_exit"]))})
+    report["latency_batch1_ratio"] = report["latency_batch1_early_exit_ms"] / report["latency_batch1_plain_ms"]
+    return exported, path
+
+
+def _plain_path(parts):
+    """The biased network without its lookup path (clf o f2 o f1), for the latency comparison."""
+    import tf_keras as keras  # pylint: disable=g-import-not-at-top
+    image = keras.Input(parts.f1.input_shape[1:])
+    return keras.Model(image, parts.classifier(parts.f2(parts.f1(image))), name="plain_path")
 
 
 def _folder_size(path):
