@@ -29,10 +29,13 @@ import tensorflow as tf
 import tf_keras as keras
 
 from keras_nngk import layers
+from keras_nngk.backbones.squeezenet import features as squeezenet_features
+from keras_nngk.backbones.squeezenet import stem as squeezenet_stem
 from keras_nngk.models import classifier
 from keras_nngk.utils import layers as utils_layers
 
 EXIT_RULES = ("gate", "margin")
+TRUNKS = ("small_conv", "squeezenet")
 
 
 def check_exit_rule(rule):
@@ -129,12 +132,15 @@ class BiasedModels:
 
 
 def biased_network(input_shape=(28, 28, 1), num_classes=10, projection_dim=16, num_neighbours=32,
-                   embedding_dim=64, capacity=None, sigma=1.0, search="auto", plain=False, lookup_prototypes=None):
+                   embedding_dim=64, capacity=None, sigma=1.0, search="auto", plain=False, lookup_prototypes=None,
+                   trunk="small_conv"):
     """Builds the biased network of eq. 14 (or, with `plain=True`, the same network without the lookup path).
 
-    The convolutional trunk is the small conv backbone split after its first block:
-    `f1` = conv 32 + BN + ReLU + pool, `f2` = conv 64 + pool, conv 128, global
-    average pooling and a linear embedding; the projector `p` is a 2x2 average
+    The convolutional trunk is split after its first stage. "small_conv": `f1` =
+    conv 32 + BN + ReLU + pool, `f2` = conv 64 + pool, conv 128, global average
+    pooling and a linear embedding. "squeezenet" (SqueezeNet 1.1, a bigger f2):
+    `f1` = upsampling to 64x64, conv1 and pool1, `f2` = fire2-fire9, global
+    average pooling and a linear embedding. The projector `p` is a 2x2 average
     pool and a linear map to `projection_dim`.
 
     Args:
@@ -147,6 +153,7 @@ def biased_network(input_shape=(28, 28, 1), num_classes=10, projection_dim=16, n
         sigma: initial kernel width of the lookup.
         search: search backend of the lookup.
         plain: build the baseline without lookup and gate.
+        trunk: "small_conv" or "squeezenet" (see above).
         lookup_prototypes: None (the lookup stores every training image's key) or
             the number of k-means prototypes per class it stores instead
             (capacity `num_classes * lookup_prototypes`).
@@ -155,11 +162,18 @@ def biased_network(input_shape=(28, 28, 1), num_classes=10, projection_dim=16, n
         `BiasedModels`.
     """
     image = keras.Input(input_shape, name="image")
-    f1 = keras.Model(image, _conv_block(image, 32, 1, pool=True), name="f1")
-    features = keras.Input(f1.output_shape[1:], name="features")
-    x = _conv_block(features, 64, 2, pool=True)
-    x = _conv_block(x, 128, 3, pool=False)
-    x = keras.layers.GlobalAveragePooling2D(name="gap")(x)
+    if trunk == "squeezenet":
+        f1 = keras.Model(image, squeezenet_stem(image, input_shape), name="f1")
+        features = keras.Input(f1.output_shape[1:], name="features")
+        x = squeezenet_features(features)
+    elif trunk == "small_conv":
+        f1 = keras.Model(image, _conv_block(image, 32, 1, pool=True), name="f1")
+        features = keras.Input(f1.output_shape[1:], name="features")
+        x = _conv_block(features, 64, 2, pool=True)
+        x = _conv_block(x, 128, 3, pool=False)
+        x = keras.layers.GlobalAveragePooling2D(name="gap")(x)
+    else:
+        raise ValueError(f"Unknown trunk {trunk!r}; valid: {', '.join(TRUNKS)}. Received: trunk={trunk!r}")
     f2 = keras.Model(features, keras.layers.Dense(embedding_dim, name="embedding")(x), name="f2")
     clf = keras.layers.Dense(num_classes, activation="softmax", name="clf")
     sample_id = keras.Input((), dtype="int32", name="sample_id")

@@ -120,9 +120,11 @@ class Config:
             value = getattr(self, name)
             if value not in valid:
                 raise ValueError(f"Unknown {name} {value!r}; valid: {', '.join(valid)}. Received: {name}={value!r}")
-        if self.model != "classifier" and (self.backbone != "small_conv" or self.task != "classification"):
-            raise ValueError(f"--model={self.model} is built on the small conv trunk for classification; drop "
-                             f"--backbone/--task. Received: backbone={self.backbone!r}, task={self.task!r}")
+        if self.model != "classifier" and (self.backbone not in ("small_conv", "squeezenet")
+                                           or self.task != "classification"):
+            raise ValueError(f"--model={self.model} is built on the small conv or the SqueezeNet trunk for "
+                             f"classification; use --backbone=small_conv or squeezenet and drop --task. Received: "
+                             f"backbone={self.backbone!r}, task={self.task!r}")
         for name in ("projection_dim", "embedding_dim", "epochs", "batch_size", "num_neighbours", "refresh_every",
                      "knn_neighbours"):
             value = getattr(self, name)

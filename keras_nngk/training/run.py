@@ -96,7 +96,8 @@ def build_models(config, data):
         built = models.biased_network(data.image_shape, data.num_classes, projection_dim=config.projection_dim,
                                       num_neighbours=config.num_neighbours, embedding_dim=config.embedding_dim,
                                       capacity=data.num_train, sigma=config.sigma, search=config.search,
-                                      plain=config.model == "plain", lookup_prototypes=config.lookup_prototypes or None)
+                                      plain=config.model == "plain", lookup_prototypes=config.lookup_prototypes or None,
+                                      trunk=config.backbone)
         return models.ClassifierModels(built.train_model, built.inference_model, built.embedding_model,
                                        built.classifier, center_head=built.lookup, biased=built,
                                        center_network=built.key_value_model if built.lookup is not None else None)

@@ -117,7 +117,7 @@ def test_biased_run_reports_the_gate_sweep_and_the_attack_runs_on_it(tmp_path):
     assert attack == kn.experiments.attack_run(str(run), num_images=20, max_queries=50)  # Same images, same seed.
     assert os.path.exists(tmp_path / "attack" / "attack.png")
     assert json.load(open(tmp_path / "attack" / "robustness.json"))["runs"]["biased"] == json.loads(json.dumps(attack))
-    with pytest.raises(ValueError, match="small conv trunk"):
+    with pytest.raises(ValueError, match="small conv or the SqueezeNet trunk"):
         kn.training.Config.for_dataset("digits", model="biased", backbone="resnet50")
     with pytest.raises(ValueError, match="at least one finished run"):
         kn.experiments.robustness([], str(tmp_path / "attack"))

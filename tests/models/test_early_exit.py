@@ -137,3 +137,18 @@ def test_early_exit_tflite_answers_as_keras(biased, tmp_path):
     assert json.load(open(tmp_path / "early_exit" / "early_exit.json"))["rule"] == "margin"
     with pytest.raises(ValueError, match="No early-exit export"):
         kn.export.EarlyExitTFLiteModel(str(tmp_path))
+
+
+def test_squeezenet_trunk_splits_after_its_stem(rng):
+    models = kn.models.biased_network((28, 28, 1), 10, trunk="squeezenet", lookup_prototypes=2, num_neighbours=4)
+    assert models.f1.output_shape == (None, 15, 15, 64)  # 28 -> 64 (upsampled) -> conv1 /2 -> pool1 /2.
+    assert models.f2.count_params() > 1000 * models.f1.count_params()
+    images = rng.random((12, 28, 28, 1)).astype(np.float32)
+    keys, values = models.key_value_model.predict(images, verbose=0)
+    models.lookup.refresh_centers((keys, values), np.arange(12) % 3)
+    full = models.inference_model.predict(images, verbose=0)
+    nothing_skipped, skipped = models.predict_early_exit(images, threshold=2.0, rule="margin")
+    assert not skipped.any()
+    np.testing.assert_allclose(nothing_skipped, full, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="Unknown trunk 'vgg'"):
+        kn.models.biased_network((28, 28, 1), 10, trunk="vgg")
