@@ -75,6 +75,7 @@ class BiasedModels:
     embedding_model: keras.Model = None
     gate_model: keras.Model = None
     _early_exit: object = None
+    _exit_scores: object = None
 
     def predict_early_exit(self, images, threshold, batch_size=256, rule="gate"):
         """Probabilities, and which samples skipped f2 (exit score >= threshold); f2 runs only on the others."""
@@ -112,7 +113,11 @@ class BiasedModels:
 
     def exit_scores(self, images, rule="gate", batch_size=1024):
         """`(exit scores, clf(z1) probabilities)` of the images, without running f2."""
-        step = tf.function(lambda x: self.front(x, rule)[3:], reduce_retracing=True)
+        if self._exit_scores is None:
+            self._exit_scores = {}
+        if rule not in self._exit_scores:
+            self._exit_scores[rule] = tf.function(lambda x: self.front(x, rule)[3:], reduce_retracing=True)
+        step = self._exit_scores[rule]
         parts = [step(tf.constant(images[start:start + batch_size])) for start in range(0, len(images), batch_size)]
         return (np.concatenate([score.numpy() for _, score in parts]),
                 np.concatenate([early.numpy() for early, _ in parts]))
@@ -133,7 +138,7 @@ class BiasedModels:
 
 def biased_network(input_shape=(28, 28, 1), num_classes=10, projection_dim=16, num_neighbours=32,
                    embedding_dim=64, capacity=None, sigma=1.0, search="auto", plain=False, lookup_prototypes=None,
-                   trunk="small_conv"):
+                   trunk="small_conv", exit_loss_weight=0.0):
     """Builds the biased network of eq. 14 (or, with `plain=True`, the same network without the lookup path).
 
     The convolutional trunk is split after its first stage. "small_conv": `f1` =
@@ -154,6 +159,9 @@ def biased_network(input_shape=(28, 28, 1), num_classes=10, projection_dim=16, n
         search: search backend of the lookup.
         plain: build the baseline without lookup and gate.
         trunk: "small_conv" or "squeezenet" (see above).
+        exit_loss_weight: weight of a second training loss, the cross-entropy of
+            clf(z1) (the early-exit answer), next to that of the mixed output; 0:
+            train the mixed output only (eq. 14 as in the review).
         lookup_prototypes: None (the lookup stores every training image's key) or
             the number of k-means prototypes per class it stores instead
             (capacity `num_classes * lookup_prototypes`).
@@ -194,12 +202,15 @@ def biased_network(input_shape=(28, 28, 1), num_classes=10, projection_dim=16, n
     def forward(sample_ids):
         h = f1(image)
         looked_up, gate = lookup(projector(h) if sample_ids is None else [projector(h), sample_ids])
-        return mix([looked_up, f2(h), gate]), gate
+        return mix([looked_up, f2(h), gate]), gate, looked_up
 
-    train_embeddings, _ = forward(sample_id)
-    train = classifier.TrainModel({"image": image, "sample_id": sample_id}, clf(train_embeddings),
-                                  name="train_model")
-    embeddings, gate = forward(None)
+    train_embeddings, _, train_looked_up = forward(sample_id)
+    outputs = clf(train_embeddings)
+    if exit_loss_weight:  # Deep supervision of the exit: clf(z1) is also trained to answer.
+        outputs = [outputs, clf(train_looked_up)]
+    train = classifier.TrainModel({"image": image, "sample_id": sample_id}, outputs, name="train_model")
+    train.auxiliary_weight = float(exit_loss_weight)
+    embeddings, gate, _ = forward(None)
     h = f1(image)
     return BiasedModels(
         train_model=train, inference_model=keras.Model(image, clf(embeddings), name="biased_network"),

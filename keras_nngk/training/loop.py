@@ -32,8 +32,11 @@ class CustomLoop:
 
     def _replica_step(self, inputs, labels, global_batch_size):
         with tf.GradientTape() as tape:
-            probabilities = self.train_model(inputs, training=True)
-            per_example = self._loss(labels, probabilities)
+            outputs = self.train_model(inputs, training=True)
+            if hasattr(self.train_model, "per_example_loss"):  # A TrainModel: also any auxiliary output's term.
+                probabilities, per_example = self.train_model.per_example_loss(labels, outputs)
+            else:
+                probabilities, per_example = outputs, self._loss(labels, outputs)
             loss = tf.nn.compute_average_loss(per_example, global_batch_size=global_batch_size)
             if self.train_model.losses:
                 loss += tf.nn.scale_regularization_loss(tf.add_n(self.train_model.losses))
