@@ -152,3 +152,24 @@ def test_squeezenet_trunk_splits_after_its_stem(rng):
     np.testing.assert_allclose(nothing_skipped, full, rtol=1e-5, atol=1e-6)
     with pytest.raises(ValueError, match="Unknown trunk 'vgg'"):
         kn.models.biased_network((28, 28, 1), 10, trunk="vgg")
+
+
+def test_exit_loss_adds_the_weighted_cross_entropy_of_the_exit(rng):
+    models = kn.models.biased_network((8, 8, 1), 10, lookup_prototypes=2, num_neighbours=4, exit_loss_weight=0.3)
+    images = rng.random((20, 8, 8, 1)).astype(np.float32)
+    labels = np.arange(20) % 10
+    keys, values = models.key_value_model.predict(images, verbose=0)
+    models.lookup.refresh_centers((keys, values), labels)
+    inputs = {"image": images, "sample_id": np.arange(20, dtype=np.int32)}
+    full, early = (output.numpy() for output in models.train_model(inputs))
+    expected = reference.cross_entropy(full, labels) + 0.3 * reference.cross_entropy(early, labels)
+    _, per_example = models.train_model.per_example_loss(labels, [full, early])
+    np.testing.assert_allclose(np.mean(per_example.numpy()), expected, rtol=1e-5)
+    models.train_model.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
+    loss = models.train_model.compute_loss(inputs, labels, [full, early])
+    np.testing.assert_allclose(float(loss), expected, rtol=1e-5)
+    # Without the weight the model has one output and one loss, as in the review.
+    single = kn.models.biased_network((8, 8, 1), 10, lookup_prototypes=2, num_neighbours=4)
+    assert len(single.train_model.outputs) == 1 and len(models.train_model.outputs) == 2
+    with pytest.raises(ValueError, match="add --model=biased"):
+        kn.training.Config.for_dataset("digits", exit_loss_weight=1.0)
