@@ -114,3 +114,25 @@ def median_seconds(function, repeats=5, warmup=1):
         function()
         times.append(time.perf_counter() - start)
     return float(np.median(times))
+
+
+def auroc(scores, positives):
+    """Area under the ROC curve of `scores` for telling `positives` (bool) from the rest; ties count one half.
+
+    The probability that a random positive scores above a random negative: 1 ranks
+    perfectly, 0.5 is chance. NaN when either class is empty.
+    """
+    scores = np.asarray(scores, np.float64)
+    positives = np.asarray(positives, bool)
+    count_positive, count_negative = int(positives.sum()), int((~positives).sum())
+    if count_positive == 0 or count_negative == 0:
+        return float("nan")
+    order = np.argsort(scores, kind="stable")
+    ranks = np.empty(len(scores))
+    sorted_scores = scores[order]
+    # Average ranks over ties (1-based), then the Mann-Whitney U statistic.
+    _, first, counts = np.unique(sorted_scores, return_index=True, return_counts=True)
+    average = first + (counts + 1) / 2.0
+    ranks[order] = np.repeat(average, counts)
+    u = ranks[positives].sum() - count_positive * (count_positive + 1) / 2.0
+    return float(u / (count_positive * count_negative))

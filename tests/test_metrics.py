@@ -74,3 +74,11 @@ def test_map_at_r_hand_computed():
     assert got == {"map@r": pytest.approx(expected_map), "r_precision": pytest.approx(expected_r_precision)}
     with pytest.raises(ValueError, match="at least two embeddings"):
         metrics.map_at_r(embeddings[:2], np.array([0, 1]))
+
+
+def test_auroc_by_hand():
+    # Positives score 0.9, 0.4; negatives 0.8, 0.4, 0.1. Pairs (pos > neg): 0.9 beats all 3; 0.4 beats 0.1, ties 0.4
+    # (one half), loses to 0.8: (3 + 1.5) / 6 = 0.75.
+    assert metrics.auroc([0.9, 0.8, 0.4, 0.4, 0.1], [True, False, True, False, False]) == pytest.approx(0.75)
+    assert metrics.auroc([1, 2, 3], [False, True, True]) == 1.0
+    assert np.isnan(metrics.auroc([1, 2], [True, True]))

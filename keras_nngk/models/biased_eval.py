@@ -98,6 +98,9 @@ def evaluate_biased(biased, data, output_dir, threshold_data=None, batch_size=25
                                                                    held_full)
             skip = scores >= threshold
             accuracy = float(np.mean(np.where(skip, early.argmax(1), full_probabilities.argmax(1)) == labels))
+            # How well the score ranks the exit's right answers above its wrong ones (0.5: no better than chance).
+            row["validation_auroc"] = metrics.auroc(held_scores, held_early.argmax(1) == held_labels)
+            row["validation_exit_accuracy"] = float(np.mean(held_early.argmax(1) == held_labels))
             row.update({"threshold": threshold if np.isfinite(threshold) else None, "validation_skip_rate": held_skip,
                         "validation_accuracy": held_accuracy, "validation_accuracy_full": float(held_full.mean()),
                         "skip_rate": float(skip.mean()), "accuracy": accuracy})
