@@ -248,6 +248,8 @@ class Config:
                 values = json.load(handle)
         except (OSError, json.JSONDecodeError) as error:
             raise ValueError(f"Cannot read config file {path!r}: {error}") from None
+        if isinstance(values, dict):  # Written before a field existed: the value it was trained with.
+            values = {**{key: value for key, value in LEGACY_VALUES.items() if key not in values}, **values}
         try:
             return cls.from_dict(values, source=path)
         except ValueError as error:
@@ -259,6 +261,10 @@ class Config:
         mine, theirs = self.to_dict(), other.to_dict()
         return {key: (mine[key], theirs[key]) for key in mine if mine[key] != theirs[key]}
 
+
+# Fields added after runs were saved, with the value those runs behaved as: a saved config.json without the field
+# (an older run being resumed, evaluated or exported) reads it, not today's default.
+LEGACY_VALUES = {"lookup_prototypes": 0, "exit_loss_weight": 0.0, "threshold_split": 0.0}
 
 _FINE_GRAINED = {"task": "retrieval", "backbone": "resnet50", "embedding_dim": 512, "image_size": 224,
                  "batch_size": 64, "epochs": 50, "learning_rate": 1e-4, "refresh_every": 2}

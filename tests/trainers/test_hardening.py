@@ -290,6 +290,19 @@ def test_config_files_with_unknown_or_mistyped_fields_are_refused(tmp_path, chan
     assert path in str(raised.value)
 
 
+def test_config_files_from_before_a_field_read_the_value_they_were_trained_with(tmp_path):
+    path = str(tmp_path / "config.json")
+    saved = _tiny().to_dict()
+    for field in kn.training.config.LEGACY_VALUES:
+        del saved[field]
+    files.write_json_atomically(path, saved)
+    loaded = kn.training.Config.from_file(path)
+    assert {field: getattr(loaded, field) for field in kn.training.config.LEGACY_VALUES} == \
+        kn.training.config.LEGACY_VALUES
+    files.write_json_atomically(path, {**saved, "threshold_split": 0.2})  # Present fields are read as written.
+    assert kn.training.Config.from_file(path).threshold_split == 0.2
+
+
 @pytest.mark.slow
 def test_command_line_refuses_bad_files_and_flags_in_one_line(tmp_path):
     config = str(tmp_path / "config.json")
