@@ -135,6 +135,8 @@ def test_early_exit_tflite_answers_as_keras(biased, tmp_path):
     assert 0 < skipped.sum() < len(images)
     np.testing.assert_allclose(probabilities, expected, atol=1e-5)
     assert json.load(open(tmp_path / "early_exit" / "early_exit.json"))["rule"] == "margin"
+    from trainers import predict  # The command line's loader runs the pair the same way.
+    np.testing.assert_allclose(predict.load_classifier(path)(images), probabilities, atol=1e-6)
     with pytest.raises(ValueError, match="No early-exit export"):
         kn.export.EarlyExitTFLiteModel(str(tmp_path))
 
