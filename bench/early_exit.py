@@ -50,6 +50,15 @@ def measure(workdir, rounds, tflite_images):
     images = np.concatenate([batch for batch, _ in data.test.batch(4096).as_numpy_iterator()])
     labels = np.concatenate([batch for _, batch in data.test.batch(4096).as_numpy_iterator()])
     full = model.predict(images, batch_size=1024, verbose=0)
+    # How well each exit score ranks the exit's right answers above its wrong ones, on the held-out split.
+    ranking = {}
+    if config.threshold_split:
+        _, (held_images, held_labels) = kn.data.hold_out(data, config.threshold_split, config.seed)
+        for name in kn.models.biased.EXIT_RULES:
+            held_scores, held_early = parts.exit_scores(held_images, name)
+            right = held_early.argmax(1) == held_labels
+            ranking[name] = {"validation_auroc": kn.metrics.auroc(held_scores, right),
+                             "validation_exit_accuracy": float(right.mean())}
     early, skipped = parts.predict_early_exit(images, threshold, rule=rule)
     batches = [tf.constant(images[start:start + 256]) for start in range(0, min(len(images) - 255, 2048), 256)]
     plain = tf.function(lambda x: parts.classifier(parts.f2(parts.f1(x, training=False), training=False)))
@@ -83,7 +92,7 @@ def measure(workdir, rounds, tflite_images):
         "tflite_early_exit_ms": 1e3 * float(np.median(tflite_times["early_exit"])),
         "tflite_ratio": float(np.median(tflite_ratios)), "tflite_ratio_range": [float(tflite_ratios.min()),
                                                                                float(tflite_ratios.max())],
-        "tflite_images": int(len(sample)), "tflite_skip_rate": tflite_skip,
+        "tflite_images": int(len(sample)), "tflite_skip_rate": tflite_skip, "exit_scores": ranking,
     }
 
 
