@@ -3,14 +3,14 @@
     python bench/early_exit.py --runs saved_models/biased_p32,saved_models/biased_exact --json early_exit.json
 
 For each run (trained with `--model=biased`, threshold and exit rule chosen on its held-out split), on the test set:
-accuracy of the full biased network and with early exit, the share of images that skip f2, and latencies measured in
+accuracy of the full biased network and with early exit, the share of images that skip f2 (rule and threshold chosen
+again on the run's held-out split, as `trainers.fit` does with the current code), and latencies measured in
 turns (median of rounds): Keras, per batch of 256 (plain path clf(f2(f1(x))), the same network without lookup, vs
 early exit); TFLite at batch 1 (plain path vs the front/back pair of `trainers.export --format=early_exit_tflite`),
 one image at a time as an app runs it.
 """
 
 import argparse
-import json
 import os
 import sys
 import tempfile
@@ -24,6 +24,7 @@ import tensorflow as tf  # noqa: E402
 
 import keras_nngk as kn  # noqa: E402
 from keras_nngk.export import run as export_run  # noqa: E402
+from keras_nngk.models import biased_eval  # noqa: E402
 from keras_nngk.training import run as run_lib  # noqa: E402
 
 
@@ -41,24 +42,19 @@ def seconds_per_call(function, inputs, rounds):
 
 def measure(workdir, rounds, tflite_images):
     config, model, _ = run_lib.load_run(workdir)
-    with open(os.path.join(workdir, run_lib.METRICS_FILE)) as handle:
-        metrics = json.load(handle)
     parts = kn.export.early_exit.biased_parts(model)
-    rule, threshold = metrics["exit_rule"], metrics["chosen_threshold"]
-    threshold = 2.0 if threshold is None else threshold  # None: nothing may exit (scores are at most 1).
     data = kn.data.load(config.dataset, **config.data_options())
     images = np.concatenate([batch for batch, _ in data.test.batch(4096).as_numpy_iterator()])
     labels = np.concatenate([batch for _, batch in data.test.batch(4096).as_numpy_iterator()])
     full = model.predict(images, batch_size=1024, verbose=0)
-    # How well each exit score ranks the exit's right answers above its wrong ones, on the held-out split.
-    ranking = {}
-    if config.threshold_split:
-        _, (held_images, held_labels) = kn.data.hold_out(data, config.threshold_split, config.seed)
-        for name in kn.models.biased.EXIT_RULES:
-            held_scores, held_early = parts.exit_scores(held_images, name)
-            right = held_early.argmax(1) == held_labels
-            ranking[name] = {"validation_auroc": kn.metrics.auroc(held_scores, right),
-                             "validation_exit_accuracy": float(right.mean())}
+    # The exit rule and threshold, chosen again on the run's held-out split with the current code.
+    if not config.threshold_split:
+        raise ValueError(f"{workdir} was trained without a held-out split (--threshold_split); nothing to choose on.")
+    _, held_out = kn.data.hold_out(data, config.threshold_split, config.seed)
+    choices = biased_eval.choose_exit(parts, *held_out)
+    rule = biased_eval.best_exit_rule(choices)
+    threshold = choices[rule]["threshold"]
+    threshold = 2.0 if threshold is None else threshold  # None: nothing may exit (scores are at most 1).
     early, skipped = parts.predict_early_exit(images, threshold, rule=rule)
     batches = [tf.constant(images[start:start + 256]) for start in range(0, min(len(images) - 255, 2048), 256)]
     plain = tf.function(lambda x: parts.classifier(parts.f2(parts.f1(x, training=False), training=False)))
@@ -81,7 +77,7 @@ def measure(workdir, rounds, tflite_images):
     return {
         "run": os.path.basename(os.path.normpath(workdir)), "backbone": config.backbone,
         "lookup_keys": int(parts.lookup.center_mask.numpy().sum()), "exit_rule": rule, "threshold": threshold,
-        "validation_skip_rate": metrics["exit_rules"][rule]["validation_skip_rate"],
+        "validation_skip_rate": choices[rule]["validation_skip_rate"],
         "skip_rate": float(skipped.mean()), "accuracy_full": float(np.mean(full.argmax(1) == labels)),
         "accuracy_early_exit": float(np.mean(early.argmax(1) == labels)),
         "keras_plain_ms": 1e3 * float(np.median(keras_times["plain"])),
@@ -92,7 +88,7 @@ def measure(workdir, rounds, tflite_images):
         "tflite_early_exit_ms": 1e3 * float(np.median(tflite_times["early_exit"])),
         "tflite_ratio": float(np.median(tflite_ratios)), "tflite_ratio_range": [float(tflite_ratios.min()),
                                                                                float(tflite_ratios.max())],
-        "tflite_images": int(len(sample)), "tflite_skip_rate": tflite_skip, "exit_scores": ranking,
+        "tflite_images": int(len(sample)), "tflite_skip_rate": tflite_skip, "exit_rules": choices,
     }
 
 

@@ -12,7 +12,8 @@ from keras_nngk import metrics
 from keras_nngk.models import biased as models_biased
 from keras_nngk.plots import save_figure
 
-MAX_ACCURACY_COST = 0.005  # The threshold chosen is the one that costs at most half a point of accuracy.
+MAX_ACCURACY_COST = 0.005  # The threshold chosen is the one that costs at most half a point of accuracy,
+CONFIDENCE_Z = 1.645  # with 95% (one-sided) confidence from the held-out estimate.
 SWEEP_SKIP_RATES = np.linspace(0.0, 1.0, 21)  # The test-set trade-off curve: thresholds at these skip rates.
 
 
@@ -25,13 +26,19 @@ def test_arrays(dataset):
     return np.concatenate(images), np.concatenate(labels)
 
 
-def choose_threshold(scores, correct_early, correct_full, max_cost=MAX_ACCURACY_COST):
+def choose_threshold(scores, correct_early, correct_full, max_cost=MAX_ACCURACY_COST, confidence=CONFIDENCE_Z):
     """The exit threshold that lets the most samples skip f2 at an accuracy cost of at most `max_cost`.
 
     A sample exits when its score is at least the threshold and is then right when
     `correct_early` (clf(z1)) is; the others get the full network's answer
     (`correct_full`). Candidates are the scores themselves, so samples with equal
     scores exit together. Meant for held-out data, never the test set.
+
+    The cost measured on held-out samples is an estimate: a threshold is allowed
+    when the cost plus `confidence` standard errors (of the mean paired
+    difference between the full and the early-exit answers) stays within
+    `max_cost`, so that the cost also holds on new data (one-sided 95% with the
+    default 1.645; 0 trusts the held-out estimate as it is).
 
     Returns:
         `(threshold, skip_rate, accuracy)`; the threshold is `inf` when no sample
@@ -48,12 +55,43 @@ def choose_threshold(scores, correct_early, correct_full, max_cost=MAX_ACCURACY_
     # Accuracy when the j highest-scoring samples exit, j = 0..count.
     accuracy = (np.concatenate([[0.0], np.cumsum(early)]) + full.sum() - np.concatenate([[0.0], np.cumsum(full)]))
     accuracy /= count
+    # Per-sample cost of exiting the top j: d_i = full_i - early_i for them, 0 for the rest (d_i^2 = |d_i|).
+    difference = full - early
+    mean_cost = np.concatenate([[0.0], np.cumsum(difference)]) / count
+    variance = np.maximum(np.concatenate([[0.0], np.cumsum(np.abs(difference))]) / count - mean_cost ** 2, 0.0)
+    upper_cost = mean_cost + confidence * np.sqrt(variance / count)
     boundary = np.ones(count + 1, bool)
     boundary[1:count] = ranked[:-1] > ranked[1:]  # Ties exit together: only cut between distinct scores.
-    allowed = boundary & (accuracy >= accuracy[0] - max_cost - 1e-12)
+    allowed = boundary & (upper_cost <= max_cost + 1e-12)
+    allowed[0] = True
     exits = int(np.flatnonzero(allowed).max())
     threshold = float("inf") if exits == 0 else float(ranked[exits - 1])
     return threshold, exits / count, float(accuracy[exits])
+
+
+def choose_exit(biased, images, labels):
+    """Per exit rule, the threshold chosen on held-out `(images, labels)` with what it gives there.
+
+    Returns `{rule: {"threshold" (None: nothing may exit), "validation_skip_rate", "validation_accuracy",
+    "validation_accuracy_full", "validation_auroc", "validation_exit_accuracy"}}`; `best_exit_rule` picks the rule.
+    """
+    full = biased.inference_model.predict(images, batch_size=1024, verbose=0).argmax(1) == labels
+    choices = {}
+    for rule in models_biased.EXIT_RULES:
+        scores, early = biased.exit_scores(images, rule)
+        right = early.argmax(1) == labels
+        threshold, skip, accuracy = choose_threshold(scores, right, full)
+        choices[rule] = {"threshold": threshold if np.isfinite(threshold) else None, "validation_skip_rate": skip,
+                         "validation_accuracy": accuracy, "validation_accuracy_full": float(full.mean()),
+                         # How well the score ranks the exit's right answers above its wrong ones (0.5: chance).
+                         "validation_auroc": metrics.auroc(scores, right), "validation_exit_accuracy": float(
+                             right.mean())}
+    return choices
+
+
+def best_exit_rule(choices):
+    """The rule that lets the most held-out samples exit (the first listed on ties)."""
+    return max(models_biased.EXIT_RULES, key=lambda name: choices[name]["validation_skip_rate"])
 
 
 def _batches_seconds(function, images, batch_size):
@@ -87,23 +125,16 @@ def evaluate_biased(biased, data, output_dir, threshold_data=None, batch_size=25
     full_probabilities = predict(images)
     full_accuracy = float(np.mean(full_probabilities.argmax(1) == labels))
     rules = {}
+    choices = choose_exit(biased, *threshold_data) if threshold_data is not None else None
     for rule in models_biased.EXIT_RULES:
         scores, early = biased.exit_scores(images, rule)
         row = {}
         if threshold_data is not None:
-            held_images, held_labels = threshold_data
-            held_scores, held_early = biased.exit_scores(held_images, rule)
-            held_full = predict(held_images).argmax(1) == held_labels
-            threshold, held_skip, held_accuracy = choose_threshold(held_scores, held_early.argmax(1) == held_labels,
-                                                                   held_full)
+            row.update(choices[rule])
+            threshold = row["threshold"] if row["threshold"] is not None else float("inf")
             skip = scores >= threshold
-            accuracy = float(np.mean(np.where(skip, early.argmax(1), full_probabilities.argmax(1)) == labels))
-            # How well the score ranks the exit's right answers above its wrong ones (0.5: no better than chance).
-            row["validation_auroc"] = metrics.auroc(held_scores, held_early.argmax(1) == held_labels)
-            row["validation_exit_accuracy"] = float(np.mean(held_early.argmax(1) == held_labels))
-            row.update({"threshold": threshold if np.isfinite(threshold) else None, "validation_skip_rate": held_skip,
-                        "validation_accuracy": held_accuracy, "validation_accuracy_full": float(held_full.mean()),
-                        "skip_rate": float(skip.mean()), "accuracy": accuracy})
+            row.update({"skip_rate": float(skip.mean()), "accuracy": float(np.mean(
+                np.where(skip, early.argmax(1), full_probabilities.argmax(1)) == labels))})
         # The whole trade-off on the test set, for the plot (thresholds at evenly spaced skip rates; not for choosing).
         cuts = [float("inf")] + [float(np.quantile(scores, 1.0 - rate)) for rate in SWEEP_SKIP_RATES[1:]]
         row["sweep"] = [{"threshold": t if np.isfinite(t) else None, "skip_rate": float(np.mean(scores >= t)),
@@ -113,7 +144,7 @@ def evaluate_biased(biased, data, output_dir, threshold_data=None, batch_size=25
     results.update({"test_accuracy_full": full_accuracy, "exit_rules": rules,
                     "lookup_keys": int(np.sum(biased.lookup.center_mask.numpy()))})
     if threshold_data is not None:
-        rule = max(models_biased.EXIT_RULES, key=lambda name: rules[name]["validation_skip_rate"])
+        rule = best_exit_rule(choices)
         chosen = rules[rule]
         results.update({"exit_rule": rule, "chosen_threshold": chosen["threshold"], "skip_rate": chosen["skip_rate"],
                         "accuracy_at_threshold": chosen["accuracy"]})

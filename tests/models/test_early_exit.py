@@ -72,13 +72,18 @@ def test_choose_threshold_by_hand():
     # Full accuracy 4/5 (sample 4's full answer is wrong). Exiting the top j by score, the rest answered in full:
     # j=1 {0.9}: 1 + (1 + 0 + 1 + 1) = 4/5; j=2 would split the tied 0.8s; j=3 {0.9, 0.8, 0.8}: 1 + 0 + 1 + (1 + 1)
     # = 4/5; j=4 adds 0.5 (early right): 4/5; j=5 adds 0.1 (early wrong, full right): 3/5.
-    threshold, skip, accuracy = biased_eval.choose_threshold(scores, early, full, max_cost=0.0)
+    threshold, skip, accuracy = biased_eval.choose_threshold(scores, early, full, max_cost=0.0, confidence=0.0)
     assert (threshold, skip, accuracy) == (0.5, 0.8, pytest.approx(0.8))
     # Allowing a cost of 0.2 lets every sample exit: 3/5.
-    threshold, skip, accuracy = biased_eval.choose_threshold(scores, early, full, max_cost=0.2)
+    threshold, skip, accuracy = biased_eval.choose_threshold(scores, early, full, max_cost=0.2, confidence=0.0)
     assert (threshold, skip, accuracy) == (0.1, 1.0, pytest.approx(0.6))
+    # With a confidence margin: exiting the top 3 has per-sample costs d = (0, 1, -1, 0, 0): mean 0, variance 2/5,
+    # standard error sqrt(2/5 / 5) = 0.283; the top 1 has d = 0 everywhere. With max_cost 0.2, one standard error
+    # rules out j = 3 and 4 (same d plus a zero) but not j = 1.
+    threshold, skip, accuracy = biased_eval.choose_threshold(scores, early, full, max_cost=0.2, confidence=1.0)
+    assert (threshold, skip, accuracy) == (0.9, 0.2, pytest.approx(0.8))
     # When every exit costs more than allowed, nothing exits.
-    threshold, skip, accuracy = biased_eval.choose_threshold([0.9], [False], [True], max_cost=0.0)
+    threshold, skip, accuracy = biased_eval.choose_threshold([0.9], [False], [True], max_cost=0.0, confidence=0.0)
     assert threshold == float("inf") and skip == 0.0 and accuracy == 1.0
 
 
