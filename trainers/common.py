@@ -37,9 +37,9 @@ _HELP = {
     "l2_normalize": "model: L2-normalise the embeddings",
     "projection_dim": "model: dimension of the biased network's lookup keys",
     "lookup_prototypes": "model: biased network: store this many k-means prototypes per class in the lookup instead "
-                         "of every training image's key (0: every key, the review's lookup)",
+                         "of every training image's key (0: every key, the review's lookup; other models ignore it)",
     "exit_loss_weight": "training: biased network: weight of the cross-entropy of the early-exit answer clf(z1), "
-                        "added to that of the mixed output (0: the review's single loss)",
+                        "added to that of the mixed output (0: the review's single loss; other models ignore it)",
     "threshold_split": "evaluation: biased/plain: stratified fraction of the training set held out (not trained on) "
                        "to choose the early-exit threshold (0: none; the threshold sweep is then reported alone)",
     "head": f"head: {_choices(config_lib.models.HEADS)} (nngk: Gaussian-kernel average of the k nearest "

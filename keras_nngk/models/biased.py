@@ -207,9 +207,10 @@ def biased_network(input_shape=(28, 28, 1), num_classes=10, projection_dim=16, n
     train_embeddings, _, train_looked_up = forward(sample_id)
     outputs = clf(train_embeddings)
     if exit_loss_weight:  # Deep supervision of the exit: clf(z1) is also trained to answer.
-        outputs = [outputs, clf(train_looked_up)]
+        outputs = tf.stack([outputs, clf(train_looked_up)], axis=1)
     train = classifier.TrainModel({"image": image, "sample_id": sample_id}, outputs, name="train_model")
-    train.auxiliary_weight = float(exit_loss_weight)
+    if exit_loss_weight:
+        train.set_auxiliary_weight(exit_loss_weight)
     embeddings, gate, _ = forward(None)
     h = f1(image)
     return BiasedModels(

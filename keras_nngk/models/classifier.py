@@ -20,35 +20,41 @@ class TrainModel(keras.Model):
 
     center_optimizer = None
     sparse_variables = ()
-    auxiliary_weight = 0.0  # With two outputs `[probabilities, auxiliary]`: loss += weight * CE(auxiliary).
+    auxiliary_weight = 0.0  # > 0: the output stacks `[probabilities, auxiliary]` (B, 2, C); see `per_example_loss`.
+
+    def set_auxiliary_weight(self, weight):
+        """Trains a stacked second output too: loss = CE(probabilities) + weight * CE(auxiliary).
+
+        The biased network's auxiliary output is clf(z1), its early-exit answer
+        (deep supervision of the exit, as early-exit networks train each exit).
+        The two outputs travel stacked as one `(B, 2, C)` tensor, so that Keras
+        logs `loss` (the total) and `accuracy` (of the first output) as for one.
+        """
+        self.auxiliary_weight = float(weight)
+        self.total_loss_tracker = keras.metrics.Mean(name="loss")
 
     def per_example_loss(self, labels, outputs):
-        """`(probabilities, per-example loss)`: cross-entropy of the first output, plus the weighted auxiliary one.
-
-        A model with one output is trained on it alone; the biased network's
-        second output is clf(z1), its early-exit answer (deep supervision of the
-        exit, as early-exit networks train each exit).
-        """
-        if not isinstance(outputs, (list, tuple)):
+        """`(probabilities, per-example loss)` of the model's output (and of its auxiliary one, weighted)."""
+        if not self.auxiliary_weight:
             return outputs, keras.losses.sparse_categorical_crossentropy(labels, outputs)
-        probabilities, auxiliary = outputs
+        probabilities, auxiliary = outputs[:, 0], outputs[:, 1]
         loss = keras.losses.sparse_categorical_crossentropy(labels, probabilities)
-        if self.auxiliary_weight:
-            loss += self.auxiliary_weight * keras.losses.sparse_categorical_crossentropy(labels, auxiliary)
-        return probabilities, loss
+        return probabilities, loss + self.auxiliary_weight * keras.losses.sparse_categorical_crossentropy(
+            labels, auxiliary)
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None):
-        if not isinstance(y_pred, (list, tuple)):
+        if not self.auxiliary_weight:
             return super().compute_loss(x, y, y_pred, sample_weight)
         _, per_example = self.per_example_loss(y, y_pred)
         loss = tf.reduce_mean(per_example)
         if self.losses:
             loss += tf.add_n(self.losses)
+        self.total_loss_tracker.update_state(loss)
         return loss
 
     def compute_metrics(self, x, y, y_pred, sample_weight):
-        if isinstance(y_pred, (list, tuple)):  # Metrics are those of the network's answer, the first output.
-            y_pred = y_pred[0]
+        if self.auxiliary_weight:  # Metrics are those of the network's answer, the first output.
+            y_pred = y_pred[:, 0]
         return super().compute_metrics(x, y, y_pred, sample_weight)
 
     def set_center_optimizer(self, optimizer, variables):

@@ -31,8 +31,8 @@ class Config:
     dataset: str = data.DEFAULT
     model: str = "classifier"
     projection_dim: int = 16
-    lookup_prototypes: int = 0  # Biased network: k-means prototypes per class in the lookup (0: every training key).
-    exit_loss_weight: float = 0.0  # Biased network: weight of the early-exit answer's own cross-entropy.
+    lookup_prototypes: int = 32  # Biased network: k-means prototypes per class in the lookup (0: every training key).
+    exit_loss_weight: float = 1.0  # Biased network: weight of the early-exit answer's own cross-entropy.
     threshold_split: float = 0.1  # Biased/plain: training fraction held out to choose the early-exit threshold.
     task: str = "classification"
     head: str = "nngk"
@@ -167,14 +167,8 @@ class Config:
                 self.lookup_prototypes < 0:
             raise ValueError(f"`lookup_prototypes` must be 0 (every training key) or a positive integer. "
                              f"Received: lookup_prototypes={self.lookup_prototypes!r}")
-        if self.lookup_prototypes and self.model != "biased":
-            raise ValueError(f"--lookup_prototypes sets the biased network's lookup; add --model=biased. "
-                             f"Received: model={self.model!r}")
         if not self.exit_loss_weight >= 0.0:
             raise ValueError(f"`exit_loss_weight` must be >= 0. Received: exit_loss_weight={self.exit_loss_weight!r}")
-        if self.exit_loss_weight and self.model != "biased":
-            raise ValueError(f"--exit_loss_weight trains the biased network's exit; add --model=biased. Received: "
-                             f"model={self.model!r}")
         if not 0.0 <= self.threshold_split < 1.0:
             raise ValueError("`threshold_split` must be in [0, 1). "
                              f"Received: threshold_split={self.threshold_split!r}")

@@ -97,7 +97,8 @@ def build_models(config, data):
                                       num_neighbours=config.num_neighbours, embedding_dim=config.embedding_dim,
                                       capacity=data.num_train, sigma=config.sigma, search=config.search,
                                       plain=config.model == "plain", lookup_prototypes=config.lookup_prototypes or None,
-                                      trunk=config.backbone, exit_loss_weight=config.exit_loss_weight)
+                                      trunk=config.backbone,
+                                      exit_loss_weight=config.exit_loss_weight if config.model == "biased" else 0.0)
         return models.ClassifierModels(built.train_model, built.inference_model, built.embedding_model,
                                        built.classifier, center_head=built.lookup, biased=built,
                                        center_network=built.key_value_model if built.lookup is not None else None)

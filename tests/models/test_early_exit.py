@@ -168,15 +168,22 @@ def test_exit_loss_adds_the_weighted_cross_entropy_of_the_exit(rng):
     keys, values = models.key_value_model.predict(images, verbose=0)
     models.lookup.refresh_centers((keys, values), labels)
     inputs = {"image": images, "sample_id": np.arange(20, dtype=np.int32)}
-    full, early = (output.numpy() for output in models.train_model(inputs))
+    stacked = models.train_model(inputs).numpy()
+    full, early = stacked[:, 0], stacked[:, 1]
+    np.testing.assert_allclose(full, models.inference_model(images).numpy(), rtol=1e-5, atol=1e-6)
+    looked_up, _ = models.lookup(models.projector(models.f1(images)))
+    np.testing.assert_allclose(early, models.classifier(looked_up).numpy(), rtol=1e-5, atol=1e-6)
     expected = reference.cross_entropy(full, labels) + 0.3 * reference.cross_entropy(early, labels)
-    _, per_example = models.train_model.per_example_loss(labels, [full, early])
+    _, per_example = models.train_model.per_example_loss(labels, stacked)
     np.testing.assert_allclose(np.mean(per_example.numpy()), expected, rtol=1e-5)
     models.train_model.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
-    loss = models.train_model.compute_loss(inputs, labels, [full, early])
+    loss = models.train_model.compute_loss(inputs, labels, stacked)
     np.testing.assert_allclose(float(loss), expected, rtol=1e-5)
-    # Without the weight the model has one output and one loss, as in the review.
+    # Keras logs the total loss and the accuracy of the network's answer, under their usual names.
+    logs = models.train_model.train_on_batch(inputs, labels, return_dict=True)
+    assert set(logs) == {"loss", "accuracy"}
+    # Without the weight the model has one plain output and one loss, as in the review.
     single = kn.models.biased_network((8, 8, 1), 10, lookup_prototypes=2, num_neighbours=4)
-    assert len(single.train_model.outputs) == 1 and len(models.train_model.outputs) == 2
-    with pytest.raises(ValueError, match="add --model=biased"):
-        kn.training.Config.for_dataset("digits", exit_loss_weight=1.0)
+    assert single.train_model.output_shape == (None, 10) and models.train_model.output_shape == (None, 2, 10)
+    with pytest.raises(ValueError, match="`exit_loss_weight` must be >= 0"):
+        kn.training.Config.for_dataset("digits", model="biased", exit_loss_weight=-1.0)
