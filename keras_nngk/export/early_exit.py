@@ -36,8 +36,12 @@ def biased_parts(model):
     except ValueError:
         raise ValueError(f"{model.name!r} is not a biased network (it lacks f1, f2, projector, lookup or clf); "
                          "early exit needs a run trained with --model=biased.") from None
+    import tf_keras as keras  # pylint: disable=g-import-not-at-top
+    image = keras.Input(model.input_shape[1:])
+    _, gate = parts["lookup"](parts["projector"](parts["f1"](image)))
     return biased_lib.BiasedModels(train_model=None, inference_model=model, f1=parts["f1"], f2=parts["f2"],
-                                   classifier=parts["clf"], projector=parts["projector"], lookup=parts["lookup"])
+                                   classifier=parts["clf"], projector=parts["projector"], lookup=parts["lookup"],
+                                   gate_model=keras.Model(image, gate, name="gate"))
 
 
 def _convert(function, specs, layers):
