@@ -81,6 +81,7 @@ def extend(base, size, rng, faiss):
 
 
 def median_ms(function, repeats):
+    """`kn.metrics.median_seconds` in ms, repeated here: this script runs where importing keras_nngk (TF) fails."""
     function()
     times = []
     for _ in range(repeats):
