@@ -35,6 +35,10 @@ _HELP = {
     "weights": "model: local weights file for the backbone (nothing is downloaded)",
     "embedding_dim": "model: embedding dimension d",
     "l2_normalize": "model: L2-normalise the embeddings",
+    "pooling": "model: small_conv's embedding: avg (global average pooling) | flatten (a linear map of the whole last "
+               "feature map, which keeps where features are)",
+    "augment": "data: training-batch augmentation: auto (the data set's default: crops and flips for colour and "
+               "fine-grained sets, none for the small grayscale ones) | none | a comma-separated set of shift, flip",
     "projection_dim": "model: dimension of the biased network's lookup keys",
     "lookup_prototypes": "model: biased network: store this many k-means prototypes per class in the lookup instead "
                          "of every training image's key (0: every key, the review's lookup; other models ignore it)",

@@ -6,15 +6,27 @@ from keras_nngk.backbones.small_conv import small_conv
 from keras_nngk.backbones.squeezenet import squeezenet
 
 BACKBONES = {"small_conv": small_conv, "squeezenet": squeezenet, "vgg16": vgg16, "resnet50": resnet50}
+POOLINGS = ("avg", "flatten")
 
 
-def get(name, input_shape, embedding_dim=64, l2_normalize=True, weights=None):
-    """Builds the named backbone: a model from images in [0, 1] to `(B, embedding_dim)` embeddings."""
+def get(name, input_shape, embedding_dim=64, l2_normalize=True, weights=None, pooling="avg"):
+    """Builds the named backbone: a model from images in [0, 1] to `(B, embedding_dim)` embeddings.
+
+    `pooling` (one of POOLINGS) is an option of small_conv; the others pool globally ("avg" only).
+    """
     if name not in BACKBONES:
         raise ValueError(f"Unknown backbone {name!r}; valid: {', '.join(sorted(BACKBONES))}. "
                          f"Received: backbone={name!r}")
+    if pooling not in POOLINGS:
+        raise ValueError(f"Unknown pooling {pooling!r}; valid: {', '.join(POOLINGS)}. Received: pooling={pooling!r}")
+    extra = {}
+    if pooling != "avg":
+        if name != "small_conv":
+            raise ValueError(f"pooling={pooling!r} is an option of the small_conv backbone; use pooling='avg' with "
+                             f"{name}.")
+        extra["pooling"] = pooling
     return BACKBONES[name](input_shape=tuple(input_shape), embedding_dim=embedding_dim, l2_normalize=l2_normalize,
-                           weights=weights)
+                           weights=weights, **extra)
 
 
-__all__ = ["get", "BACKBONES", "small_conv", "squeezenet", "vgg16", "resnet50", "L2Normalize"]
+__all__ = ["get", "BACKBONES", "POOLINGS", "small_conv", "squeezenet", "vgg16", "resnet50", "L2Normalize"]

@@ -13,6 +13,7 @@ from typing import Callable, Optional
 import numpy as np
 import tensorflow as tf
 
+from keras_nngk.data import augment as augment_lib
 from keras_nngk.data import splits
 
 FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
@@ -282,7 +283,7 @@ def load_arrays(name, data_dir=None):
 
 
 def load(name=DEFAULT, task="classification", data_dir=None, image_size=None, examples_per_class=None, seed=0,
-         validation_split=0.0, class_split=None):
+         validation_split=0.0, class_split=None, augment="auto"):
     """Loads a named data set.
 
     Args:
@@ -300,7 +301,17 @@ def load(name=DEFAULT, task="classification", data_dir=None, image_size=None, ex
             return it as `test` (hyperparameter search never sees the test set).
         class_split: for retrieval, `(train_classes, test_classes)`: which classes train and which are held
             out (default: the first half / the rest). In-memory data sets only.
+        augment: the training-batch augmentation (`keras_nngk.data.augment`): "auto" (the data set's
+            default), "none", or a comma-separated set such as "shift,flip".
     """
+    augment_lib.parse(augment)  # A misspelt augmentation fails before any data is read.
+    data = _load(name, task, data_dir, image_size, examples_per_class, seed, validation_split, class_split)
+    if augment_lib.parse(augment) is not None:
+        data = dataclasses.replace(data, augment=augment_lib.make(augment, data.image_shape[0]))
+    return data
+
+
+def _load(name, task, data_dir, image_size, examples_per_class, seed, validation_split, class_split):
     if task not in ("classification", "retrieval"):
         raise ValueError(f"Unknown task {task!r}; valid: classification, retrieval. Received: task={task!r}")
     if class_split is not None and task != "retrieval":

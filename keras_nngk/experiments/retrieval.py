@@ -43,7 +43,7 @@ def retrieval(dataset, heads, seeds, workdir, epochs=None, overrides=None, verbo
         config = Config.for_dataset(dataset, **settings)
         keras.utils.set_random_seed(seed)
         untrained = backbones.get(config.backbone, input_shape=data.image_shape, embedding_dim=config.embedding_dim,
-                                  l2_normalize=config.l2_normalize, weights=config.weights)
+                                  l2_normalize=config.l2_normalize, weights=config.weights, pooling=config.pooling)
         recalls = metrics.recall_at_k(untrained.predict(test_images, verbose=0), test_labels)
         rows.append({"method": "untrained network", "seed": seed, **{f"recall@{k}": v for k, v in recalls.items()}})
         for head in heads:

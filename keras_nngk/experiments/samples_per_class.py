@@ -42,7 +42,13 @@ class FewShotConfig:
     num_neighbours: int = 32
     knn_neighbours: int = 1
     sigma: float = 0.5  # Not Config.sigma (1.0): the value the README table was measured with (see README).
+    learn_sigma: bool = True
     backbone: str = "small_conv"
+    pooling: str = "avg"  # small_conv's "avg" or "flatten" (keras_nngk.backbones.POOLINGS).
+    augment: str = "none"  # Training batches, every head alike: "none" or e.g. "shift,flip" (keras_nngk.data.augment).
+    # An augmented image may match its own stored (unaugmented) center: the positive that a class with one image
+    # lacks under leave-one-out. Only the NNGK head uses sample ids.
+    self_positive: bool = False
     max_test: int = 0  # Evaluate on the first this many test images (0: all).
 
     def validate(self):
@@ -53,6 +59,12 @@ class FewShotConfig:
             if isinstance(n, bool) or not isinstance(n, int) or n < 0:
                 raise ValueError("`examples_per_class` must be non-negative integers (0: all). "
                                  f"Received: {self.examples_per_class}")
+        if data_lib.augment.parse(self.augment) is None:
+            raise ValueError("`augment` must be 'none' or a set such as 'shift,flip' here ('auto' is a data set's "
+                             f"default in trainers.fit). Received: augment={self.augment!r}")
+        if self.pooling not in backbones.POOLINGS:
+            raise ValueError(f"Unknown pooling {self.pooling!r}; valid: {', '.join(backbones.POOLINGS)}. "
+                             f"Received: pooling={self.pooling!r}")
         for name in ("steps", "eval_every", "batch_size", "validation_per_class"):
             check_positive_int(name, getattr(self, name))
         if not self.seeds:
@@ -63,10 +75,12 @@ class FewShotConfig:
 def _train_head(head, x, y, x_val, y_val, config, seed, num_classes):
     """Trains backbone + head for `config.steps` steps; returns the inference model at the best validation step."""
     keras.utils.set_random_seed(seed)
-    backbone = backbones.get(config.backbone, input_shape=x.shape[1:], embedding_dim=config.embedding_dim)
+    backbone = backbones.get(config.backbone, input_shape=x.shape[1:], embedding_dim=config.embedding_dim,
+                             pooling=config.pooling)
     built = models.nngk_classifier(backbone, num_classes, head=head, capacity=len(x),
                                    num_neighbours=min(config.num_neighbours, len(x)), sigma=config.sigma,
-                                   knn_neighbours=config.knn_neighbours, tie="loose")
+                                   learn_sigma=config.learn_sigma, knn_neighbours=config.knn_neighbours, tie="loose")
+    augment = data_lib.augment.make(config.augment, x.shape[1])
     optimizer = keras.optimizers.Adam(config.learning_rate)
     built.train_model.compile(optimizer, "sparse_categorical_crossentropy", jit_compile=False)
     if head == "impostor":
@@ -90,7 +104,9 @@ def _train_head(head, x, y, x_val, y_val, config, seed, num_classes):
         if len(order) < config.batch_size:
             order = np.concatenate([order, rng.permutation(len(x))])
         batch, order = order[:config.batch_size], order[config.batch_size:]
-        built.train_model.train_on_batch({"image": x[batch], "sample_id": batch.astype(np.int32)}, y[batch])
+        batch_images = x[batch] if augment is None else augment(x[batch])
+        ids = np.full(len(batch), -1, np.int32) if config.self_positive else batch.astype(np.int32)
+        built.train_model.train_on_batch({"image": batch_images, "sample_id": ids}, y[batch])
         if head == "nngk" and step % refresh_every == 0:
             refresh()
         if step % config.eval_every == 0 or step == config.steps:

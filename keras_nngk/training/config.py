@@ -39,6 +39,8 @@ class Config:
     backbone: str = "small_conv"
     weights: Optional[str] = None
     embedding_dim: int = 64
+    pooling: str = "avg"  # small_conv: "avg" (global average pooling) or "flatten" (the spatial feature map).
+    augment: str = "auto"  # Training batches: "auto" (the data set's default), "none", or e.g. "shift,flip".
     l2_normalize: bool = True
     image_size: Optional[int] = None
     examples_per_class: Optional[int] = None
@@ -163,6 +165,13 @@ class Config:
             raise ValueError(f"--pq_bytes compresses the centers of an nngk or impostor head. Received: "
                              f"head={self.head!r}")
         self.class_split()
+        data.augment.parse(self.augment)
+        if self.pooling not in backbones.POOLINGS:
+            raise ValueError(f"Unknown pooling {self.pooling!r}; valid: {', '.join(backbones.POOLINGS)}. "
+                             f"Received: pooling={self.pooling!r}")
+        if self.pooling != "avg" and self.backbone != "small_conv":
+            raise ValueError(f"--pooling={self.pooling} is an option of the small_conv backbone; use --pooling=avg "
+                             f"with --backbone={self.backbone}.")
         if isinstance(self.lookup_prototypes, bool) or not isinstance(self.lookup_prototypes, int) or \
                 self.lookup_prototypes < 0:
             raise ValueError(f"`lookup_prototypes` must be 0 (every training key) or a positive integer. "
@@ -214,7 +223,7 @@ class Config:
         """The keyword arguments of `keras_nngk.data.load` that this config sets."""
         return {"task": self.task, "data_dir": self.data_dir, "image_size": self.image_size,
                 "examples_per_class": self.examples_per_class, "seed": self.seed,
-                "validation_split": self.validation_split, "class_split": self.class_split()}
+                "validation_split": self.validation_split, "class_split": self.class_split(), "augment": self.augment}
 
     def to_dict(self):
         return dataclasses.asdict(self)

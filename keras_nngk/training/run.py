@@ -103,7 +103,7 @@ def build_models(config, data):
                                        built.classifier, center_head=built.lookup, biased=built,
                                        center_network=built.key_value_model if built.lookup is not None else None)
     backbone = backbones.get(config.backbone, input_shape=data.image_shape, embedding_dim=config.embedding_dim,
-                             l2_normalize=config.l2_normalize, weights=config.weights)
+                             l2_normalize=config.l2_normalize, weights=config.weights, pooling=config.pooling)
     if config.qat:
         backbone = compression.quantize_backbone(backbone)
     elif config.prune:

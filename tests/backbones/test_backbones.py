@@ -63,3 +63,26 @@ def test_backbones_normalise_with_keras_unit_normalization_bit_for_bit_as_before
     values = rng.normal(size=(50, 3)).astype(np.float32) * 10.0 ** rng.uniform(-8, 8, size=(50, 1))
     np.testing.assert_array_equal(unit.predict(values, verbose=0),
                                   keras.Model(inputs, backbones.L2Normalize()(inputs)).predict(values, verbose=0))
+
+
+def test_flatten_pooling_is_a_linear_map_of_the_whole_feature_map(rng):
+    """pooling="flatten": the embedding is the Dense layer applied to the flattened last feature map (NumPy)."""
+    model = backbones.get("small_conv", input_shape=(28, 28, 1), embedding_dim=8, l2_normalize=False,
+                          pooling="flatten")
+    x = rng.uniform(size=(3, 28, 28, 1)).astype(np.float32)
+    features = keras.Model(model.input, model.get_layer("relu3").output).predict(x, verbose=0)
+    assert features.shape == (3, 7, 7, 128)  # Two pools: 28 -> 7; nothing averaged away.
+    kernel, bias = model.get_layer("embedding").get_weights()
+    expected = features.reshape(3, -1) @ kernel + bias
+    np.testing.assert_allclose(model.predict(x, verbose=0), expected, rtol=1e-4, atol=1e-5)
+    # Where a feature is matters: moving the map's content changes a flattened embedding, not a pooled one.
+    pooled = backbones.get("small_conv", input_shape=(28, 28, 1), embedding_dim=8, l2_normalize=False)
+    assert pooled.get_layer("embedding").get_weights()[0].shape == (128, 8)
+    assert kernel.shape == (7 * 7 * 128, 8)
+
+
+def test_pooling_errors():
+    with pytest.raises(ValueError, match="valid: avg, flatten"):
+        backbones.get("small_conv", input_shape=(28, 28, 1), pooling="max")
+    with pytest.raises(ValueError, match="option of the small_conv backbone"):
+        backbones.get("squeezenet", input_shape=(32, 32, 3), pooling="flatten")

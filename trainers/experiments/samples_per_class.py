@@ -20,6 +20,12 @@ flags.DEFINE_list("seeds", ["0", "1", "2"], "seeds")
 flags.DEFINE_integer("steps", 600, "optimizer steps per run, the same at every n")
 flags.DEFINE_integer("eval_every", 50, "validation every this many steps; the best step is kept")
 flags.DEFINE_integer("max_test", 0, "evaluate on the first this many test images (0: all)")
+flags.DEFINE_string("augment", "none", "training-batch augmentation for every head: none, or e.g. shift,flip")
+flags.DEFINE_integer("embedding_dim", 64, "embedding size")
+flags.DEFINE_enum("pooling", "avg", ["avg", "flatten"], "small_conv's embedding: global average or flattened map")
+flags.DEFINE_float("sigma", 0.5, "initial kernel width of the nngk and impostor heads")
+flags.DEFINE_bool("learn_sigma", True, "train the kernel width")
+flags.DEFINE_bool("self_positive", False, "an augmented image may match its own stored center (nngk)")
 flags.DEFINE_string("workdir", None, "output folder (default saved_models/samples_per_class-<dataset>-<time>)")
 flags.DEFINE_integer("verbose", 1, "1: progress bar, 0: quiet")
 FLAGS = flags.FLAGS
@@ -31,7 +37,9 @@ def main(argv):
     config = experiments.FewShotConfig(
         dataset=FLAGS.dataset, examples_per_class=tuple(int(n) for n in FLAGS.examples_per_class),
         heads=tuple(FLAGS.heads), seeds=tuple(int(s) for s in FLAGS.seeds), steps=FLAGS.steps,
-        eval_every=FLAGS.eval_every, max_test=FLAGS.max_test)
+        eval_every=FLAGS.eval_every, max_test=FLAGS.max_test, augment=FLAGS.augment, pooling=FLAGS.pooling,
+        embedding_dim=FLAGS.embedding_dim,
+        sigma=FLAGS.sigma, learn_sigma=FLAGS.learn_sigma, self_positive=FLAGS.self_positive)
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     workdir = FLAGS.workdir or os.path.join("saved_models", f"samples_per_class-{FLAGS.dataset}-{stamp}")
     results = experiments.samples_per_class(config, workdir, verbose=FLAGS.verbose)
