@@ -1,5 +1,6 @@
 """The experiments: samples per class (tiny), retrieval (tiny), their tables, and the pixel floor."""
 
+import importlib
 import json
 import os
 
@@ -104,3 +105,34 @@ def test_enrolment_experiment_tiny(tmp_path):
     assert os.path.exists(tmp_path / "enrolment.json") and os.path.exists(tmp_path / "enrolment.png")
     table = experiments.format_enrolment_table(results)
     assert "| class_mean | 3 |" in table and "| kernel-k1 | 1 |" in table
+
+
+def test_self_positive_gives_one_image_per_class_a_gradient():
+    """n = 1: leave-one-out leaves a sample no center of its class, so the NNGK loss is flat and the network does
+    not move; with `self_positive` an (augmented) image may match its own center and the network learns."""
+    import tf_keras as keras  # pylint: disable=g-import-not-at-top
+    from keras_nngk import data as data_lib  # pylint: disable=g-import-not-at-top
+    module = importlib.import_module("keras_nngk.experiments.samples_per_class")  # The package exports the function.
+    arrays = data_lib.load_arrays("digits")
+    chosen = data_lib.splits.few_shot_indices(arrays.y_train, 1, seed=0)
+    x, y = arrays.x_train[chosen], arrays.y_train[chosen]
+    moved = {}
+    for self_positive in (False, True):
+        config = experiments.FewShotConfig(dataset="digits", steps=5, eval_every=5, batch_size=10, augment="shift",
+                                           self_positive=self_positive).validate()
+        keras.utils.set_random_seed(0)
+        initial = module.backbones.get("small_conv", input_shape=x.shape[1:], embedding_dim=64).get_weights()
+        model, _, _ = module._train_head("nngk", x, y, x, y, config, seed=0, num_classes=10)  # pylint: disable=protected-access
+        kernel = model.get_layer("small_conv").get_layer("conv1").get_weights()[0]
+        moved[self_positive] = float(np.abs(kernel - initial[0]).max())
+    assert moved[False] < 1e-4  # Rounding-level gradients only (Adam scales them up to ~1e-5).
+    assert moved[True] > 30 * moved[False]
+
+
+def test_few_shot_options_are_checked():
+    with pytest.raises(ValueError, match="'auto' is a data set's default"):
+        experiments.FewShotConfig(augment="auto").validate()
+    with pytest.raises(ValueError, match="Unknown or repeated augmentation"):
+        experiments.FewShotConfig(augment="rotate").validate()
+    with pytest.raises(ValueError, match="Unknown pooling 'max'"):
+        experiments.FewShotConfig(pooling="max").validate()
