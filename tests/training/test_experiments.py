@@ -111,6 +111,7 @@ def test_self_positive_gives_one_image_per_class_a_gradient():
     """n = 1: leave-one-out leaves a sample no center of its class, so the NNGK loss is flat and the network does
     not move; with `self_positive` an (augmented) image may match its own center and the network learns."""
     import tf_keras as keras  # pylint: disable=g-import-not-at-top
+
     from keras_nngk import data as data_lib  # pylint: disable=g-import-not-at-top
     module = importlib.import_module("keras_nngk.experiments.samples_per_class")  # The package exports the function.
     arrays = data_lib.load_arrays("digits")
