@@ -52,6 +52,8 @@ _HELP = {
     "sigma": "head: initial Gaussian kernel width (> 0)",
     "learn_sigma": "head: train the kernel width",
     "sample_weights": "head: learn one importance weight per center (nngk)",
+    "auxiliary_softmax": "head: nngk/impostor: also train a dense softmax classifier on the embedding, this weight "
+                         "on its cross-entropy (the saved classifier is the kernel head alone; 0: none)",
     "refresh_every": "head: recompute the centers from the network every this many epochs (refresh_mode=embed)",
     "refresh_mode": "head: auto (training where the head takes it: nngk, tied impostors; else embed) | embed (an "
                     "embedding pass over the training images every --refresh_every epochs) | training (each step "

@@ -49,6 +49,7 @@ class FewShotConfig:
     # An augmented image may match its own stored (unaugmented) center: the positive that a class with one image
     # lacks under leave-one-out. Only the NNGK head uses sample ids.
     self_positive: bool = False
+    auxiliary_softmax: float = 0.0  # > 0: nngk/impostor also train a softmax classifier, this weight on its loss.
     max_test: int = 0  # Evaluate on the first this many test images (0: all).
 
     def validate(self):
@@ -79,7 +80,8 @@ def _train_head(head, x, y, x_val, y_val, config, seed, num_classes):
                              pooling=config.pooling)
     built = models.nngk_classifier(backbone, num_classes, head=head, capacity=len(x),
                                    num_neighbours=min(config.num_neighbours, len(x)), sigma=config.sigma,
-                                   learn_sigma=config.learn_sigma, knn_neighbours=config.knn_neighbours, tie="loose")
+                                   learn_sigma=config.learn_sigma, knn_neighbours=config.knn_neighbours, tie="loose",
+                                   auxiliary_softmax=config.auxiliary_softmax if head in ("nngk", "impostor") else 0.0)
     augment = data_lib.augment.make(config.augment, x.shape[1])
     optimizer = keras.optimizers.Adam(config.learning_rate)
     built.train_model.compile(optimizer, "sparse_categorical_crossentropy", jit_compile=False)

@@ -112,7 +112,7 @@ class ClassifierModels:
 
 def nngk_classifier(backbone, num_classes, head="nngk", capacity=None, num_neighbours=32, sigma=1.0,
                     learn_sigma=True, sample_weights=True, search="auto", knn_neighbours=5, tie="loose",
-                    tie_weight=1e-3):
+                    tie_weight=1e-3, auxiliary_softmax=0.0):
     """Puts a classification head on `backbone`.
 
     Args:
@@ -125,6 +125,9 @@ def nngk_classifier(backbone, num_classes, head="nngk", capacity=None, num_neigh
         capacity: number of centers (the training set size) for "nngk" and "knn".
         num_neighbours, sigma, learn_sigma, sample_weights, search: NNGK settings.
         tie, tie_weight: impostor settings ("tied", "fixed", "loose"; lambda of eq. 8).
+        auxiliary_softmax: > 0 trains a dense softmax classifier on the embedding beside an nngk or impostor head,
+            adding this weight times its cross-entropy to the loss (a proxy-style term next to the kernel's; the
+            inference model is the kernel head alone). 0: the head's own loss only.
 
     Returns:
         `ClassifierModels`.
@@ -153,7 +156,16 @@ def nngk_classifier(backbone, num_classes, head="nngk", capacity=None, num_neigh
         if head == "knn":
             inference_head = center_head = layers.KNNClassifier(num_classes, num_neighbours=knn_neighbours,
                                                                 capacity=capacity, search=search, name="knn_head")
-    train_model = TrainModel({"image": image, "sample_id": sample_id}, train_head([embedding, sample_id]),
-                             name="train_model")
+    outputs = train_head([embedding, sample_id])
+    if not auxiliary_softmax >= 0.0:
+        raise ValueError(f"`auxiliary_softmax` must be >= 0. Received: auxiliary_softmax={auxiliary_softmax!r}")
+    if auxiliary_softmax and head not in ("nngk", "impostor"):
+        raise ValueError(f"`auxiliary_softmax` adds a softmax term beside an nngk or impostor head. Received: "
+                         f"head={head!r}")
+    if auxiliary_softmax:  # Stacked (B, 2, C): TrainModel adds the second output's weighted cross-entropy.
+        outputs = tf.stack([outputs, layers.DenseClassifier(num_classes, name="auxiliary_head")(embedding)], axis=1)
+    train_model = TrainModel({"image": image, "sample_id": sample_id}, outputs, name="train_model")
+    if auxiliary_softmax:
+        train_model.set_auxiliary_weight(auxiliary_softmax)
     inference_model = keras.Model(image, inference_head(embedding), name="classifier")
     return ClassifierModels(train_model, inference_model, backbone, train_head, center_head)

@@ -55,6 +55,7 @@ class Config:
     sigma: float = 1.0
     learn_sigma: bool = True
     sample_weights: bool = True
+    auxiliary_softmax: float = 0.0  # nngk/impostor: weight of a softmax classifier's loss trained beside the head.
     refresh_every: int = 1
     refresh_mode: str = "auto"  # One of REFRESH_MODES; `resolved_refresh_mode()` says which applies.
     search: str = "auto"
@@ -176,6 +177,12 @@ class Config:
                 self.lookup_prototypes < 0:
             raise ValueError(f"`lookup_prototypes` must be 0 (every training key) or a positive integer. "
                              f"Received: lookup_prototypes={self.lookup_prototypes!r}")
+        if not self.auxiliary_softmax >= 0.0:
+            raise ValueError(f"`auxiliary_softmax` must be >= 0. "
+                             f"Received: auxiliary_softmax={self.auxiliary_softmax!r}")
+        if self.auxiliary_softmax and (self.model != "classifier" or self.head not in ("nngk", "impostor")):
+            raise ValueError("--auxiliary_softmax trains a softmax term beside an nngk or impostor head; use "
+                             f"--auxiliary_softmax=0 with model={self.model!r}, head={self.head!r}.")
         if not self.exit_loss_weight >= 0.0:
             raise ValueError(f"`exit_loss_weight` must be >= 0. Received: exit_loss_weight={self.exit_loss_weight!r}")
         if not 0.0 <= self.threshold_split < 1.0:

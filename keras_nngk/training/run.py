@@ -112,7 +112,7 @@ def build_models(config, data):
                                   num_neighbours=config.num_neighbours, sigma=config.sigma,
                                   learn_sigma=config.learn_sigma, sample_weights=config.sample_weights,
                                   search=config.search, knn_neighbours=config.knn_neighbours, tie=config.tie,
-                                  tie_weight=config.tie_weight)
+                                  tie_weight=config.tie_weight, auxiliary_softmax=config.auxiliary_softmax)
 
 
 def _check_workdir(workdir, config, allow_config_change):
