@@ -273,3 +273,32 @@ def test_lookup_returns_the_nearest_centers_with_their_labels(problem):
     assert np.all(padded.labels[:, 60:] == -1) and np.all(np.isinf(padded.distances[:, 60:]))
     with pytest.raises(ValueError, match="`k` must be a positive integer"):
         head.lookup(queries, k=0)
+
+
+def test_auxiliary_softmax_adds_the_weighted_cross_entropy_of_a_dense_classifier(rng):
+    """loss = CE(kernel head) + w * CE(softmax(W z + b)) against NumPy; the inference model is the kernel alone."""
+    backbone = kn.backbones.get("small_conv", input_shape=(8, 8, 1), embedding_dim=8)
+    built = kn.models.nngk_classifier(backbone, 4, capacity=12, num_neighbours=11, sigma=5.0, auxiliary_softmax=0.5)
+    images = rng.random((12, 8, 8, 1)).astype(np.float32)
+    labels = np.arange(12) % 4
+    embeddings = backbone.predict(images, verbose=0)
+    built.center_head.assign_centers(embeddings, labels)
+    inputs = {"image": images, "sample_id": np.arange(12, dtype=np.int32)}
+    stacked = built.train_model(inputs).numpy()
+    assert stacked.shape == (12, 2, 4) and built.inference_model.output_shape == (None, 4)
+    np.testing.assert_allclose(stacked[:, 0], built.center_head([embeddings, inputs["sample_id"]]).numpy(),
+                               rtol=1e-5, atol=1e-6)
+    kernel, bias = built.train_model.get_layer("auxiliary_head").get_weights()
+    logits = embeddings.astype(np.float64) @ kernel + bias
+    softmax = np.exp(logits - logits.max(1, keepdims=True))
+    softmax /= softmax.sum(1, keepdims=True)
+    np.testing.assert_allclose(stacked[:, 1], softmax, rtol=1e-4, atol=1e-6)
+    expected = reference.cross_entropy(stacked[:, 0], labels) + 0.5 * reference.cross_entropy(softmax, labels)
+    built.train_model.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
+    np.testing.assert_allclose(float(built.train_model.compute_loss(inputs, labels, stacked)), expected, rtol=1e-4)
+    assert set(built.train_model.train_on_batch(inputs, labels, return_dict=True)) == {"loss", "accuracy"}
+    assert "auxiliary_head" not in [layer.name for layer in built.inference_model.layers]
+    with pytest.raises(ValueError, match="beside an nngk or impostor head"):
+        kn.models.nngk_classifier(backbone, 4, head="dense", auxiliary_softmax=0.5)
+    with pytest.raises(ValueError, match="--auxiliary_softmax trains a softmax term beside an nngk or impostor"):
+        kn.training.Config.for_dataset("digits", head="dense", auxiliary_softmax=1.0)
