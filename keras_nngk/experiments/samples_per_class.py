@@ -43,6 +43,7 @@ class FewShotConfig:
     knn_neighbours: int = 1
     sigma: float = 0.5  # Not Config.sigma (1.0): the value the README table was measured with (see README).
     learn_sigma: bool = True
+    sample_weights: bool = True  # nngk: learn one importance weight per center (w_i of eq. 7).
     backbone: str = "small_conv"
     pooling: str = "avg"  # small_conv's "avg" or "flatten" (keras_nngk.backbones.POOLINGS).
     augment: str = "none"  # Training batches, every head alike: "none" or e.g. "shift,flip" (keras_nngk.data.augment).
@@ -80,7 +81,8 @@ def _train_head(head, x, y, x_val, y_val, config, seed, num_classes):
                              pooling=config.pooling)
     built = models.nngk_classifier(backbone, num_classes, head=head, capacity=len(x),
                                    num_neighbours=min(config.num_neighbours, len(x)), sigma=config.sigma,
-                                   learn_sigma=config.learn_sigma, knn_neighbours=config.knn_neighbours, tie="loose",
+                                   learn_sigma=config.learn_sigma, sample_weights=config.sample_weights,
+                                   knn_neighbours=config.knn_neighbours, tie="loose",
                                    auxiliary_softmax=config.auxiliary_softmax if head in ("nngk", "impostor") else 0.0)
     augment = data_lib.augment.make(config.augment, x.shape[1])
     optimizer = keras.optimizers.Adam(config.learning_rate)

@@ -25,6 +25,8 @@ flags.DEFINE_integer("embedding_dim", 64, "embedding size")
 flags.DEFINE_enum("pooling", "avg", ["avg", "flatten"], "small_conv's embedding: global average or flattened map")
 flags.DEFINE_float("sigma", 0.5, "initial kernel width of the nngk and impostor heads")
 flags.DEFINE_bool("learn_sigma", True, "train the kernel width")
+flags.DEFINE_integer("num_neighbours", 32, "k of the nngk and impostor heads")
+flags.DEFINE_bool("sample_weights", True, "nngk: learn one importance weight per center")
 flags.DEFINE_float("auxiliary_softmax", 0.0, "nngk/impostor: weight of a softmax term trained beside the head")
 flags.DEFINE_bool("self_positive", False, "an augmented image may match its own stored center (nngk)")
 flags.DEFINE_string("workdir", None, "output folder (default saved_models/samples_per_class-<dataset>-<time>)")
@@ -40,7 +42,8 @@ def main(argv):
         heads=tuple(FLAGS.heads), seeds=tuple(int(s) for s in FLAGS.seeds), steps=FLAGS.steps,
         eval_every=FLAGS.eval_every, max_test=FLAGS.max_test, augment=FLAGS.augment, pooling=FLAGS.pooling,
         embedding_dim=FLAGS.embedding_dim,
-        sigma=FLAGS.sigma, learn_sigma=FLAGS.learn_sigma, self_positive=FLAGS.self_positive,
+        sigma=FLAGS.sigma, learn_sigma=FLAGS.learn_sigma, num_neighbours=FLAGS.num_neighbours,
+        sample_weights=FLAGS.sample_weights, self_positive=FLAGS.self_positive,
         auxiliary_softmax=FLAGS.auxiliary_softmax)
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     workdir = FLAGS.workdir or os.path.join("saved_models", f"samples_per_class-{FLAGS.dataset}-{stamp}")
