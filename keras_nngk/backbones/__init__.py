@@ -1,7 +1,7 @@
 """Feature extractors with an embedding projection: `get(name, input_shape=..., embedding_dim=...)`."""
 
 from keras_nngk.backbones.applications import resnet50, vgg16
-from keras_nngk.backbones.common import L2Normalize
+from keras_nngk.backbones.common import RETRIEVAL_FEATURES, L2Normalize, retrieval_network
 from keras_nngk.backbones.small_conv import small_conv
 from keras_nngk.backbones.squeezenet import squeezenet
 
@@ -29,4 +29,5 @@ def get(name, input_shape, embedding_dim=64, l2_normalize=True, weights=None, po
                            weights=weights, **extra)
 
 
-__all__ = ["get", "BACKBONES", "POOLINGS", "small_conv", "squeezenet", "vgg16", "resnet50", "L2Normalize"]
+__all__ = ["get", "BACKBONES", "POOLINGS", "RETRIEVAL_FEATURES", "retrieval_network", "small_conv", "squeezenet",
+           "vgg16", "resnet50", "L2Normalize"]

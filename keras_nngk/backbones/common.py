@@ -54,3 +54,33 @@ def embedding_head(features, embedding_dim, l2_normalize):
     if l2_normalize:
         embeddings = keras.layers.UnitNormalization(axis=-1, name="l2_normalize")(embeddings)
     return embeddings
+
+
+RETRIEVAL_FEATURES = ("embedding", "pooled")
+
+
+def retrieval_network(backbone, features="embedding"):
+    """The model whose outputs are compared in retrieval: the embedding, or the pooled features under it.
+
+    "pooled" is the input of the backbone's `embedding` projection (global average pooling, or the flattened map),
+    L2-normalised: the representation below the projection that a metric-learning loss trains through. Features
+    below the last projection carry more of what the training classes did not need, and transfer better to unseen
+    classes (the projection-head finding of SimCLR; measured here in README "Embedding quality").
+
+    Args:
+        backbone: a model built by `keras_nngk.backbones.get` (its projection is the layer named "embedding").
+        features: one of RETRIEVAL_FEATURES.
+    """
+    if features not in RETRIEVAL_FEATURES:
+        raise ValueError(f"Unknown retrieval features {features!r}; valid: {', '.join(RETRIEVAL_FEATURES)}. "
+                         f"Received: retrieval_features={features!r}")
+    if features == "embedding":
+        return backbone
+    try:
+        projection = backbone.get_layer("embedding")
+    except ValueError:
+        raise ValueError(f"retrieval_features='pooled' needs a backbone whose projection is the layer named "
+                         f"'embedding' (keras_nngk.backbones); {backbone.name!r} has none. Use "
+                         f"retrieval_features='embedding'.") from None
+    pooled = keras.layers.UnitNormalization(axis=-1, name="pooled_l2_normalize")(projection.input)
+    return keras.Model(backbone.input, pooled, name=f"{backbone.name}_pooled")

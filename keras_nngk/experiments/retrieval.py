@@ -44,6 +44,7 @@ def retrieval(dataset, heads, seeds, workdir, epochs=None, overrides=None, verbo
         keras.utils.set_random_seed(seed)
         untrained = backbones.get(config.backbone, input_shape=data.image_shape, embedding_dim=config.embedding_dim,
                                   l2_normalize=config.l2_normalize, weights=config.weights, pooling=config.pooling)
+        untrained = backbones.retrieval_network(untrained, config.retrieval_features)  # The same features.
         recalls = metrics.recall_at_k(untrained.predict(test_images, verbose=0), test_labels)
         rows.append({"method": "untrained network", "seed": seed, **{f"recall@{k}": v for k, v in recalls.items()}})
         for head in heads:

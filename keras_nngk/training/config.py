@@ -42,6 +42,7 @@ class Config:
     pooling: str = "avg"  # small_conv: "avg" (global average pooling) or "flatten" (the spatial feature map).
     augment: str = "auto"  # Training batches: "auto" (the data set's default), "none", or e.g. "shift,flip".
     l2_normalize: bool = True
+    retrieval_features: str = "embedding"  # Retrieval: compare "embedding"s or the "pooled" features under them.
     image_size: Optional[int] = None
     examples_per_class: Optional[int] = None
     validation_split: float = 0.0  # > 0: evaluate on this held-out fraction of the training set, not the test set.
@@ -167,6 +168,10 @@ class Config:
                              f"head={self.head!r}")
         self.class_split()
         data.augment.parse(self.augment)
+        if self.retrieval_features not in backbones.RETRIEVAL_FEATURES:
+            raise ValueError(f"Unknown retrieval_features {self.retrieval_features!r}; valid: "
+                             f"{', '.join(backbones.RETRIEVAL_FEATURES)}. "
+                             f"Received: retrieval_features={self.retrieval_features!r}")
         if self.pooling not in backbones.POOLINGS:
             raise ValueError(f"Unknown pooling {self.pooling!r}; valid: {', '.join(backbones.POOLINGS)}. "
                              f"Received: pooling={self.pooling!r}")
@@ -274,7 +279,8 @@ class Config:
 
 # Fields added after runs were saved, with the value those runs behaved as: a saved config.json without the field
 # (an older run being resumed, evaluated or exported) reads it, not today's default.
-LEGACY_VALUES = {"lookup_prototypes": 0, "exit_loss_weight": 0.0, "threshold_split": 0.0}
+LEGACY_VALUES = {"lookup_prototypes": 0, "exit_loss_weight": 0.0, "threshold_split": 0.0,
+                 "retrieval_features": "embedding"}
 
 _FINE_GRAINED = {"task": "retrieval", "backbone": "resnet50", "embedding_dim": 512, "image_size": 224,
                  "batch_size": 64, "epochs": 50, "learning_rate": 1e-4, "refresh_every": 2}

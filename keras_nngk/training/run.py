@@ -246,7 +246,8 @@ def _fit(config, output_dir, data, strategy, verbose, threshold_data=None):
     elif recalibration is not None:
         run_callbacks.append(recalibration)  # The dense head and the plain network: once, at the end of training.
     if config.eval_every:  # Held-out curves beside the training ones.
-        held_out_model = built.backbone if config.task == "retrieval" else built.inference_model
+        held_out_model = (backbones.retrieval_network(built.backbone, config.retrieval_features)
+                          if config.task == "retrieval" else built.inference_model)
         run_callbacks.append(callbacks_lib.HeldOutMetrics(held_out_model, image_batches(data.test),
                                                           labels_of(data.test), config.eval_every, config.task))
     history_log = callbacks_lib.HistoryLog(os.path.join(output_dir, HISTORY_FILE), initial_epoch)
@@ -319,10 +320,17 @@ def evaluate(config, data, backbone, inference_model, verbose=1):
                      config.task == "retrieval" else "test")
     test_embeddings = backbone.predict(test_images, verbose=verbose)
     if config.task == "retrieval":
-        recalls = metrics.recall_at_k(test_embeddings, test_labels, ks=(1, 2, 4, 8))
+        features = test_embeddings
+        if config.retrieval_features != "embedding":
+            features = backbones.retrieval_network(backbone, config.retrieval_features).predict(test_images,
+                                                                                              verbose=verbose)
+        recalls = metrics.recall_at_k(features, test_labels, ks=(1, 2, 4, 8))
         results = {f"recall@{k}": value for k, value in recalls.items()}
         if np.unique(test_labels, return_counts=True)[1].max() > 1:  # MAP@R needs a class seen twice.
-            results.update(metrics.map_at_r(test_embeddings, test_labels))
+            results.update(metrics.map_at_r(features, test_labels))
+        results["retrieval_features"] = config.retrieval_features
+        if config.retrieval_features != "embedding":  # The embedding's own figure beside it.
+            results["embedding_recall@1"] = metrics.recall_at_k(test_embeddings, test_labels, ks=(1,))[1]
         return results
     if verbose:
         logging.info("Evaluating: embedding the %d training images for the kNN accuracy.", data.num_train)

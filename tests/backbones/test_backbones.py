@@ -86,3 +86,20 @@ def test_pooling_errors():
         backbones.get("small_conv", input_shape=(28, 28, 1), pooling="max")
     with pytest.raises(ValueError, match="option of the small_conv backbone"):
         backbones.get("squeezenet", input_shape=(32, 32, 3), pooling="flatten")
+
+
+@pytest.mark.parametrize("pooling", ["avg", "flatten"])
+def test_retrieval_network_gives_the_normalised_features_under_the_projection(pooling, rng):
+    model = backbones.get("small_conv", input_shape=(28, 28, 1), embedding_dim=8, pooling=pooling)
+    x = rng.uniform(size=(3, 28, 28, 1)).astype(np.float32)
+    assert backbones.retrieval_network(model, "embedding") is model
+    pooled = backbones.retrieval_network(model, "pooled").predict(x, verbose=0)
+    features = keras.Model(model.input, model.get_layer("relu3").output).predict(x, verbose=0)
+    expected = features.mean(axis=(1, 2)) if pooling == "avg" else features.reshape(3, -1)
+    expected /= np.linalg.norm(expected, axis=1, keepdims=True)
+    np.testing.assert_allclose(pooled, expected, rtol=1e-4, atol=1e-6)
+    with pytest.raises(ValueError, match="valid: embedding, pooled"):
+        backbones.retrieval_network(model, "logits")
+    plain = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2, name="head")])
+    with pytest.raises(ValueError, match="projection is the layer named 'embedding'"):
+        backbones.retrieval_network(plain, "pooled")

@@ -10,6 +10,7 @@ import time
 
 import numpy as np
 import pytest
+import tf_keras as keras
 
 import keras_nngk as kn
 
@@ -132,6 +133,28 @@ def test_retrieval_task_reports_recall(tmp_path):
     assert recalls == sorted(recalls) and 0.5 < recalls[0] <= 1.0
     assert 0.0 < results["map@r"] <= results["r_precision"] <= 1.0
     assert os.path.exists(tmp_path / "recall_at_k.png")
+
+
+@pytest.mark.slow
+def test_retrieval_on_pooled_features(tmp_path):
+    """--retrieval_features=pooled: Recall@K of the normalised features under the projection, recomputed here from
+    the saved backbone with a NumPy nearest-neighbour search; the embedding's R@1 is reported beside it."""
+    results = kn.training.fit(_tiny(task="retrieval", retrieval_features="pooled"), str(tmp_path), verbose=0)
+    data = kn.data.load("digits", task="retrieval")
+    images = np.concatenate([batch for batch in data.test.map(lambda image, label: image).batch(512).as_numpy_iterator()])
+    labels = np.concatenate([batch for batch in data.test.map(lambda image, label: label).batch(512).as_numpy_iterator()])
+    backbone = keras.models.load_model(str(tmp_path / "backbone.keras"), compile=False)
+    for name, network in (("pooled", keras.Model(backbone.input, backbone.get_layer("embedding").input)),
+                          ("embedding", backbone)):
+        features = network.predict(images, verbose=0).astype(np.float64)
+        features /= np.linalg.norm(features, axis=1, keepdims=True)
+        distances = ((features[:, None] - features[None]) ** 2).sum(-1)
+        np.fill_diagonal(distances, np.inf)  # Leave-one-out.
+        recall = np.mean(labels[distances.argmin(1)] == labels)
+        key = "recall@1" if name == "pooled" else "embedding_recall@1"
+        assert results[key] == pytest.approx(recall, abs=1.5 / len(labels))  # One tie may fall either way.
+    assert results["retrieval_features"] == "pooled"
+    assert json.load(open(tmp_path / "config.json"))["retrieval_features"] == "pooled"
 
 
 @pytest.mark.slow
