@@ -141,8 +141,8 @@ def test_retrieval_on_pooled_features(tmp_path):
     the saved backbone with a NumPy nearest-neighbour search; the embedding's R@1 is reported beside it."""
     results = kn.training.fit(_tiny(task="retrieval", retrieval_features="pooled"), str(tmp_path), verbose=0)
     data = kn.data.load("digits", task="retrieval")
-    images = np.concatenate([batch for batch in data.test.map(lambda image, label: image).batch(512).as_numpy_iterator()])
-    labels = np.concatenate([batch for batch in data.test.map(lambda image, label: label).batch(512).as_numpy_iterator()])
+    images = np.concatenate(list(data.test.map(lambda image, label: image).batch(512).as_numpy_iterator()))
+    labels = np.concatenate(list(data.test.map(lambda image, label: label).batch(512).as_numpy_iterator()))
     backbone = keras.models.load_model(str(tmp_path / "backbone.keras"), compile=False)
     for name, network in (("pooled", keras.Model(backbone.input, backbone.get_layer("embedding").input)),
                           ("embedding", backbone)):
