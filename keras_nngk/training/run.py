@@ -120,7 +120,9 @@ def _check_workdir(workdir, config, allow_config_change):
     if not os.path.exists(path):
         return
     saved = Config.from_file(path)
-    changed = {key: values for key, values in saved.differences(config).items() if key != "epochs"}
+    # More epochs extend a run; which features retrieval compares is a choice of evaluation only.
+    changed = {key: values for key, values in saved.differences(config).items()
+               if key not in ("epochs", "retrieval_features")}
     if changed and not allow_config_change:
         summary = ", ".join(f"{key}: {old!r} -> {new!r}" for key, (old, new) in sorted(changed.items()))
         raise ValueError(f"Workdir {workdir} holds a run with another config ({summary}); choose a new --workdir, "

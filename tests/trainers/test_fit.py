@@ -155,6 +155,10 @@ def test_retrieval_on_pooled_features(tmp_path):
         assert results[key] == pytest.approx(recall, abs=1.5 / len(labels))  # One tie may fall either way.
     assert results["retrieval_features"] == "pooled"
     assert json.load(open(tmp_path / "config.json"))["retrieval_features"] == "pooled"
+    # An evaluation choice: the finished run re-evaluates on its workdir without training again.
+    again = kn.training.fit(_tiny(task="retrieval"), str(tmp_path), verbose=0)
+    assert again["initial_epoch"] == 1 and again["retrieval_features"] == "embedding"
+    assert again["recall@1"] == results["embedding_recall@1"]
 
 
 @pytest.mark.slow
