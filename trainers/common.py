@@ -35,8 +35,8 @@ _HELP = {
     "weights": "model: local weights file for the backbone (nothing is downloaded)",
     "embedding_dim": "model: embedding dimension d",
     "l2_normalize": "model: L2-normalise the embeddings",
-    "retrieval_features": "evaluation: retrieval compares the embeddings | pooled (the L2-normalised features under "
-                          "the embedding projection, which transfer better to unseen classes)",
+    "retrieval_features": "evaluation: retrieval compares pooled (the L2-normalised features under the embedding "
+                          "projection, which transfer better to unseen classes) | embedding (the head's own space)",
     "pooling": "model: small_conv's embedding: avg (global average pooling) | flatten (a linear map of the whole last "
                "feature map, which keeps where features are)",
     "augment": "data: training-batch augmentation: auto (the data set's default: crops and flips for colour and "

@@ -42,7 +42,7 @@ class Config:
     pooling: str = "avg"  # small_conv: "avg" (global average pooling) or "flatten" (the spatial feature map).
     augment: str = "auto"  # Training batches: "auto" (the data set's default), "none", or e.g. "shift,flip".
     l2_normalize: bool = True
-    retrieval_features: str = "embedding"  # Retrieval: compare "embedding"s or the "pooled" features under them.
+    retrieval_features: str = "pooled"  # Retrieval: compare the "pooled" features under the embedding, or "embedding"s.
     image_size: Optional[int] = None
     examples_per_class: Optional[int] = None
     validation_split: float = 0.0  # > 0: evaluate on this held-out fraction of the training set, not the test set.
