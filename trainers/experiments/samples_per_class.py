@@ -2,6 +2,7 @@ r"""Accuracy against training images per class (section 3.1 of the review), ever
 
     python -m trainers.experiments.samples_per_class --dataset=fashion_mnist
     python -m trainers.experiments.samples_per_class --dataset=mnist5k --examples_per_class=1,6,30,0 --seeds=0,1
+    python -m trainers.experiments.samples_per_class --pooling=avg --embedding_dim=64   # the settings before 2026-11-30
 
 Writes samples_per_class.json (every run and the mean/spread table) and samples_per_class.png.
 """
@@ -21,8 +22,9 @@ flags.DEFINE_integer("steps", 600, "optimizer steps per run, the same at every n
 flags.DEFINE_integer("eval_every", 50, "validation every this many steps; the best step is kept")
 flags.DEFINE_integer("max_test", 0, "evaluate on the first this many test images (0: all)")
 flags.DEFINE_string("augment", "none", "training-batch augmentation for every head: none, or e.g. shift,flip")
-flags.DEFINE_integer("embedding_dim", 64, "embedding size")
-flags.DEFINE_enum("pooling", "avg", ["avg", "flatten"], "small_conv's embedding: global average or flattened map")
+flags.DEFINE_integer("embedding_dim", 256, "embedding size")
+flags.DEFINE_enum("pooling", "flatten", ["avg", "flatten"],
+                  "small_conv's embedding: a linear map of the flattened last feature map, or of its global average")
 flags.DEFINE_float("sigma", 0.5, "initial kernel width of the nngk and impostor heads")
 flags.DEFINE_bool("learn_sigma", True, "train the kernel width")
 flags.DEFINE_integer("num_neighbours", 32, "k of the nngk and impostor heads")
