@@ -107,6 +107,7 @@ def test_enrolment_experiment_tiny(tmp_path):
     assert "| class_mean | 3 |" in table and "| kernel-k1 | 1 |" in table
 
 
+@pytest.mark.slow  # Two short trainings (about 15 s).
 def test_self_positive_gives_one_image_per_class_a_gradient():
     """n = 1: leave-one-out leaves a sample no center of its class, so the NNGK loss is flat and the network does
     not move; with `self_positive` an (augmented) image may match its own center and the network learns."""
