@@ -156,7 +156,7 @@ def test_retrieval_on_pooled_features(tmp_path):
     assert results["retrieval_features"] == "pooled"
     assert json.load(open(tmp_path / "config.json"))["retrieval_features"] == "pooled"
     # An evaluation choice: the finished run re-evaluates on its workdir without training again.
-    again = kn.training.fit(_tiny(task="retrieval"), str(tmp_path), verbose=0)
+    again = kn.training.fit(_tiny(task="retrieval", retrieval_features="embedding"), str(tmp_path), verbose=0)
     assert again["initial_epoch"] == 1 and again["retrieval_features"] == "embedding"
     assert again["recall@1"] == results["embedding_recall@1"]
 
