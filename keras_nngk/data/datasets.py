@@ -304,9 +304,9 @@ def load(name=DEFAULT, task="classification", data_dir=None, image_size=None, ex
         augment: the training-batch augmentation (`keras_nngk.data.augment`): "auto" (the data set's
             default), "none", or a comma-separated set such as "shift,flip".
     """
-    augment_lib.parse(augment)  # A misspelt augmentation fails before any data is read.
+    chosen = augment_lib.parse(augment)  # A misspelt augmentation fails before any data is read.
     data = _load(name, task, data_dir, image_size, examples_per_class, seed, validation_split, class_split)
-    if augment_lib.parse(augment) is not None:
+    if chosen is not None:  # Not "auto": replaces the data set's own default.
         data = dataclasses.replace(data, augment=augment_lib.make(augment, data.image_shape[0]))
     return data
 

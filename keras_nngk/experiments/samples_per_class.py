@@ -66,9 +66,7 @@ class FewShotConfig:
         if data_lib.augment.parse(self.augment) is None:
             raise ValueError("`augment` must be 'none' or a set such as 'shift,flip' here ('auto' is a data set's "
                              f"default in trainers.fit). Received: augment={self.augment!r}")
-        if self.pooling not in backbones.POOLINGS:
-            raise ValueError(f"Unknown pooling {self.pooling!r}; valid: {', '.join(backbones.POOLINGS)}. "
-                             f"Received: pooling={self.pooling!r}")
+        backbones.check_pooling(self.backbone, self.pooling)
         for name in ("steps", "eval_every", "batch_size", "validation_per_class"):
             check_positive_int(name, getattr(self, name))
         if not self.seeds:

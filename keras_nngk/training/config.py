@@ -172,12 +172,7 @@ class Config:
             raise ValueError(f"Unknown retrieval_features {self.retrieval_features!r}; valid: "
                              f"{', '.join(backbones.RETRIEVAL_FEATURES)}. "
                              f"Received: retrieval_features={self.retrieval_features!r}")
-        if self.pooling not in backbones.POOLINGS:
-            raise ValueError(f"Unknown pooling {self.pooling!r}; valid: {', '.join(backbones.POOLINGS)}. "
-                             f"Received: pooling={self.pooling!r}")
-        if self.pooling != "avg" and self.backbone != "small_conv":
-            raise ValueError(f"--pooling={self.pooling} is an option of the small_conv backbone; use --pooling=avg "
-                             f"with --backbone={self.backbone}.")
+        backbones.check_pooling(self.backbone, self.pooling)
         if isinstance(self.lookup_prototypes, bool) or not isinstance(self.lookup_prototypes, int) or \
                 self.lookup_prototypes < 0:
             raise ValueError(f"`lookup_prototypes` must be 0 (every training key) or a positive integer. "
