@@ -16,6 +16,8 @@ the training images every N epochs, each after a recalibration; plus one at the 
 not refresh, at the end), `training` (NNGK, centers written from the training steps; embedding passes at the start
 and the end only). `@<search>` picks the neighbour search (default: auto), e.g. `training@faiss-ivf`: a faiss IVF
 index whose trained quantizer is kept across refreshes, so rebuilding it after every epoch only adds the centers.
+`+candM/E` (NNGK variants) ranks M cached candidates per training sample, lists rebuilt every E epochs (default 1):
+`--candidates=M --candidates_every=E`, e.g. `training+cand64/2`.
 """
 
 import argparse
@@ -33,9 +35,12 @@ import keras_nngk as kn  # noqa: E402
 
 
 def variant_config(variant, dataset, epochs, seed):
-    """`dense`, `embed:N` or `training`, optionally `@<search>` (e.g. `training@faiss-ivf`)."""
+    """`dense`, `embed:N` or `training`, optionally `+candM/E` and `@<search>` (e.g. `training+cand64/2`)."""
     name, _, search = variant.partition("@")
-    options = {"epochs": epochs, "seed": seed, "search": search or None}
+    name, _, listed = name.partition("+cand")
+    candidates, _, every = listed.partition("/")
+    options = {"epochs": epochs, "seed": seed, "search": search or None, "candidates": int(candidates or 0),
+               "candidates_every": int(every or 1)}
     if name == "dense":
         return kn.training.Config.for_dataset(dataset, head="dense", **options)
     if name == "training":
@@ -43,7 +48,8 @@ def variant_config(variant, dataset, epochs, seed):
     if name.startswith("embed:"):
         return kn.training.Config.for_dataset(dataset, head="nngk", refresh_mode="embed",
                                               refresh_every=int(name.split(":")[1]), **options)
-    raise ValueError(f"Unknown variant {variant!r}; valid: dense, embed:N, training, each optionally @<search>.")
+    raise ValueError(f"Unknown variant {variant!r}; valid: dense, embed:N, training, each optionally +candM[/E] and "
+                     "@<search>.")
 
 
 def main():

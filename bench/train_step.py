@@ -5,8 +5,9 @@
 
 Each head's compiled `train_function` runs on a fixed batch; the heads are measured in interleaved rounds (all
 heads once per round, median over rounds) so that machine noise hits them alike. Also timed in the same process:
-the exact search alone (the (B, N) product plus the top-k) and its floor, the bare product; and one center refresh
-(embedding all N training images) against the steps of one epoch.
+the exact search alone (the (B, N) product plus the top-k) and its floor, the bare product; one center refresh
+(embedding all N training images) against the steps of one epoch; and, with an `nngk-candM` head, one build of
+its candidate lists (an exact search of every center against all of them).
 """
 
 import argparse
@@ -34,7 +35,8 @@ def build(head, num_centers, rng, shape, batch):
         models.lookup.assign_keys_values(keys, rng.normal(size=(num_centers, 64)).astype(np.float32))
     else:
         base, _, suffix = head.partition("-")
-        search = f"faiss-{suffix}" if suffix else "exact"
+        candidates = int(suffix[len("cand"):]) if suffix.startswith("cand") else 0
+        search = f"faiss-{suffix}" if suffix and not candidates else "exact"
         models = kn.models.nngk_classifier(backbone, 10, head=base, capacity=num_centers,
                                            tie="tied" if head == "impostor" else "loose", search=search)
         train_model, center_head = models.train_model, models.center_head
@@ -43,13 +45,15 @@ def build(head, num_centers, rng, shape, batch):
         centers = rng.normal(size=(num_centers, 64)).astype(np.float32)
         center_head.assign_centers(centers / np.linalg.norm(centers, axis=1, keepdims=True),
                                    rng.integers(0, 10, num_centers))
+        if head != "biased" and candidates:
+            center_head.set_candidate_lists(candidates)
     images = rng.uniform(size=(batch,) + shape).astype(np.float32)
     inputs = {"image": images, "sample_id": rng.integers(0, num_centers, batch).astype(np.int32)}
     iterator = iter(tf.data.Dataset.from_tensors((inputs, rng.integers(0, 10, batch))).repeat())
     step = train_model.make_train_function()
     for _ in range(3):
         step(iterator)
-    return lambda: step(iterator), backbone
+    return lambda: step(iterator), backbone, center_head
 
 
 def side_timings(size, batch, backbone, rng, shape):
@@ -71,7 +75,8 @@ def main():
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--steps", type=int, default=5, help="steps per measurement")
     parser.add_argument("--heads", nargs="+", default=["dense", "nngk", "nngk-hnsw", "impostor", "biased"],
-                        help="dense first; nngk-hnsw / nngk-ivf: the NNGK head searching a faiss HNSW / IVF index")
+                        help="dense first; nngk-hnsw / nngk-ivf: the NNGK head searching a faiss HNSW / IVF index; "
+                             "nngk-candM: ranking M cached candidates per sample (--candidates=M)")
     args = parser.parse_args()
     rng = np.random.default_rng(0)
     shape = (28, 28, 1)
@@ -83,7 +88,7 @@ def main():
         steps = {head: build(head, size, rng, shape, args.batch) for head in args.heads}
         times = {head: [] for head in steps}
         for _ in range(args.rounds):
-            for head, (run, _) in steps.items():
+            for head, (run, *_) in steps.items():
                 start = time.perf_counter()
                 for _ in range(args.steps):
                     run()
@@ -91,6 +96,12 @@ def main():
         median = {head: float(np.median(values)) for head, values in times.items()}
         search_ms, floor_ms, refresh_s = side_timings(size, args.batch, steps["dense"][1], rng, shape)
         epoch_s = median["nngk"] * -(-size // args.batch)
+        for head in steps:
+            if "-cand" in head:
+                start = time.perf_counter()
+                steps[head][2].rebuild_candidate_lists()
+                print(f"(one build of {head}'s candidate lists over {size} centers: "
+                      f"{time.perf_counter() - start:.2f} s)")
         for head in steps:
             extra = (f"{search_ms:9.1f} | {floor_ms:15.1f} | {refresh_s:9.2f} | {epoch_s:17.2f}"
                      if head == "nngk" else f"{'':9} | {'':15} | {'':9} | {'':17}")

@@ -86,7 +86,7 @@ class ImpostorClassifier(kernel_layer.KernelCenterLayer):
         return self.tie_weight * tf.reduce_sum(tf.where(has_own, squared, tf.zeros_like(squared))) / count
 
     def call(self, inputs, training=None):
-        probabilities, embeddings, sample_ids = self.classify(inputs)
+        probabilities, embeddings, sample_ids = self.classify(inputs, training)
         if training and self.tie == "loose" and sample_ids is not None and self.tie_weight > 0:
             self.add_loss(self.tie_term(embeddings, sample_ids))
         if training and self.write_training_centers and self.tie == "tied" and sample_ids is not None:

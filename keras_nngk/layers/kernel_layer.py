@@ -49,7 +49,7 @@ class KernelCenterLayer(center_layer.CenterLayer):
     def kernel_state(self):
         return float(self.sigma.numpy()), None
 
-    def kernel_average(self, inputs, values):
+    def kernel_average(self, inputs, values, training=None):
         """The kernel-weighted average of `values` (a `(capacity, m)` variable) over each query's neighbours.
 
         Returns:
@@ -57,14 +57,14 @@ class KernelCenterLayer(center_layer.CenterLayer):
         """
         embeddings, sample_ids = center_layer.split_inputs(inputs)
         embeddings, sample_ids = self.check_queries(embeddings, sample_ids)
-        distances, ids, valid = self._neighbours(embeddings, sample_ids)
+        distances, ids, valid = self._neighbours(embeddings, sample_ids, training)
         averages = kernels.kernel_average(distances, tf.gather(values, ids), self.sigma,
                                           self.neighbour_log_weights(ids), valid)
         return averages, embeddings, sample_ids, distances, valid
 
-    def classify(self, inputs):
+    def classify(self, inputs, training=None):
         """Class probabilities (uniform where no neighbour exists), with the checked embeddings and sample ids."""
-        probabilities, embeddings, sample_ids, _, valid = self.kernel_average(inputs, self.center_labels)
+        probabilities, embeddings, sample_ids, _, valid = self.kernel_average(inputs, self.center_labels, training)
         has_neighbour = tf.reduce_any(valid, axis=-1, keepdims=True)
         uniform = tf.fill(tf.shape(probabilities), 1.0 / self.num_classes)
         return tf.where(has_neighbour, probabilities, uniform), embeddings, sample_ids

@@ -82,7 +82,7 @@ class NNGKClassifier(kernel_layer.KernelCenterLayer):
         return float(self.sigma.numpy()), weights
 
     def call(self, inputs, training=None):
-        probabilities, embeddings, sample_ids = self.classify(inputs)
+        probabilities, embeddings, sample_ids = self.classify(inputs, training)
         if training and self.write_training_centers and sample_ids is not None:
             self.write_training_embeddings(embeddings, sample_ids)
         return probabilities

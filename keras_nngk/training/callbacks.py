@@ -9,6 +9,7 @@ from absl import logging
 
 from keras_nngk.training import center_sync
 from keras_nngk.utils import files
+from keras_nngk.utils.checks import check_non_negative_int, check_positive_int
 
 # How periodic centers follow the network: separate embedding passes, or writes from the training steps.
 MODES = ("embed", "training")
@@ -70,6 +71,12 @@ class CenterRefresh(keras.callbacks.Callback):
             queries they are compared with.
         schedule: "periodic", "initial" or "final"; default: the head's `center_schedule`.
         mode: "embed" or "training" (see above; "training" needs the "periodic" schedule).
+        candidates: > 0: training steps rank only each sample's `candidates` nearest centers, listed
+            (`CenterLayer.set_candidate_lists`, exact search over all centers) at the start, after every refresh
+            and every `candidates_every` epochs; 0 (default): every step searches all centers. The lists'
+            recall of the exact neighbours, measured on 1,000 stored centers before each epoch's end refresh,
+            goes into the logs as `candidate_recall`.
+        candidates_every: rebuild the lists at the start of every this many epochs since they were built.
 
     Example:
 
@@ -79,7 +86,7 @@ class CenterRefresh(keras.callbacks.Callback):
 
     def __init__(self, head, embedding_model, x, labels, sample_ids=None, every_n_epochs=1, batch_size=256,
                  verbose=1, refresh_on_train_begin=True, refresh_on_train_end=True, recalibration=None,
-                 schedule=None, mode="embed"):
+                 schedule=None, mode="embed", candidates=0, candidates_every=1):
         super().__init__()
         if mode not in MODES:
             raise ValueError(f"Unknown refresh mode {mode!r}; valid: {', '.join(MODES)}. Received: mode={mode!r}")
@@ -113,6 +120,12 @@ class CenterRefresh(keras.callbacks.Callback):
         self._refreshed_after_last_epoch = False
         self._sample_ids_checked = False
         self._start_refresh_pending = False
+        self.candidates = check_non_negative_int("candidates", candidates)
+        self.candidates_every = check_positive_int("candidates_every", candidates_every)
+        if self.candidates and schedule != "periodic":
+            raise ValueError(f"Candidate lists serve heads whose centers follow the network (schedule 'periodic'); "
+                             f"use candidates=0. Received: candidates={candidates}, schedule={schedule!r}")
+        self._lists_age = None  # Epochs since the candidate lists were built; None: to build before the next epoch.
 
     @property
     def batch_size(self):
@@ -126,6 +139,7 @@ class CenterRefresh(keras.callbacks.Callback):
     def refresh(self):
         """Recalibrates BatchNorm, embeds the training inputs with the current network and stores them as centers."""
         self.sync.assign(self.x, self.labels, self.sample_ids)
+        self._lists_age = None
 
     def _check_sample_ids(self):
         """Warns (once per training) when the trained model cannot feed the head sample ids; True once checked."""
@@ -151,6 +165,10 @@ class CenterRefresh(keras.callbacks.Callback):
             self._start_refresh_pending = self.refresh_on_train_begin
         elif empty or (self.schedule == "periodic" and self.refresh_on_train_begin):
             self.refresh()
+        if self.candidates:
+            # Before the step is traced (and before `_set_training_writes` traces it again).
+            self.head.set_candidate_lists(self.candidates)
+            self._lists_age = 0
         if self.mode == "training":
             self._set_training_writes(True)
 
@@ -159,6 +177,11 @@ class CenterRefresh(keras.callbacks.Callback):
             self._start_refresh_pending = False
             if epoch == 0:
                 self.refresh()
+        if self.candidates:
+            if self._lists_age is None or self._lists_age >= self.candidates_every:
+                self.head.rebuild_candidate_lists()
+                self._lists_age = 0
+            self._lists_age += 1
 
     def _set_training_writes(self, on):
         """Turns the head's writes from the training pass on or off, and has the model trace its step again."""
@@ -174,6 +197,8 @@ class CenterRefresh(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         if not self._sample_ids_checked:
             self._sample_ids_checked = self._check_sample_ids()
+        if self.candidates and logs is not None:
+            logs["candidate_recall"] = self.head.candidate_recall()
         if self.mode == "training":
             last = self.refresh_on_train_end and (self.params or {}).get("epochs") == epoch + 1
             self._refreshed_after_last_epoch = last
@@ -198,6 +223,10 @@ class CenterRefresh(keras.callbacks.Callback):
         self._refreshed_after_last_epoch = False
 
     def on_train_end(self, logs=None):
+        if self.candidates:
+            self.head.set_candidate_lists(0)
+            if self.model is not None:
+                self.model.train_function = None
         if self.mode == "training":
             self._set_training_writes(False)
         if self.schedule == "initial" or not self.refresh_on_train_end:

@@ -59,6 +59,8 @@ class Config:
     auxiliary_softmax: float = 0.0  # nngk/impostor: weight of a softmax classifier's loss trained beside the head.
     refresh_every: int = 1
     refresh_mode: str = "auto"  # One of REFRESH_MODES; `resolved_refresh_mode()` says which applies.
+    candidates: int = 0  # > 0: training steps rank each sample's cached nearest centers only (CenterRefresh).
+    candidates_every: int = 1  # Rebuild those lists every this many epochs (and after every full refresh).
     search: str = "auto"
     knn_neighbours: int = 5
     recalibrate_batchnorm: bool = True
@@ -131,7 +133,7 @@ class Config:
                              f"classification; use --backbone=small_conv or squeezenet and drop --task. Received: "
                              f"backbone={self.backbone!r}, task={self.task!r}")
         for name in ("projection_dim", "embedding_dim", "epochs", "batch_size", "num_neighbours", "refresh_every",
-                     "knn_neighbours"):
+                     "knn_neighbours", "candidates_every"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"`{name}` must be a positive integer. Received: {name}={value!r}")
@@ -146,6 +148,16 @@ class Config:
             raise ValueError("--refresh_mode=training writes the centers of an nngk head or of tied impostors from "
                              f"the training steps; use --refresh_mode=embed. Received: model={self.model!r}, "
                              f"head={self.head!r}, tie={self.tie!r}")
+        if isinstance(self.candidates, bool) or not isinstance(self.candidates, int) or self.candidates < 0:
+            raise ValueError(f"`candidates` must be 0 (search every center) or a positive integer. "
+                             f"Received: candidates={self.candidates!r}")
+        if self.candidates and not self._can_write_training_centers():
+            raise ValueError("--candidates serves heads whose centers follow the network (nngk, tied impostors); "
+                             f"use --candidates=0. Received: model={self.model!r}, head={self.head!r}, "
+                             f"tie={self.tie!r}")
+        if self.candidates and self.candidates <= self.num_neighbours:
+            raise ValueError(f"--candidates must exceed --num_neighbours={self.num_neighbours}: each step keeps the "
+                             f"nearest {self.num_neighbours} of them. Received: candidates={self.candidates}")
         if self.refresh_mode == "training" and self.strategy == "multi_worker":
             raise ValueError("--refresh_mode=training writes centers on one machine (strategy default or mirrored); "
                              "use --refresh_mode=embed with --strategy=multi_worker.")
@@ -275,7 +287,7 @@ class Config:
 # Fields added after runs were saved, with the value those runs behaved as: a saved config.json without the field
 # (an older run being resumed, evaluated or exported) reads it, not today's default.
 LEGACY_VALUES = {"lookup_prototypes": 0, "exit_loss_weight": 0.0, "threshold_split": 0.0,
-                 "retrieval_features": "embedding"}
+                 "retrieval_features": "embedding", "candidates": 0}
 
 _FINE_GRAINED = {"task": "retrieval", "backbone": "resnet50", "embedding_dim": 512, "image_size": 224,
                  "batch_size": 64, "epochs": 50, "learning_rate": 1e-4, "refresh_every": 2}

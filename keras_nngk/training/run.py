@@ -243,7 +243,8 @@ def _fit(config, output_dir, data, strategy, verbose, threshold_data=None):
         refresh = callbacks_lib.CenterRefresh(built.center_head, built.center_network, embed_images,
                                               data.train_labels, every_n_epochs=config.refresh_every,
                                               verbose=verbose, recalibration=recalibration,
-                                              mode=config.resolved_refresh_mode())
+                                              mode=config.resolved_refresh_mode(), candidates=config.candidates,
+                                              candidates_every=config.candidates_every)
         run_callbacks += [refresh, callbacks_lib.HeadLogs(built.center_head, refresh)]  # Sigma into the history.
     elif recalibration is not None:
         run_callbacks.append(recalibration)  # The dense head and the plain network: once, at the end of training.

@@ -12,6 +12,13 @@ def check_positive_int(name, value, allow_none=False):
     return int(value)
 
 
+def check_non_negative_int(name, value):
+    """`value` as an int if it is an integer >= 0 (not a bool)."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+        raise ValueError(f"`{name}` must be an integer >= 0. Received: {name}={value!r}")
+    return int(value)
+
+
 def check_positive_float(name, value):
     """`value` as a float if it is a positive finite number (not a bool)."""
     if (isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating))

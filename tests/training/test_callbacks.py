@@ -223,3 +223,30 @@ def test_auto_refresh_mode_writes_training_centers_where_the_head_can():
     assert mode() == "training" and mode(head="impostor", tie="tied") == "training"
     assert mode(head="dense") == mode(head="knn") == mode(head="impostor") == mode(model="biased") == "embed"
     assert mode(strategy="multi_worker") == "embed" and mode(refresh_mode="embed") == "embed"
+
+
+def test_candidate_lists_follow_their_schedule_and_listing_every_center_changes_nothing(rng):
+    """Lists of every other center (m = N - 1) hold each step's exact neighbours: the same training as without
+    lists. Lists are built at the start and every `candidates_every` epochs, their recall is logged, and they
+    are dropped after training."""
+    x, y, _, _, _ = _setup(rng)
+    results = {}
+    for candidates in (0, len(x) - 1):
+        keras.utils.set_random_seed(1)
+        _, _, backbone, head, train_model = _setup(np.random.default_rng(0))
+        builds = []
+        rebuild = head.rebuild_candidate_lists
+        head.rebuild_candidate_lists = lambda builds=builds, rebuild=rebuild: (builds.append(1), rebuild())
+        refresh = kn.callbacks.CenterRefresh(head, backbone, x, y, verbose=0, mode="training",
+                                             candidates=candidates, candidates_every=2)
+        history = train_model.fit([x, np.arange(len(x))], y, epochs=3, batch_size=32, callbacks=[refresh],
+                                  verbose=0, shuffle=False)
+        results[candidates] = [weight.numpy() for weight in backbone.weights]
+        if candidates:
+            assert head._candidates is None  # Dropped after training.
+            assert len(builds) == 1  # Built after the first refresh (set_candidate_lists), rebuilt at epoch 2.
+            assert history.history["candidate_recall"] == [1.0, 1.0, 1.0]
+        else:
+            assert "candidate_recall" not in history.history
+    for without, listed in zip(results[0], results[len(x) - 1]):
+        np.testing.assert_allclose(listed, without, rtol=1e-4, atol=1e-5)
