@@ -10,6 +10,8 @@ def _import_tensorflow_quietly():
     the import. Python errors are unaffected. TF_CPP_MIN_LOG_LEVEL=0 or 1 shows everything.
     """
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    # As keras_nngk does, but before TensorFlow's import: without it TensorFlow also loads Keras 3 (1.3 s here).
+    os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
     if os.environ["TF_CPP_MIN_LOG_LEVEL"] in ("0", "1"):
         return
     saved = os.dup(2)

@@ -9,10 +9,9 @@ from absl import logging
 
 from keras_nngk import kernels
 from keras_nngk import search as search_lib
-from keras_nngk.layers import center_surgery
-from keras_nngk.search import candidates as candidates_lib
+from keras_nngk.layers import candidate_lists, center_surgery
 from keras_nngk.utils import layers as utils_layers
-from keras_nngk.utils.checks import check_non_negative_int, check_positive_int
+from keras_nngk.utils.checks import check_positive_int
 
 
 def split_inputs(inputs):
@@ -58,14 +57,7 @@ def check_embeddings(embeddings, dimension, dtype=tf.float32, check_finite=True)
 Lookup = collections.namedtuple("Lookup", ["distances", "sample_ids", "labels"])
 
 
-class _Unsaved:
-    """Holds state a layer must not track: Keras saves every variable set as a layer attribute."""
-
-    def __init__(self, variable):
-        self.variable = variable
-
-
-class CenterLayer(center_surgery.CenterSurgery, utils_layers.Layer):
+class CenterLayer(candidate_lists.CandidateLists, center_surgery.CenterSurgery, utils_layers.Layer):
     """Base layer: stored centers with soft labels, and their nearest-neighbour lookup.
 
     Holds non-trainable variables created in `build()` with a fixed `capacity`:
@@ -121,8 +113,6 @@ class CenterLayer(center_surgery.CenterSurgery, utils_layers.Layer):
     write_training_centers = False
     # Whether this head's `call` writes training embeddings when `write_training_centers` is set.
     supports_training_writes = False
-    # Candidate lists for training-mode calls with sample ids (`set_candidate_lists`; not config, not saved).
-    _candidates = None
 
     def build(self, input_shape):
         shape = embedding_shape(input_shape)
@@ -420,59 +410,6 @@ class CenterLayer(center_surgery.CenterSurgery, utils_layers.Layer):
         return Lookup(np.pad(np.where(valid, distances, np.inf), pad, constant_values=np.inf),
                       np.pad(np.where(valid, sample_ids, -1), pad, constant_values=-1),
                       np.pad(np.where(valid, labels, -1), pad, constant_values=-1))
-
-    # -- candidate lists (keras_nngk.search.candidates) ----------------------------------------
-    @property
-    def num_candidates(self):
-        """How many candidates per sample the training steps rank (0: they search every center)."""
-        return 0 if self._candidates is None else int(self._candidates.variable.shape[1])
-
-    def set_candidate_lists(self, num_candidates):
-        """Training-mode calls with sample ids rank only each sample's `num_candidates` cached nearest centers.
-
-        Builds the lists now from the stored centers (`rebuild_candidate_lists` builds them again, e.g. after a
-        refresh); 0 goes back to searching every center. Queries whose sample holds no center (or any call
-        without sample ids, or in inference mode) search every center as before. Retrace the training step
-        after a change (`CenterRefresh` does). The lists are not saved: a loaded model searches every center.
-        """
-        num_candidates = check_non_negative_int("num_candidates", num_candidates)
-        if num_candidates == 0:
-            self._candidates = None
-            return
-        if not self.built or self.num_centers == 0:
-            raise ValueError(f"{self.name} has no centers to list: call assign_centers(embeddings, labels) first.")
-        if num_candidates < self.effective_neighbours + 1:
-            raise ValueError(f"`num_candidates` must exceed num_neighbours={self.num_neighbours}: the step keeps "
-                             f"the nearest {self.num_neighbours} of them. Received: num_candidates={num_candidates}")
-        lists = candidates_lib.build_candidate_lists(self.centers, self.center_mask, num_candidates)
-        self._candidates = _Unsaved(tf.Variable(lists, trainable=False, name="candidate_lists"))
-
-    def rebuild_candidate_lists(self):
-        """Builds the candidate lists again from the current centers (when lists are in use)."""
-        if self._candidates is not None:
-            self._candidates.variable.assign(candidates_lib.build_candidate_lists(
-                self.centers, self.center_mask, self.num_candidates))
-
-    def candidate_recall(self, num_queries=1000, seed=0):
-        """Mean fraction of the exact `num_neighbours` nearest other centers that the lists return, for up to
-        `num_queries` stored centers as queries (what staleness the lists have reached); None without lists."""
-        if self._candidates is None:
-            return None
-        stored = np.flatnonzero(self.center_mask.numpy())
-        slots = np.random.default_rng(seed).choice(stored, min(num_queries, stored.size), replace=False)
-        k = min(self.num_neighbours, stored.size - 1)
-        return candidates_lib.candidate_recall(self.centers, self.center_mask, self._candidates.variable, slots, k)
-
-    def _candidate_ids(self, queries, sample_ids, k):
-        """`k` ids from each query's candidate list, or from every center when a query's sample owns no slot."""
-        in_range = tf.logical_and(sample_ids >= 0, sample_ids < self.capacity)
-        slots = tf.where(in_range, sample_ids, tf.zeros_like(sample_ids))
-        owned = tf.logical_and(in_range, tf.equal(tf.gather(self.center_sample_ids, slots), sample_ids))
-        return tf.cond(
-            tf.reduce_all(owned),
-            lambda: candidates_lib.candidate_search(queries, self.centers, self.center_mask,
-                                                    tf.gather(self._candidates.variable, slots), k),
-            lambda: self._search_ids(queries, k))
 
     def _neighbours(self, embeddings, sample_ids=None, training=None):
         """The `k` nearest centers of each query, leaving out each query's own center (the heads' `call`).

@@ -72,10 +72,11 @@ class CenterRefresh(keras.callbacks.Callback):
         schedule: "periodic", "initial" or "final"; default: the head's `center_schedule`.
         mode: "embed" or "training" (see above; "training" needs the "periodic" schedule).
         candidates: > 0: training steps rank only each sample's `candidates` nearest centers, listed
-            (`CenterLayer.set_candidate_lists`, exact search over all centers) at the start, after every refresh
-            and every `candidates_every` epochs; 0 (default): every step searches all centers. The lists'
-            recall of the exact neighbours, measured on 1,000 stored centers before each epoch's end refresh,
-            goes into the logs as `candidate_recall`.
+            (`CenterLayer.reserve_candidate_lists`, exact search over all centers) at the start of the first epoch,
+            after every full refresh and every `candidates_every` epochs; 0 (default): every step searches all
+            centers. The lists' recall of the exact neighbours (1,000 stored centers as queries) goes into each
+            epoch's logs as `candidate_recall`. Lists reserved before (a checkpoint restored into them) are kept
+            until their schedule says otherwise, so a resumed run ranks what the uninterrupted one did.
         candidates_every: rebuild the lists at the start of every this many epochs since they were built.
 
     Example:
@@ -125,7 +126,7 @@ class CenterRefresh(keras.callbacks.Callback):
         if self.candidates and schedule != "periodic":
             raise ValueError(f"Candidate lists serve heads whose centers follow the network (schedule 'periodic'); "
                              f"use candidates=0. Received: candidates={candidates}, schedule={schedule!r}")
-        self._lists_age = None  # Epochs since the candidate lists were built; None: to build before the next epoch.
+        self._lists_stale = False  # The centers were replaced since the lists were built.
 
     @property
     def batch_size(self):
@@ -139,7 +140,7 @@ class CenterRefresh(keras.callbacks.Callback):
     def refresh(self):
         """Recalibrates BatchNorm, embeds the training inputs with the current network and stores them as centers."""
         self.sync.assign(self.x, self.labels, self.sample_ids)
-        self._lists_age = None
+        self._lists_stale = True
 
     def _check_sample_ids(self):
         """Warns (once per training) when the trained model cannot feed the head sample ids; True once checked."""
@@ -165,10 +166,8 @@ class CenterRefresh(keras.callbacks.Callback):
             self._start_refresh_pending = self.refresh_on_train_begin
         elif empty or (self.schedule == "periodic" and self.refresh_on_train_begin):
             self.refresh()
-        if self.candidates:
-            # Before the step is traced (and before `_set_training_writes` traces it again).
-            self.head.set_candidate_lists(self.candidates)
-            self._lists_age = 0
+        if self.candidates:  # Before the step is traced (and before `_set_training_writes` traces it again).
+            self.head.reserve_candidate_lists(self.candidates)
         if self.mode == "training":
             self._set_training_writes(True)
 
@@ -177,11 +176,10 @@ class CenterRefresh(keras.callbacks.Callback):
             self._start_refresh_pending = False
             if epoch == 0:
                 self.refresh()
-        if self.candidates:
-            if self._lists_age is None or self._lists_age >= self.candidates_every:
-                self.head.rebuild_candidate_lists()
-                self._lists_age = 0
-            self._lists_age += 1
+        built_at = self.head.candidate_lists_epoch
+        if self.candidates and (self._lists_stale or built_at < 0 or epoch - built_at >= self.candidates_every):
+            self.head.rebuild_candidate_lists(epoch)
+            self._lists_stale = False
 
     def _set_training_writes(self, on):
         """Turns the head's writes from the training pass on or off, and has the model trace its step again."""
@@ -224,7 +222,7 @@ class CenterRefresh(keras.callbacks.Callback):
 
     def on_train_end(self, logs=None):
         if self.candidates:
-            self.head.set_candidate_lists(0)
+            self.head.reserve_candidate_lists(0)
             if self.model is not None:
                 self.model.train_function = None
         if self.mode == "training":

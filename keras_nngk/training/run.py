@@ -5,6 +5,7 @@ recomputes the metrics of a finished run from its saved models.
 """
 
 import dataclasses
+import json
 import os
 import re
 import shutil
@@ -21,7 +22,7 @@ from keras_nngk import data as data_lib
 from keras_nngk.training import callbacks as callbacks_lib
 from keras_nngk.training import compression, sparse_adam
 from keras_nngk.training import loop as loop_lib
-from keras_nngk.training.config import Config
+from keras_nngk.training.config import LEGACY_VALUES, Config
 from keras_nngk.utils import files, model_files
 
 CONFIG_FILE = "config.json"
@@ -115,18 +116,32 @@ def build_models(config, data):
                                   tie_weight=config.tie_weight, auxiliary_softmax=config.auxiliary_softmax)
 
 
+# More epochs extend a run; which features retrieval compares is a choice of evaluation only.
+_RESUMABLE_CHANGES = ("epochs", "retrieval_features")
+
+
 def _check_workdir(workdir, config, allow_config_change):
+    """The config to train `workdir` with, or a one-line ValueError when it holds a run of another config.
+
+    A run saved before a field existed trains on with the value it had (`LEGACY_VALUES`) where `config` holds
+    that field's default: a new default does not stop an old run from resuming as it was trained.
+    """
     path = os.path.join(workdir, CONFIG_FILE)
     if not os.path.exists(path):
-        return
+        return config
     saved = Config.from_file(path)
-    # More epochs extend a run; which features retrieval compares is a choice of evaluation only.
-    changed = {key: values for key, values in saved.differences(config).items()
-               if key not in ("epochs", "retrieval_features")}
+    with open(path) as handle:
+        written = json.load(handle)
+    defaults = Config()
+    config = dataclasses.replace(config, **{
+        key: getattr(saved, key) for key in LEGACY_VALUES
+        if key not in written and key not in _RESUMABLE_CHANGES and getattr(config, key) == getattr(defaults, key)})
+    changed = {key: values for key, values in saved.differences(config).items() if key not in _RESUMABLE_CHANGES}
     if changed and not allow_config_change:
         summary = ", ".join(f"{key}: {old!r} -> {new!r}" for key, (old, new) in sorted(changed.items()))
         raise ValueError(f"Workdir {workdir} holds a run with another config ({summary}); choose a new --workdir, "
                          "or pass --allow_config_change to resume it with the new config.")
+    return config
 
 
 def _checkpoint_paths(directory):
@@ -188,14 +203,14 @@ def fit(config, workdir, allow_config_change=False, verbose=1):
     strategy = make_strategy(config.strategy)
     chief = _is_chief(strategy)
     output_dir = workdir if chief else tempfile.mkdtemp(prefix="keras_nngk_worker_")
-    _check_workdir(output_dir, config, allow_config_change)
+    config = _check_workdir(output_dir, config, allow_config_change)
     # The data first: a data set that is not available leaves no empty run folder behind.
     data = data_lib.load(config.dataset, **config.data_options())
     threshold_data = None
     if config.model != "classifier" and config.threshold_split:  # Never trained on: chooses the exit threshold.
         data, threshold_data = data_lib.hold_out(data, config.threshold_split, config.seed)
     with files.WorkdirLock(output_dir, purpose="trainers.fit"):
-        _check_workdir(output_dir, config, allow_config_change)  # Again: another run may have written it meanwhile.
+        config = _check_workdir(output_dir, config, allow_config_change)  # Again: another run may have written it.
         for directory in (output_dir, os.path.join(output_dir, "checkpoints")):
             removed = files.remove_temporaries(directory)
             if removed:
@@ -219,6 +234,9 @@ def _fit(config, output_dir, data, strategy, verbose, threshold_data=None):
             center_optimizer = sparse_adam.SparseAdam(config.learning_rate)
             built.train_model.set_center_optimizer(center_optimizer, [built.center_head.centers])
             trackables["center_optimizer"] = center_optimizer
+        candidates = config.resolved_candidates(data.num_train) if built.center_head is not None else 0
+        if candidates:  # Checkpointed, so that a resumed run ranks the candidates the uninterrupted one did.
+            trackables.update(built.center_head.reserve_candidate_lists(candidates))
         checkpoint = tf.train.Checkpoint(model=built.train_model, optimizer=optimizer, epoch=epoch, **trackables)
     manager = tf.train.CheckpointManager(checkpoint, os.path.join(output_dir, "checkpoints"), max_to_keep=2)
     initial_epoch = _restore(checkpoint, manager)
@@ -243,7 +261,7 @@ def _fit(config, output_dir, data, strategy, verbose, threshold_data=None):
         refresh = callbacks_lib.CenterRefresh(built.center_head, built.center_network, embed_images,
                                               data.train_labels, every_n_epochs=config.refresh_every,
                                               verbose=verbose, recalibration=recalibration,
-                                              mode=config.resolved_refresh_mode(), candidates=config.candidates,
+                                              mode=config.resolved_refresh_mode(), candidates=candidates,
                                               candidates_every=config.candidates_every)
         run_callbacks += [refresh, callbacks_lib.HeadLogs(built.center_head, refresh)]  # Sigma into the history.
     elif recalibration is not None:

@@ -104,9 +104,9 @@ def test_recall_is_one_on_fresh_lists_and_falls_when_centers_move(rng):
     truth = reference.nearest_neighbours(head.centers.numpy()[slots], head.centers.numpy(), 5, slots,
                                          np.arange(200))[1]
     found = candidates.candidate_search(tf.gather(head.centers, slots), head.centers, head.center_mask,
-                                        tf.gather(head._candidates.variable, slots), 5).numpy()
+                                        tf.gather(head._candidates.lists, slots), 5).numpy()
     expected = np.mean([len(set(a) & set(b)) / 5 for a, b in zip(truth, found)])
-    assert candidates.candidate_recall(head.centers, head.center_mask, head._candidates.variable, slots, 5) == (
+    assert candidates.candidate_recall(head.centers, head.center_mask, head._candidates.lists, slots, 5) == (
         pytest.approx(expected))
     head.rebuild_candidate_lists()
     assert head.candidate_recall() == 1.0

@@ -3,6 +3,7 @@
 import glob
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -21,35 +22,6 @@ ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": ROOT}
 def run_entry(module, *args, timeout=600):
     return subprocess.run([sys.executable, "-m", module, *args], cwd=ROOT, capture_output=True, text=True,
                           timeout=timeout, env=ENV)
-
-
-@pytest.mark.slow
-def test_fit_writes_everything_and_evaluate_reproduces(tmp_path):
-    workdir = str(tmp_path / "run")
-    result = run_entry("trainers.fit", "--epochs=1", f"--workdir={workdir}", "--verbose=0")
-    assert result.returncode == 0, result.stderr[-3000:]
-    # What a person reads: a short summary, this project's log lines, no TensorFlow internals.
-    assert result.stdout.splitlines()[0].startswith("mnist5k / small_conv / nngk head: 1 epoch in")
-    assert f"Run written to {workdir}" in result.stdout and "accuracy" in result.stdout
-    assert len(result.stdout.splitlines()) + len(result.stderr.splitlines()) < 20, result.stdout + result.stderr
-    assert "Sharding callback" not in result.stderr and "oneDNN" not in result.stderr
-    for name in ("config.json", "metrics.json", "model.keras", "backbone.keras", "saved_model/saved_model.pb",
-                 "training.png", "class_names.json", "checkpoints/checkpoint"):
-        assert os.path.exists(os.path.join(workdir, name)), name
-    assert os.listdir(os.path.join(workdir, "logs"))
-    saved = json.load(open(os.path.join(workdir, "metrics.json")))
-    assert saved["dataset"] == "mnist5k" and saved["head"] == "nngk" and saved["test_accuracy"] > 0.8
-    # The head's kernel width and refreshes are logged per epoch, in the history and in TensorBoard.
-    assert saved["history"]["sigma"] == [pytest.approx(saved["sigma"])] and saved["history"]["centers_refreshed"] == [1]
-    import tensorflow as tf  # pylint: disable=g-import-not-at-top
-    tags = {value.tag for path in glob.glob(os.path.join(workdir, "logs", "train", "events.*"))
-            for event in tf.compat.v1.train.summary_iterator(path) for value in event.summary.value}
-    assert {"epoch_loss", "epoch_sigma", "epoch_centers_refreshed"} <= tags, tags
-    evaluation = run_entry("trainers.evaluate", f"--model={workdir}", "--verbose=0")
-    assert evaluation.returncode == 0, evaluation.stderr[-3000:]
-    reported = dict(line.split(": ")[:2] for line in evaluation.stdout.splitlines() if ": " in line)
-    assert float(reported["test_accuracy"].split()[0]) == pytest.approx(saved["test_accuracy"], abs=1e-4)
-    assert float(reported["knn_accuracy"].split()[0]) == pytest.approx(saved["knn_accuracy"], abs=1e-4)
 
 
 @pytest.mark.slow
@@ -77,15 +49,29 @@ def test_killed_run_resumes_from_last_checkpoint(tmp_path):
     assert "Resuming" in resumed.stderr
 
 
+BAD_RUNS = [({"dataset": "imagenet"}, "Unknown dataset 'imagenet'; valid: digits"),
+            ({"head": "svm"}, "Unknown head 'svm'; valid: nngk, impostor, dense, knn"),
+            ({"model": "transformer"}, "Unknown model 'transformer'; valid: classifier, biased, plain"),
+            ({"backbone": "alexnet"}, "Unknown backbone 'alexnet'"),
+            ({"dataset": "cifar100", "data_dir": "{tmp_path}"}, "tfds build cifar100"),
+            ({"weights": "/no/such/file.h5"}, "Weights file not found"),
+            ({"epochs": 0}, "`epochs` must be a positive integer")]
+
+
 @pytest.mark.slow
 def test_bad_input_gets_one_clear_line(tmp_path):
-    for args, message in [(["--dataset=imagenet"], "Unknown dataset 'imagenet'; valid: digits"),
-                          (["--head=svm"], "Unknown head 'svm'; valid: nngk, impostor, dense, knn"),
-                          (["--model=transformer"], "Unknown model 'transformer'; valid: classifier, biased, plain"),
-                          (["--backbone=alexnet"], "Unknown backbone 'alexnet'"),
-                          (["--dataset=cifar100", f"--data_dir={tmp_path}"], "tfds build cifar100"),
-                          (["--weights=/no/such/file.h5"], "Weights file not found"),
-                          (["--epochs=0"], "`epochs` must be a positive integer")]:
+    """Each bad flag is a ValueError naming the problem, raised before anything is written; the command prints it
+    as one line with exit status 2 (checked through the command for a flag, a data set and a file)."""
+    for values, message in BAD_RUNS:
+        values = {key: value.format(tmp_path=tmp_path) if isinstance(value, str) else value
+                  for key, value in values.items()}
+        with pytest.raises(ValueError, match=re.escape(message)):
+            config = kn.training.Config.for_dataset(values.pop("dataset", kn.data.DEFAULT), **values)
+            kn.training.fit(config, str(tmp_path / "w"), verbose=0)
+        assert not os.path.exists(tmp_path / "w" / "config.json")
+    for args, message in [(["--head=svm"], BAD_RUNS[1][1]),
+                          (["--dataset=cifar100", f"--data_dir={tmp_path}"], BAD_RUNS[4][1]),
+                          (["--weights=/no/such/file.h5"], BAD_RUNS[5][1])]:
         result = run_entry("trainers.fit", *args, f"--workdir={tmp_path / 'w'}", timeout=120)
         assert result.returncode == 2, (args, result.stderr[-2000:])
         last = result.stderr.strip().splitlines()[-1]
@@ -95,6 +81,36 @@ def test_bad_input_gets_one_clear_line(tmp_path):
 
 def _tiny(**overrides):
     return kn.training.Config.for_dataset("digits", **{"epochs": 1, **overrides})
+
+
+class _Killed(Exception):
+    pass
+
+
+@pytest.mark.slow
+def test_resumed_run_ranks_the_candidates_of_the_uninterrupted_run(tmp_path, monkeypatch):
+    """Lists built at epoch 0 serve epochs 0-2 (--candidates_every=3): a run stopped after epoch 1 resumes with
+    the checkpointed lists, not lists built from the centers of epoch 2, and ends bit for bit as the whole run."""
+    config = _tiny(epochs=3, candidates=40, candidates_every=3)
+    whole = kn.training.fit(config, str(tmp_path / "whole"), verbose=0)
+    assert len(whole["history"]["candidate_recall"]) == 3  # After each epoch: how many neighbours the lists hold.
+    assert all(0.0 < recall <= 1.0 for recall in whole["history"]["candidate_recall"])
+    original = kn.training.callbacks.HistoryLog.on_epoch_begin
+
+    def stop_at_epoch_2(self, epoch, logs=None):
+        if epoch == 2:
+            raise _Killed()
+        return original(self, epoch, logs)
+
+    monkeypatch.setattr(kn.training.callbacks.HistoryLog, "on_epoch_begin", stop_at_epoch_2)
+    with pytest.raises(_Killed):
+        kn.training.fit(config, str(tmp_path / "resumed"), verbose=0)
+    monkeypatch.setattr(kn.training.callbacks.HistoryLog, "on_epoch_begin", original)
+    resumed = kn.training.fit(config, str(tmp_path / "resumed"), verbose=0)
+    assert resumed.pop("initial_epoch") == 2 and whole.pop("initial_epoch") == 0
+    for metrics in (whole, resumed):
+        metrics.pop("train_seconds")
+    assert resumed == whole
 
 
 @pytest.mark.slow
@@ -190,12 +206,37 @@ def test_cars196_retrieval_run_on_mock_tfds(tmp_path):
 
 
 @pytest.mark.slow
-def test_readme_main_command_runs_on_embedded_data(tmp_path):
-    """`python -m trainers.fit` exactly as README states it: default data, default workdir under saved_models/."""
+def test_readme_main_command_writes_everything_and_evaluate_reproduces(tmp_path):
+    """`python -m trainers.fit` exactly as README states it (default data, default workdir under saved_models/):
+    what it prints and writes, and `trainers.evaluate` on the run reproduces its metrics."""
     result = subprocess.run([sys.executable, "-m", "trainers.fit", "--verbose=0"], cwd=str(tmp_path),
                             capture_output=True, text=True, timeout=600, env=ENV)
     assert result.returncode == 0, result.stderr[-3000:]
     runs = os.listdir(tmp_path / "saved_models")
     assert len(runs) == 1 and runs[0].startswith("mnist5k-nngk-")
-    metrics = json.load(open(tmp_path / "saved_models" / runs[0] / "metrics.json"))
-    assert metrics["epochs"] == 5 and metrics["test_accuracy"] > 0.95  # Its time is measured, not asserted: README.
+    workdir = str(tmp_path / "saved_models" / runs[0])
+    # What a person reads: a short summary, this project's log lines, no TensorFlow internals.
+    assert result.stdout.splitlines()[0].startswith("mnist5k / small_conv / nngk head: 5 epochs in")
+    assert f"Run written to saved_models/{runs[0]}" in result.stdout and "accuracy" in result.stdout
+    assert len(result.stdout.splitlines()) + len(result.stderr.splitlines()) < 20, result.stdout + result.stderr
+    assert "Sharding callback" not in result.stderr and "oneDNN" not in result.stderr
+    for name in ("config.json", "metrics.json", "model.keras", "backbone.keras", "saved_model/saved_model.pb",
+                 "training.png", "class_names.json", "checkpoints/checkpoint"):
+        assert os.path.exists(os.path.join(workdir, name)), name
+    assert os.listdir(os.path.join(workdir, "logs"))
+    saved = json.load(open(os.path.join(workdir, "metrics.json")))
+    assert saved["dataset"] == "mnist5k" and saved["head"] == "nngk"
+    assert saved["epochs"] == 5 and saved["test_accuracy"] > 0.95  # Its time is measured, not asserted: README.
+    # The head's kernel width and refreshes are logged per epoch, in the history and in TensorBoard: centers come
+    # from the training steps, so the only full refresh after the start follows the last epoch.
+    assert len(saved["history"]["sigma"]) == 5 and saved["history"]["sigma"][-1] == pytest.approx(saved["sigma"])
+    assert saved["history"]["centers_refreshed"] == [0, 0, 0, 0, 1]
+    import tensorflow as tf  # pylint: disable=g-import-not-at-top
+    tags = {value.tag for path in glob.glob(os.path.join(workdir, "logs", "train", "events.*"))
+            for event in tf.compat.v1.train.summary_iterator(path) for value in event.summary.value}
+    assert {"epoch_loss", "epoch_sigma", "epoch_centers_refreshed"} <= tags, tags
+    evaluation = run_entry("trainers.evaluate", f"--model={workdir}", "--verbose=0")
+    assert evaluation.returncode == 0, evaluation.stderr[-3000:]
+    reported = dict(line.split(": ")[:2] for line in evaluation.stdout.splitlines() if ": " in line)
+    assert float(reported["test_accuracy"].split()[0]) == pytest.approx(saved["test_accuracy"], abs=1e-4)
+    assert float(reported["knn_accuracy"].split()[0]) == pytest.approx(saved["knn_accuracy"], abs=1e-4)

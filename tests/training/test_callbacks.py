@@ -236,7 +236,8 @@ def test_candidate_lists_follow_their_schedule_and_listing_every_center_changes_
         _, _, backbone, head, train_model = _setup(np.random.default_rng(0))
         builds = []
         rebuild = head.rebuild_candidate_lists
-        head.rebuild_candidate_lists = lambda builds=builds, rebuild=rebuild: (builds.append(1), rebuild())
+        head.rebuild_candidate_lists = lambda epoch=-1, builds=builds, rebuild=rebuild: (
+            builds.append(epoch), rebuild(epoch))
         refresh = kn.callbacks.CenterRefresh(head, backbone, x, y, verbose=0, mode="training",
                                              candidates=candidates, candidates_every=2)
         history = train_model.fit([x, np.arange(len(x))], y, epochs=3, batch_size=32, callbacks=[refresh],
@@ -244,7 +245,7 @@ def test_candidate_lists_follow_their_schedule_and_listing_every_center_changes_
         results[candidates] = [weight.numpy() for weight in backbone.weights]
         if candidates:
             assert head._candidates is None  # Dropped after training.
-            assert len(builds) == 1  # Built after the first refresh (set_candidate_lists), rebuilt at epoch 2.
+            assert builds == [0, 2]  # After the first refresh, then every second epoch.
             assert history.history["candidate_recall"] == [1.0, 1.0, 1.0]
         else:
             assert "candidate_recall" not in history.history
