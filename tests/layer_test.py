@@ -7,7 +7,8 @@ output should be by an independent reference (`tests/reference.py`). The checks:
 - `check_config_round_trip`: `from_config(get_config())` gives the same config and, with the same weights, the same
   output;
 - `check_keras_round_trip`: a model around the layer saved as .keras and loaded with `kn.utils.load_model`;
-- `check_saved_model_in_fresh_process`: the SavedModel runs in a new Python process that imports only TensorFlow;
+- `saved_models_in_one_fresh_process` + `check_saved_model_served`: the SavedModels of every layer run in one new
+  Python process that imports only TensorFlow;
 - `check_tflite_parity`: the TFLite model gives the Keras output;
 - `check_training_step`: gradients are finite, reach the embeddings when the layer is differentiable, and one
   step on the embeddings lowers the loss (with sample ids for the center layers: leave-one-out);
@@ -15,6 +16,7 @@ output should be by an independent reference (`tests/reference.py`). The checks:
 """
 
 import dataclasses
+import json
 import os
 import subprocess
 import sys
@@ -101,26 +103,50 @@ def check_keras_round_trip(case, layer, queries, directory):
     np.testing.assert_allclose(loaded.predict(queries, verbose=0), expected, atol=case.atol)
 
 
-def check_saved_model_in_fresh_process(case, layer, queries, directory):
-    model = inference_model(layer, case.dimension)
-    expected = model.predict(queries, verbose=0)
-    path = os.path.join(directory, f"{case.name}_saved_model")
-    kn.export.to_saved_model(model, path)
-    np.save(os.path.join(directory, "queries.npy"), queries)
+def saved_models_in_one_fresh_process(built, directory):
+    """Exports each `(case, layer, queries)` of `built` as a SavedModel, then serves them all in one new Python
+    process without keras_nngk (one TensorFlow start-up for every layer, instead of one each).
+
+    Returns:
+        `{case name: (expected, served outputs or the error message)}`; `check_saved_model_served` checks one.
+    """
+    expected, jobs = {}, []
+    for case, layer, queries in built:
+        model = inference_model(layer, case.dimension)
+        expected[case.name] = model.predict(queries, verbose=0)
+        path = os.path.join(directory, f"{case.name}_saved_model")
+        kn.export.to_saved_model(model, path)
+        np.save(os.path.join(directory, f"{case.name}_queries.npy"), queries)
+        jobs.append((case.name, path))
     script = textwrap.dedent(f"""
-        import sys, numpy as np, tensorflow as tf
-        loaded = tf.saved_model.load({path!r})
-        serve = loaded.signatures["serving_default"]
-        outputs = serve(tf.constant(np.load({os.path.join(directory, 'queries.npy')!r})))
-        assert len(outputs) == 1, outputs.keys()
-        np.save({os.path.join(directory, 'outputs.npy')!r}, next(iter(outputs.values())).numpy())
+        import json, sys, numpy as np, tensorflow as tf
+        errors = {{}}
+        for name, path in {jobs!r}:
+            try:
+                serve = tf.saved_model.load(path).signatures["serving_default"]
+                outputs = serve(tf.constant(np.load(path.replace("_saved_model", "_queries.npy"))))
+                assert len(outputs) == 1, outputs.keys()
+                np.save(path.replace("_saved_model", "_outputs.npy"), next(iter(outputs.values())).numpy())
+            except Exception as error:  # Every layer is reported, not only the first that fails.
+                errors[name] = f"{{type(error).__name__}}: {{error}}"
         assert not any(name.startswith("keras_nngk") for name in sys.modules), "keras_nngk was imported"
+        json.dump(errors, open("errors.json", "w"))
     """)
     environment = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH="")
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=environment,
-                            cwd=directory, timeout=300, check=False)
+                            cwd=directory, timeout=600, check=False)
     assert result.returncode == 0, result.stderr[-2000:]
-    np.testing.assert_allclose(np.load(os.path.join(directory, "outputs.npy")), expected, atol=case.atol)
+    with open(os.path.join(directory, "errors.json")) as handle:
+        errors = json.load(handle)
+    return {name: (expected[name], errors[name] if name in errors else
+                   np.load(os.path.join(directory, f"{name}_outputs.npy"))) for name in expected}
+
+
+def check_saved_model_served(case, served):
+    """The outputs `saved_models_in_one_fresh_process` served for `case` equal the Keras model's."""
+    expected, got = served[case.name]
+    assert not isinstance(got, str), got
+    np.testing.assert_allclose(got, expected, atol=case.atol)
 
 
 def check_tflite_parity(case, layer, queries, directory):

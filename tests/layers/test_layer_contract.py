@@ -194,9 +194,19 @@ def test_tflite_parity(case, built, tmp_path):
     layer_test.check_tflite_parity(case, *built, str(tmp_path))
 
 
-@pytest.mark.slow  # A new Python process importing TensorFlow per layer (about 8 s each).
-def test_saved_model_in_a_fresh_process(case, built, tmp_path):
-    layer_test.check_saved_model_in_fresh_process(case, *built, str(tmp_path))
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    built = []
+    for case in CASES:
+        keras.utils.set_random_seed(0)
+        layer = case.make(np.random.default_rng(0))
+        built.append((case, layer, layer_test.queries_for(case, np.random.default_rng(1))))
+    return layer_test.saved_models_in_one_fresh_process(built, str(tmp_path_factory.mktemp("saved_models")))
+
+
+@pytest.mark.slow  # Every layer's SavedModel, served in one new Python process (about 15 s for all).
+def test_saved_model_in_a_fresh_process(case, served):
+    layer_test.check_saved_model_served(case, served)
 
 
 def test_the_helper_fails_on_a_wrong_layer(rng):
