@@ -62,9 +62,8 @@ _HELP = {
                     "writes its batch's embeddings as their centers; full passes only at the start and end)",
     "candidates": "head: each training step ranks only its samples' CANDIDATES nearest centers, listed by an exact "
                   "search at the start, after every full refresh and every --candidates_every epochs (faster steps, "
-                  "approximate neighbours; history.json logs the lists' recall); 0: search every center; -1 (auto): "
-                  "2 x num_neighbours for nngk and tied impostors with centers from the training steps, one device "
-                  "and at least 20,000 training images, else 0",
+                  "approximate neighbours: on Fashion-MNIST 1 point less accurate after 10 epochs, bench/README.md; "
+                  "history.json logs the lists' recall); 0: search every center",
     "candidates_every": "head: rebuild the candidate lists every this many epochs",
     "search": "head: neighbour search: auto | exact | faiss-flat | faiss-hnsw | faiss-ivf | faiss:<factory string>",
     "tie": "head: impostor centers: tied (refreshed) | fixed (initial network) | loose (trained, tied by an L2 term)",

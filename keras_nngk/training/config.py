@@ -59,10 +59,9 @@ class Config:
     auxiliary_softmax: float = 0.0  # nngk/impostor: weight of a softmax classifier's loss trained beside the head.
     refresh_every: int = 1
     refresh_mode: str = "auto"  # One of REFRESH_MODES; `resolved_refresh_mode()` says which applies.
-    # > 0: training steps rank each sample's cached nearest centers only (`CenterRefresh`); 0: every center;
-    # -1 (auto): `resolved_candidates()`.
-    candidates: int = -1
-    candidates_every: int = 2  # Rebuild those lists every this many epochs (and after every full refresh).
+    # > 0: training steps rank each sample's cached nearest centers only (`CenterRefresh`); 0: every center.
+    candidates: int = 0
+    candidates_every: int = 1  # Rebuild those lists every this many epochs (and after every full refresh).
     search: str = "auto"
     knn_neighbours: int = 5
     recalibrate_batchnorm: bool = True
@@ -98,16 +97,6 @@ class Config:
         if self.refresh_mode != "auto":
             return self.refresh_mode
         return "training" if self._can_write_training_centers() and self.strategy != "multi_worker" else "embed"
-
-    def resolved_candidates(self, num_centers):
-        """Candidates per training sample (0: the steps search every center): `candidates`, with -1 (auto)
-        resolved to `2 * num_neighbours` where the lists pay for themselves (centers from the training steps, one
-        device, at least `AUTO_CANDIDATES_MIN_CENTERS` centers; bench/README.md, "Whole training runs"), else 0."""
-        if self.candidates != -1:
-            return self.candidates
-        pays = (self.resolved_refresh_mode() == "training" and self.strategy == "default"
-                and num_centers >= AUTO_CANDIDATES_MIN_CENTERS and num_centers > 2 * self.num_neighbours)
-        return 2 * self.num_neighbours if pays else 0
 
     @classmethod
     def field_names(cls):
@@ -160,14 +149,14 @@ class Config:
             raise ValueError("--refresh_mode=training writes the centers of an nngk head or of tied impostors from "
                              f"the training steps; use --refresh_mode=embed. Received: model={self.model!r}, "
                              f"head={self.head!r}, tie={self.tie!r}")
-        if isinstance(self.candidates, bool) or not isinstance(self.candidates, int) or self.candidates < -1:
-            raise ValueError(f"`candidates` must be -1 (auto), 0 (search every center) or a positive integer. "
+        if isinstance(self.candidates, bool) or not isinstance(self.candidates, int) or self.candidates < 0:
+            raise ValueError(f"`candidates` must be 0 (search every center) or a positive integer. "
                              f"Received: candidates={self.candidates!r}")
-        if self.candidates > 0 and not self._can_write_training_centers():
+        if self.candidates and not self._can_write_training_centers():
             raise ValueError("--candidates serves heads whose centers follow the network (nngk, tied impostors); "
                              f"use --candidates=0. Received: model={self.model!r}, head={self.head!r}, "
                              f"tie={self.tie!r}")
-        if 0 < self.candidates <= self.num_neighbours:
+        if self.candidates and self.candidates <= self.num_neighbours:
             raise ValueError(f"--candidates must exceed --num_neighbours={self.num_neighbours}: each step keeps the "
                              f"nearest {self.num_neighbours} of them. Received: candidates={self.candidates}")
         if self.refresh_mode == "training" and self.strategy == "multi_worker":
@@ -299,11 +288,7 @@ class Config:
 # Fields added after runs were saved, with the value those runs behaved as: a saved config.json without the field
 # (an older run being resumed, evaluated or exported) reads it, not today's default.
 LEGACY_VALUES = {"lookup_prototypes": 0, "exit_loss_weight": 0.0, "threshold_split": 0.0,
-                 "retrieval_features": "embedding", "candidates": 0, "candidates_every": 1}
-
-# Where --candidates=-1 (auto) lists candidates: below this many centers the search over all of them costs a few ms
-# per step and the lists' builds would eat the saving (bench/README.md).
-AUTO_CANDIDATES_MIN_CENTERS = 20_000
+                 "retrieval_features": "embedding"}
 
 _FINE_GRAINED = {"task": "retrieval", "backbone": "resnet50", "embedding_dim": 512, "image_size": 224,
                  "batch_size": 64, "epochs": 50, "learning_rate": 1e-4, "refresh_every": 2}

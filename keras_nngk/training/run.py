@@ -234,7 +234,7 @@ def _fit(config, output_dir, data, strategy, verbose, threshold_data=None):
             center_optimizer = sparse_adam.SparseAdam(config.learning_rate)
             built.train_model.set_center_optimizer(center_optimizer, [built.center_head.centers])
             trackables["center_optimizer"] = center_optimizer
-        candidates = config.resolved_candidates(data.num_train) if built.center_head is not None else 0
+        candidates = config.candidates if built.center_head is not None else 0
         if candidates:  # Checkpointed, so that a resumed run ranks the candidates the uninterrupted one did.
             trackables.update(built.center_head.reserve_candidate_lists(candidates))
         checkpoint = tf.train.Checkpoint(model=built.train_model, optimizer=optimizer, epoch=epoch, **trackables)

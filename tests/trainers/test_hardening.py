@@ -306,28 +306,15 @@ def test_config_files_from_before_a_field_read_the_value_they_were_trained_with(
 def test_a_run_from_before_a_field_resumes_with_the_value_it_was_trained_with(tmp_path):
     """Its config.json lacks the field, the command passes today's default: the saved run's value is kept (no
     "another config" refusal); a value given on purpose is still a change of config."""
-    saved = _tiny().to_dict()
-    for field in ("candidates", "candidates_every"):
-        del saved[field]
+    saved = _tiny(model="biased").to_dict()
+    del saved["lookup_prototypes"]
     files.write_json_atomically(str(tmp_path / "config.json"), saved)
-    resumed = kn.training.run._check_workdir(str(tmp_path), _tiny(), allow_config_change=False)
-    assert (resumed.candidates, resumed.candidates_every) == (0, 1)
-    assert _tiny().candidates == -1 and resumed.differences(_tiny()) == {"candidates": (0, -1),
-                                                                         "candidates_every": (1, 2)}
-    with pytest.raises(ValueError, match=r"another config \(candidates: 0 -> 40\)"):
-        kn.training.run._check_workdir(str(tmp_path), _tiny(candidates=40), allow_config_change=False)
-
-
-def test_auto_candidates_only_where_the_lists_pay():
-    config = kn.training.Config.for_dataset("fashion_mnist")
-    assert config.candidates == -1 and config.resolved_candidates(60000) == 64
-    assert config.resolved_candidates(kn.training.config.AUTO_CANDIDATES_MIN_CENTERS - 1) == 0
-    assert kn.training.Config(num_neighbours=8).resolved_candidates(60000) == 16
-    for other in ({"head": "dense"}, {"refresh_mode": "embed"}, {"strategy": "mirrored"}, {"candidates": 0}):
-        assert kn.training.Config(**other).resolved_candidates(60000) == 0, other
-    assert kn.training.Config(candidates=100).resolved_candidates(500) == 100  # Explicit: as given.
-    with pytest.raises(ValueError, match="-1 \\(auto\\), 0"):
-        kn.training.Config(candidates=-2).validate()
+    resumed = kn.training.run._check_workdir(str(tmp_path), _tiny(model="biased"), allow_config_change=False)
+    assert resumed.lookup_prototypes == kn.training.config.LEGACY_VALUES["lookup_prototypes"] == 0
+    assert resumed.differences(_tiny(model="biased")) == {"lookup_prototypes": (0, 32)}
+    with pytest.raises(ValueError, match=r"another config \(lookup_prototypes: 0 -> 8\)"):
+        kn.training.run._check_workdir(str(tmp_path), _tiny(model="biased", lookup_prototypes=8),
+                                       allow_config_change=False)
 
 
 @pytest.mark.slow
