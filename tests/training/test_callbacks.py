@@ -225,6 +225,7 @@ def test_auto_refresh_mode_writes_training_centers_where_the_head_can():
     assert mode(strategy="multi_worker") == "embed" and mode(refresh_mode="embed") == "embed"
 
 
+@pytest.mark.slow  # Two short fits (about 8 s).
 def test_candidate_lists_follow_their_schedule_and_listing_every_center_changes_nothing(rng):
     """Lists of every other center (m = N - 1) hold each step's exact neighbours: the same training as without
     lists. Lists are built at the start and every `candidates_every` epochs, their recall is logged, and they
