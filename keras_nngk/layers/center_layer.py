@@ -9,9 +9,9 @@ from absl import logging
 
 from keras_nngk import kernels
 from keras_nngk import search as search_lib
-from keras_nngk.layers import candidate_lists, center_surgery
+from keras_nngk.layers import candidate_lists, center_surgery, training_writes
 from keras_nngk.utils import layers as utils_layers
-from keras_nngk.utils.checks import check_positive_int
+from keras_nngk.utils.checks import check_positive_int, check_soft_labels
 
 
 def split_inputs(inputs):
@@ -57,7 +57,8 @@ def check_embeddings(embeddings, dimension, dtype=tf.float32, check_finite=True)
 Lookup = collections.namedtuple("Lookup", ["distances", "sample_ids", "labels"])
 
 
-class CenterLayer(candidate_lists.CandidateLists, center_surgery.CenterSurgery, utils_layers.Layer):
+class CenterLayer(training_writes.TrainingWrites, candidate_lists.CandidateLists, center_surgery.CenterSurgery,
+                  utils_layers.Layer):
     """Base layer: stored centers with soft labels, and their nearest-neighbour lookup.
 
     Holds non-trainable variables created in `build()` with a fixed `capacity`:
@@ -168,7 +169,7 @@ class CenterLayer(candidate_lists.CandidateLists, center_surgery.CenterSurgery, 
             raise ValueError("`embeddings` (the centers) contain NaN or Inf: check the network that computed them. "
                              f"Received: {int(np.sum(~np.isfinite(embeddings)))} non-finite entries")
         num_centers, embedding_dim = embeddings.shape
-        soft_labels = self._soft_labels(labels, num_centers)
+        soft_labels = check_soft_labels(labels, num_centers, self.num_classes)
         if sample_ids is None:
             sample_ids = np.arange(num_centers)
         sample_ids = np.asarray(sample_ids).reshape(-1)
@@ -202,82 +203,11 @@ class CenterLayer(candidate_lists.CandidateLists, center_surgery.CenterSurgery, 
             self.reset_center_state(np.arange(self.capacity))
         self.rebuild_index()
 
-    def write_training_embeddings(self, embeddings, sample_ids):
-        """Writes training embeddings over their samples' own centers, in the graph (the "training" refresh mode).
-
-        The center of sample `i` is the one in slot `i` when that slot holds sample
-        `i` (the layout of a refresh in data order, `sample_ids` `0..N-1`);
-        samples stored elsewhere or not at all are skipped. The write has static
-        shapes (XLA compiles it): rows to skip write the batch's first written row
-        again, so duplicate slots always carry the same value. Under a
-        multi-replica strategy on one machine (`MirroredStrategy`) the rows of all
-        replicas are written, in cross-replica context, to every copy.
-
-        Args:
-            embeddings: `(B, d)` embeddings of the batch (no gradient flows into the centers).
-            sample_ids: `(B,)` their sample ids.
-        """
-        embeddings = tf.stop_gradient(tf.cast(embeddings, self.centers.dtype))
-        sample_ids = tf.reshape(tf.cast(sample_ids, tf.int32), [-1])
-        context = tf.distribute.get_replica_context()
-        if context is None or context.num_replicas_in_sync == 1:
-            self._scatter_own_rows(embeddings, sample_ids)
-            return
-        if getattr(context.strategy.extended, "_num_workers", 1) > 1:  # MultiWorkerMirroredStrategy: workers.
-            raise ValueError("Centers from the training pass are written on one machine only (MirroredStrategy); "
-                             "with several workers use the refresh mode 'embed'.")
-
-        def write_all(strategy, embeddings, sample_ids):
-            self._scatter_own_rows(tf.concat(strategy.experimental_local_results(embeddings), axis=0),
-                                   tf.concat(strategy.experimental_local_results(sample_ids), axis=0))
-
-        context.merge_call(write_all, args=(embeddings, sample_ids))
-
-    def _scatter_own_rows(self, embeddings, sample_ids):
-        in_range = tf.logical_and(sample_ids >= 0, sample_ids < self.capacity)
-        slots = tf.where(in_range, sample_ids, tf.zeros_like(sample_ids))
-        owned = tf.logical_and(in_range, tf.equal(tf.gather(self.center_sample_ids, slots), sample_ids))
-        first = tf.argmax(tf.cast(owned, tf.int32), output_type=tf.int32)  # 0 when no row is owned.
-        any_owned = tf.reduce_any(owned)
-        filler_slot = tf.where(any_owned, slots[first], 0)
-        filler = tf.where(any_owned, embeddings[first], self.centers[0])
-        slots = tf.where(owned, slots, filler_slot)
-        values = tf.where(owned[:, tf.newaxis], embeddings, filler[tf.newaxis, :])
-        self.centers.scatter_update(tf.IndexedSlices(values, slots))
-
     def refresh_centers(self, embedded, labels, sample_ids=None):
         """Stores what the network computed for the training samples as the centers, keeping learned per-center
         state (the weights of a refresh of the same samples). `CenterSync` calls it; `embedded` is the output of
         the network the head's centers come from."""
         self.assign_centers(embedded, labels, sample_ids, reset_weights=False)
-
-    def _soft_labels(self, labels, num_centers):
-        labels = np.asarray(labels)
-        if labels.ndim == 1 or (labels.ndim == 2 and labels.shape[1] == 1 and self.num_classes > 1):
-            labels = labels.reshape(-1)
-            if labels.shape[0] != num_centers:
-                raise ValueError(f"Centers and labels must have the same length. Received: {num_centers} centers "
-                                 f"and {labels.shape[0]} labels")
-            if not np.issubdtype(labels.dtype, np.integer):
-                if not np.all(np.isfinite(labels)) or np.any(labels != np.round(labels)):
-                    raise ValueError("Integer class labels expected (or soft labels of shape (N, num_classes)). "
-                                     f"Received: labels of dtype {labels.dtype}")
-                labels = labels.astype(np.int64)
-            if labels.min() < 0 or labels.max() >= self.num_classes:
-                raise ValueError(f"Labels must lie in [0, num_classes={self.num_classes}). "
-                                 f"Received: labels in [{labels.min()}, {labels.max()}]")
-            return np.eye(self.num_classes, dtype=np.float32)[labels]
-        if labels.ndim != 2 or labels.shape[1] != self.num_classes:
-            raise ValueError(f"Labels must be class ids (N,) or soft labels (N, num_classes={self.num_classes}). "
-                             f"Received: labels.shape={labels.shape}")
-        if labels.shape[0] != num_centers:
-            raise ValueError(f"Centers and labels must have the same length. Received: {num_centers} centers "
-                             f"and {labels.shape[0]} labels")
-        labels = labels.astype(np.float32)
-        if not np.all(np.isfinite(labels)) or labels.min() < 0 or not np.allclose(labels.sum(1), 1.0, atol=1e-4):
-            raise ValueError("Soft labels must be finite, non-negative, and each row must sum to 1. "
-                             f"Received: row sums in [{labels.sum(1).min():.4g}, {labels.sum(1).max():.4g}]")
-        return labels
 
     @property
     def num_centers(self):

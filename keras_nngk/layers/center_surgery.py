@@ -9,6 +9,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_nngk import surgery
+from keras_nngk.utils.checks import check_soft_labels
 
 
 class CenterSurgery:
@@ -84,7 +85,7 @@ class CenterSurgery:
         embeddings = np.asarray(embeddings, dtype=np.float32).reshape(-1, self.embedding_dim)
         if not np.all(np.isfinite(embeddings)):
             raise ValueError("`embeddings` of the new centers contain NaN or Inf.")
-        soft_labels = self._soft_labels(labels, len(embeddings))
+        soft_labels = check_soft_labels(labels, len(embeddings), self.num_classes)
         sample_ids = np.asarray(sample_ids).reshape(-1)
         free = np.flatnonzero(~self.center_mask.numpy())
         if len(embeddings) > len(free):

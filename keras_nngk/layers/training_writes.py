@@ -1,0 +1,50 @@
+"""Centers written from the training pass: the "training" refresh mode's in-graph write (a mixin of `CenterLayer`)."""
+
+import tensorflow as tf
+
+
+class TrainingWrites:
+    """Mixin of `CenterLayer`: writes each training batch's embeddings over its own samples' centers."""
+
+    def write_training_embeddings(self, embeddings, sample_ids):
+        """Writes training embeddings over their samples' own centers, in the graph (the "training" refresh mode).
+
+        The center of sample `i` is the one in slot `i` when that slot holds sample
+        `i` (the layout of a refresh in data order, `sample_ids` `0..N-1`);
+        samples stored elsewhere or not at all are skipped. The write has static
+        shapes (XLA compiles it): rows to skip write the batch's first written row
+        again, so duplicate slots always carry the same value. Under a
+        multi-replica strategy on one machine (`MirroredStrategy`) the rows of all
+        replicas are written, in cross-replica context, to every copy.
+
+        Args:
+            embeddings: `(B, d)` embeddings of the batch (no gradient flows into the centers).
+            sample_ids: `(B,)` their sample ids.
+        """
+        embeddings = tf.stop_gradient(tf.cast(embeddings, self.centers.dtype))
+        sample_ids = tf.reshape(tf.cast(sample_ids, tf.int32), [-1])
+        context = tf.distribute.get_replica_context()
+        if context is None or context.num_replicas_in_sync == 1:
+            self._scatter_own_rows(embeddings, sample_ids)
+            return
+        if getattr(context.strategy.extended, "_num_workers", 1) > 1:  # MultiWorkerMirroredStrategy: workers.
+            raise ValueError("Centers from the training pass are written on one machine only (MirroredStrategy); "
+                             "with several workers use the refresh mode 'embed'.")
+
+        def write_all(strategy, embeddings, sample_ids):
+            self._scatter_own_rows(tf.concat(strategy.experimental_local_results(embeddings), axis=0),
+                                   tf.concat(strategy.experimental_local_results(sample_ids), axis=0))
+
+        context.merge_call(write_all, args=(embeddings, sample_ids))
+
+    def _scatter_own_rows(self, embeddings, sample_ids):
+        in_range = tf.logical_and(sample_ids >= 0, sample_ids < self.capacity)
+        slots = tf.where(in_range, sample_ids, tf.zeros_like(sample_ids))
+        owned = tf.logical_and(in_range, tf.equal(tf.gather(self.center_sample_ids, slots), sample_ids))
+        first = tf.argmax(tf.cast(owned, tf.int32), output_type=tf.int32)  # 0 when no row is owned.
+        any_owned = tf.reduce_any(owned)
+        filler_slot = tf.where(any_owned, slots[first], 0)
+        filler = tf.where(any_owned, embeddings[first], self.centers[0])
+        slots = tf.where(owned, slots, filler_slot)
+        values = tf.where(owned[:, tf.newaxis], embeddings, filler[tf.newaxis, :])
+        self.centers.scatter_update(tf.IndexedSlices(values, slots))
