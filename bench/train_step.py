@@ -28,6 +28,7 @@ import keras_nngk as kn  # noqa: E402
 def build(head, num_centers, rng, shape, batch):
     keras.utils.set_random_seed(0)
     backbone = kn.backbones.get("small_conv", shape, 64)
+    candidates = 0
     if head == "biased":
         models = kn.models.biased_network(shape, 10, capacity=num_centers)
         train_model, center_head = models.train_model, None
@@ -45,7 +46,7 @@ def build(head, num_centers, rng, shape, batch):
         centers = rng.normal(size=(num_centers, 64)).astype(np.float32)
         center_head.assign_centers(centers / np.linalg.norm(centers, axis=1, keepdims=True),
                                    rng.integers(0, 10, num_centers))
-        if head != "biased" and candidates:
+        if candidates:
             center_head.set_candidate_lists(candidates)
     images = rng.uniform(size=(batch,) + shape).astype(np.float32)
     inputs = {"image": images, "sample_id": rng.integers(0, num_centers, batch).astype(np.int32)}
