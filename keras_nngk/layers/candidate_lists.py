@@ -89,9 +89,7 @@ class CandidateLists:
 
     def _candidate_ids(self, queries, sample_ids, k):
         """`k` ids from each query's candidate list, or from every center when a query's sample owns no slot."""
-        in_range = tf.logical_and(sample_ids >= 0, sample_ids < self.capacity)
-        slots = tf.where(in_range, sample_ids, tf.zeros_like(sample_ids))
-        owned = tf.logical_and(in_range, tf.equal(tf.gather(self.center_sample_ids, slots), sample_ids))
+        slots, owned = self.own_slots(sample_ids)
         return tf.cond(
             tf.reduce_all(owned),
             lambda: candidates_lib.candidate_search(queries, self.centers, self.center_mask,

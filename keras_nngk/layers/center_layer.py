@@ -203,6 +203,13 @@ class CenterLayer(training_writes.TrainingWrites, candidate_lists.CandidateLists
             self.reset_center_state(np.arange(self.capacity))
         self.rebuild_index()
 
+    def own_slots(self, sample_ids):
+        """`(slots, owned)` for int32 `sample_ids (B,)`: slot `i` holds sample `i`'s center when `owned` (the layout
+        of a refresh in data order); where not owned, `slots` is 0. Training writes and candidate lists use it."""
+        in_range = tf.logical_and(sample_ids >= 0, sample_ids < self.capacity)
+        slots = tf.where(in_range, sample_ids, tf.zeros_like(sample_ids))
+        return slots, tf.logical_and(in_range, tf.equal(tf.gather(self.center_sample_ids, slots), sample_ids))
+
     def refresh_centers(self, embedded, labels, sample_ids=None):
         """Stores what the network computed for the training samples as the centers, keeping learned per-center
         state (the weights of a refresh of the same samples). `CenterSync` calls it; `embedded` is the output of

@@ -38,9 +38,7 @@ class TrainingWrites:
         context.merge_call(write_all, args=(embeddings, sample_ids))
 
     def _scatter_own_rows(self, embeddings, sample_ids):
-        in_range = tf.logical_and(sample_ids >= 0, sample_ids < self.capacity)
-        slots = tf.where(in_range, sample_ids, tf.zeros_like(sample_ids))
-        owned = tf.logical_and(in_range, tf.equal(tf.gather(self.center_sample_ids, slots), sample_ids))
+        slots, owned = self.own_slots(sample_ids)
         first = tf.argmax(tf.cast(owned, tf.int32), output_type=tf.int32)  # 0 when no row is owned.
         any_owned = tf.reduce_any(owned)
         filler_slot = tf.where(any_owned, slots[first], 0)

@@ -1,11 +1,14 @@
 """Candidate lists: each stored sample's nearest other centers, cached so that a training step searches only those.
 
-A training query is the embedding of a stored sample, and it moves little between
-two refreshes of the centers. Instead of ranking all `N` centers at every step (a
-`(B, N)` product, the whole cost of an NNGK step), the step can rank the `m`
-centers that were nearest to the sample's own center when the lists were built:
-a `(B, m)` gather. This is the "weak update" of section 3 of the review applied to
-the neighbour search as well as to the centers; Meyer et al. use an approximate
+A training query is the embedding of a stored sample. Instead of ranking all `N`
+centers at every step (a `(B, N)` product, the whole cost of an NNGK step), the
+step can rank the `m` centers that were nearest to the sample's own center when
+the lists were built: a `(B, m)` gather. That pays only while neighbourhoods move
+little between builds; on Fashion-MNIST from scratch they did not (the lists held
+4-14% of the exact neighbours an epoch later, and accuracy fell by a point:
+bench/README.md, "Candidate lists"), so it is off by default. This is the "weak
+update" of section 3 of the review applied to the neighbour search as well as to
+the centers; Meyer et al. use an approximate
 neighbour graph (FANNG) the same way. It is approximate: a center that came closer
 than every listed one since the lists were built is missed until the next build,
 which `candidate_recall` measures.
