@@ -36,6 +36,8 @@ def build(head, num_centers, rng, shape, batch):
         models.lookup.assign_keys_values(keys, rng.normal(size=(num_centers, 64)).astype(np.float32))
     else:
         base, _, suffix = head.partition("-")
+        writes = suffix == "writes"
+        suffix = "" if writes else suffix
         candidates = int(suffix[len("cand"):]) if suffix.startswith("cand") else 0
         search = f"faiss-{suffix}" if suffix and not candidates else "exact"
         models = kn.models.nngk_classifier(backbone, 10, head=base, capacity=num_centers,
@@ -48,8 +50,10 @@ def build(head, num_centers, rng, shape, batch):
                                    rng.integers(0, 10, num_centers))
         if candidates:
             center_head.set_candidate_lists(candidates)
+        center_head.write_training_centers = writes
     images = rng.uniform(size=(batch,) + shape).astype(np.float32)
-    inputs = {"image": images, "sample_id": rng.integers(0, num_centers, batch).astype(np.int32)}
+    # Distinct ids, as in an epoch (with `-writes`, each step writes the batch's rows over their centers).
+    inputs = {"image": images, "sample_id": rng.permutation(num_centers)[:batch].astype(np.int32)}
     iterator = iter(tf.data.Dataset.from_tensors((inputs, rng.integers(0, 10, batch))).repeat())
     step = train_model.make_train_function()
     for _ in range(3):
@@ -76,8 +80,10 @@ def main():
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--steps", type=int, default=5, help="steps per measurement")
     parser.add_argument("--heads", nargs="+", default=["dense", "nngk", "nngk-hnsw", "impostor", "biased"],
-                        help="dense first; nngk-hnsw / nngk-ivf: the NNGK head searching a faiss HNSW / IVF index; "
-                             "nngk-candM: ranking M cached candidates per sample (--candidates=M)")
+                        help="dense first; nngk-writes: NNGK writing each batch's embeddings over their centers (the "
+                             "default refresh mode of trainers.fit, 'training'); nngk-hnsw / nngk-ivf: the NNGK head "
+                             "searching a faiss HNSW / IVF index; nngk-candM: ranking M cached candidates per sample "
+                             "(--candidates=M)")
     args = parser.parse_args()
     rng = np.random.default_rng(0)
     shape = (28, 28, 1)

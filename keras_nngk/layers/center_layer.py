@@ -300,11 +300,12 @@ class CenterLayer(training_writes.TrainingWrites, candidate_lists.CandidateLists
                 sample_ids = tf.identity(sample_ids)
         return embeddings, sample_ids
 
-    def _search_ids(self, queries, k):
+    def _search_ids(self, queries, k, centers=None, training=False):
         queries = tf.stop_gradient(queries)
         if search_lib.is_in_graph(self.active_search):
-            _, ids = search_lib.exact_search(queries, self.centers, k, self.center_mask, self.chunk_size,
-                                             integer_ranking=self.integer_ranking)
+            centers = self.centers if centers is None else centers
+            _, ids = search_lib.exact_search(queries, centers, k, self.center_mask, self.chunk_size,
+                                             integer_ranking=self.integer_ranking, one_pass_norms=training is True)
             return ids
 
         def faiss_ids(query_values):
@@ -360,13 +361,17 @@ class CenterLayer(training_writes.TrainingWrites, candidate_lists.CandidateLists
             center slots (0 where invalid), and whether the neighbour exists.
         """
         embeddings = tf.convert_to_tensor(embeddings, dtype=self.compute_dtype)
+        # One read of the centers for the search and the gather: once a sparse op (a gather, a scatter, a sparse
+        # optimizer update) has touched a variable, TensorFlow copies it on every dense read (its "copy-on-read
+        # mode"), 15 MB at 60,000 x 64, so each further read would cost a copy.
+        centers = tf.convert_to_tensor(self.centers)
         k = self.effective_neighbours
         exclude = sample_ids is not None
         search_k = min(k + 1, self.capacity) if exclude else k
         if exclude and training and self._candidates is not None:
             ids = self._candidate_ids(embeddings, tf.reshape(tf.cast(sample_ids, tf.int32), [-1]), search_k)
         else:
-            ids = self._search_ids(embeddings, search_k)
+            ids = self._search_ids(embeddings, search_k, centers, training)
         valid = ids >= 0
         if exclude:
             sample_ids = tf.reshape(tf.cast(sample_ids, tf.int32), [-1, 1])
@@ -380,7 +385,7 @@ class CenterLayer(training_writes.TrainingWrites, candidate_lists.CandidateLists
                 ids = tf.gather(ids, order, batch_dims=1)
                 valid = tf.gather(valid, order, batch_dims=1)
         ids = tf.where(valid, ids, tf.zeros_like(ids))
-        neighbour_centers = tf.gather(self.centers, ids)
+        neighbour_centers = tf.gather(centers, ids)
         distances = kernels.gathered_squared_distances(embeddings, neighbour_centers)
         return distances, ids, valid
 

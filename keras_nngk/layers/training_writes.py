@@ -42,7 +42,7 @@ class TrainingWrites:
         first = tf.argmax(tf.cast(owned, tf.int32), output_type=tf.int32)  # 0 when no row is owned.
         any_owned = tf.reduce_any(owned)
         filler_slot = tf.where(any_owned, slots[first], 0)
-        filler = tf.where(any_owned, embeddings[first], self.centers[0])
+        filler = tf.where(any_owned, embeddings[first], tf.gather(self.centers, 0))  # A row, not a whole read.
         slots = tf.where(owned, slots, filler_slot)
         values = tf.where(owned[:, tf.newaxis], embeddings, filler[tf.newaxis, :])
         self.centers.scatter_update(tf.IndexedSlices(values, slots))

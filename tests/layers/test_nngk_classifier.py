@@ -68,6 +68,39 @@ def test_leave_one_out(problem):
     assert not np.allclose(with_self, expected)
 
 
+@pytest.mark.parametrize("writes", [False, True], ids=["embed-refresh", "training-writes"])
+def test_training_pass_reads_the_centers_once_and_never_exports_its_norm_op(problem, writes):
+    # A variable touched by a sparse op (gather, scatter) is copied on every dense read ("copy-on-read mode"):
+    # the training pass must read the centers once (search and gather share it), whatever refresh mode runs,
+    # and its one-pass norm op (which TFLite lacks) must stay out of the inference graph.
+    centers, labels, queries = problem
+    head = kn.layers.NNGKClassifier(NUM_CLASSES, num_neighbours=5)
+    head.assign_centers(centers, labels)
+    head.write_training_centers = writes
+    head(queries[:2])
+    head.centers.scatter_update(tf.IndexedSlices(centers[:1], [0]))  # Copy-on-read mode, as after training writes.
+
+    def graph_of(training):
+        call = tf.function(lambda embeddings, ids: head([embeddings, ids], training=training))
+        return call.get_concrete_function(tf.TensorSpec([None, 8]), tf.TensorSpec([None], tf.int32)).graph
+
+    for training in (True, False):
+        graph = graph_of(training)
+        handle = dict((id(outer), inner) for outer, inner in graph.captures)[id(head.centers.handle)]
+        dense_reads = [op for op in handle.consumers() if op.type == "ReadVariableOp"]
+        assert len(dense_reads) == 1, [op.name for op in handle.consumers()]
+        op_types = {op.type for op in graph.get_operations()}
+        assert ("EuclideanNorm" in op_types) == training
+    # And the training pass still answers eq. 7 with the sample left out (the reference, sample ids 0..14).
+    head.write_training_centers = False
+    head.assign_centers(centers, labels)
+    probabilities = head([queries, np.arange(15)], training=True).numpy()
+    expected = reference.nngk_classifier(queries, centers, reference.one_hot(labels, NUM_CLASSES), 5,
+                                         float(head.sigma.numpy()), query_sample_ids=np.arange(15),
+                                         center_sample_ids=np.arange(60))
+    np.testing.assert_allclose(probabilities, expected, rtol=1e-5, atol=1e-6)
+
+
 def test_leave_one_out_when_k_equals_capacity(rng):
     centers = rng.normal(size=(5, 3)).astype(np.float32)
     labels = np.array([0, 1, 1, 0, 1])
