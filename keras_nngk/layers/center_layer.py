@@ -300,12 +300,12 @@ class CenterLayer(training_writes.TrainingWrites, candidate_lists.CandidateLists
                 sample_ids = tf.identity(sample_ids)
         return embeddings, sample_ids
 
-    def _search_ids(self, queries, k, centers=None, training=False):
+    def _search_ids(self, queries, k, centers=None):
         queries = tf.stop_gradient(queries)
         if search_lib.is_in_graph(self.active_search):
             centers = self.centers if centers is None else centers
             _, ids = search_lib.exact_search(queries, centers, k, self.center_mask, self.chunk_size,
-                                             integer_ranking=self.integer_ranking, one_pass_norms=training is True)
+                                             integer_ranking=self.integer_ranking)
             return ids
 
         def faiss_ids(query_values):
@@ -371,7 +371,7 @@ class CenterLayer(training_writes.TrainingWrites, candidate_lists.CandidateLists
         if exclude and training and self._candidates is not None:
             ids = self._candidate_ids(embeddings, tf.reshape(tf.cast(sample_ids, tf.int32), [-1]), search_k)
         else:
-            ids = self._search_ids(embeddings, search_k, centers, training)
+            ids = self._search_ids(embeddings, search_k, centers)
         valid = ids >= 0
         if exclude:
             sample_ids = tf.reshape(tf.cast(sample_ids, tf.int32), [-1, 1])

@@ -124,8 +124,7 @@ def chunked_top_k(distance_fn, num_centers, k, batch_size, center_mask=None, chu
     return distances, ids
 
 
-def exact_search(queries, centers, k, center_mask=None, chunk_size=DEFAULT_CHUNK_SIZE, integer_ranking=False,
-                 one_pass_norms=False):
+def exact_search(queries, centers, k, center_mask=None, chunk_size=DEFAULT_CHUNK_SIZE, integer_ranking=False):
     """The `k` nearest centers of each query, by squared Euclidean distance.
 
     Distances are computed by one matrix product per chunk of `chunk_size`
@@ -141,11 +140,6 @@ def exact_search(queries, centers, k, center_mask=None, chunk_size=DEFAULT_CHUNK
         center_mask: optional boolean `(N,)`; centers where it is False are never returned.
         chunk_size: centers per chunk.
         integer_ranking: rank on int32 keys (for the int8 TFLite export, see `smallest_k`).
-        one_pass_norms: compute the centers' squared norms as the square of `reduce_euclidean_norm`, one pass
-            over the centers, instead of a sum of squares, which writes and reads an `(N, d)` temporary: in a
-            training step at 60,000 x 64 on 2 CPU cores, 2.3 ms against 5.1 ms (bench/README.md). The norms may
-            differ in the last bit, so exactly tied neighbours may rank otherwise than without it. TFLite has no
-            `EuclideanNorm` op: the layers use it in their training pass only.
 
     Returns:
         `(distances, ids)`, both `(B, k)`: squared distances ascending (float32) and
@@ -168,10 +162,7 @@ def exact_search(queries, centers, k, center_mask=None, chunk_size=DEFAULT_CHUNK
 
     def scores(start, stop):
         chunk = centers if (start, stop) == (0, num_centers) else centers[start:stop]
-        if one_pass_norms:
-            center_norms = tf.square(tf.math.reduce_euclidean_norm(chunk, axis=-1))
-        else:
-            center_norms = tf.reduce_sum(tf.square(chunk), axis=-1)
+        center_norms = tf.reduce_sum(tf.square(chunk), axis=-1)
         if center_mask is not None:
             center_norms = tf.where(center_mask[start:stop], center_norms, infinity)
         return tf.nn.bias_add(tf.matmul(doubled_queries, chunk, transpose_b=True), -center_norms)

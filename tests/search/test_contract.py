@@ -261,25 +261,6 @@ def test_exact_search_on_wide_center_sets_matches_reference(rng):
     np.testing.assert_allclose(distances.numpy(), expected_distances, rtol=1e-4, atol=1e-4)
 
 
-@pytest.mark.parametrize("chunk_size", [20000, 65536])
-def test_one_pass_norms_find_the_reference_neighbours(rng, chunk_size):
-    # The training pass's norms (square of reduce_euclidean_norm) rank as the sum of squares does, masked and
-    # chunked, on a wide set where block pruning runs.
-    centers = rng.normal(size=(30000, 16)).astype(np.float32)
-    queries = rng.normal(size=(7, 16)).astype(np.float32)
-    mask = rng.uniform(size=30000) > 0.2
-    distances, ids = search.exact_search(tf.constant(queries), tf.constant(centers), 33, tf.constant(mask),
-                                         chunk_size=chunk_size, one_pass_norms=True)
-    expected_distances, positions = reference.nearest_neighbours(queries, centers[mask], 33)
-    np.testing.assert_array_equal(ids.numpy(), np.flatnonzero(mask)[positions])
-    np.testing.assert_allclose(distances.numpy(), expected_distances, rtol=1e-4, atol=1e-4)
-    # Duplicated centers stay exact ties: both norms are computed by the same op.
-    duplicated = np.repeat(centers[:50], 2, axis=0)
-    _, ids = search.exact_search(tf.constant(duplicated[::7] + 1e-3), tf.constant(duplicated), 2,
-                                 one_pass_norms=True)
-    np.testing.assert_array_equal(ids.numpy() // 2, np.repeat(np.arange(0, 100, 7) // 2, 2).reshape(-1, 2))
-
-
 def test_auto_resolves_by_size_and_export_switches_to_exact(rng):
     assert kn.search.resolve("auto", 10_000, 64, faiss_available=True) == "exact"
     large = kn.search.AUTO_HNSW_MIN_SIZE // 64
