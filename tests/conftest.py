@@ -44,7 +44,8 @@ def clustered(rng, num_points, dimension, num_clusters=20, spread=0.3):
 # 173, 168, 132, 126, 80, 77, 61, 58, 56, 50 s of 1,173 s) are collected first. With `-n auto --dist loadfile`
 # pytest-xdist hands whole files to the workers in collection order, so a long file collected late leaves the
 # other worker idle at the end; longest first, the run ends within the shortest files (a simulation of that run's
-# two workers: 621 s in path order, 587 s longest first, the lower bound being 587 s). Other files keep their order.
+# two workers, `python bench/suite_schedule.py <log>`: 621 s in path order, 587 s longest first, the lower bound
+# being 587 s). Other files keep their order.
 SLOWEST_FILES = ("tests/continual/test_continual.py", "tests/trainers/test_fit.py", "tests/test_export.py",
                  "tests/trainers/test_faults.py", "tests/trainers/test_hardening.py",
                  "tests/training/test_experiments.py", "tests/trainers/test_distributed.py",
