@@ -91,6 +91,8 @@ class ContinualTrainer:
         self.variables = self.train_model.trainable_variables
         self.distill_active = tf.Variable(0.0, trainable=False)
         self.algorithm.setup()
+        # The optimizer's variables now, not in the step's first call: a tf.function creating variables traces twice.
+        self.optimizer.build(self.variables)
         self._train_step = self._make_train_step()
 
     def _make_train_step(self):

@@ -71,6 +71,21 @@ class TrainModel(keras.Model):
         if sparse:
             self.center_optimizer.apply_gradients(sparse)
 
+    def create_training_variables(self):
+        """Creates the compiled optimizer's and metrics' variables now instead of in the first training step.
+
+        A `tf.function` whose first call creates variables is traced twice (once creating them, once without);
+        the training step's trace is the costliest (about 1 s for the small networks, once per run). Call after
+        `compile` (and `set_center_optimizer`), before `fit`; the values are those the first step would create.
+        """
+        probabilities = tf.zeros([1, *self.output_shape[1:]])
+        if self.auxiliary_weight:
+            probabilities = probabilities[:, 0]
+        if self.compiled_metrics is not None:
+            self.compiled_metrics.build(probabilities, tf.zeros([1], tf.int64))
+        sparse_refs = {variable.ref() for variable in self.sparse_variables}
+        self.optimizer.build([variable for variable in self.trainable_variables if variable.ref() not in sparse_refs])
+
     def train_step(self, data):
         if not self.sparse_variables:
             return super().train_step(data)

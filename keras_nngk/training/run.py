@@ -240,6 +240,8 @@ def _fit(config, output_dir, data, strategy, verbose, threshold_data=None):
         checkpoint = tf.train.Checkpoint(model=built.train_model, optimizer=optimizer, epoch=epoch, **trackables)
     manager = tf.train.CheckpointManager(checkpoint, os.path.join(output_dir, "checkpoints"), max_to_keep=2)
     initial_epoch = _restore(checkpoint, manager)
+    with strategy.scope():  # After the restore, which then fills them as it would in the first step (deferred).
+        built.train_model.create_training_variables()  # One trace of the training step instead of two.
     if initial_epoch:
         logging.info("Resuming %s from the checkpoint of epoch %d.", output_dir, initial_epoch)
     files.write_json_atomically(os.path.join(output_dir, CONFIG_FILE), config.to_dict())

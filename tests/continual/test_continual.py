@@ -72,6 +72,21 @@ def test_every_method_runs_two_tasks(method, digits_tasks, tmp_path):
         assert 0 < results["stored_bytes"] == trainer.algorithm.statistics.stored_bytes <= budget_bytes
 
 
+def test_training_step_is_traced_once_per_batch_shape(digits_tasks):
+    """The optimizer's variables exist before the first step (a tf.function creating variables traces twice)."""
+    tasks, num_classes, image_shape = digits_tasks
+    trainer = continual.ContinualTrainer(continual.ContinualConfig(method="nngk", **TINY), num_classes, image_shape,
+                                         verbose=0)
+    trainer.prepare(tasks[:1])
+    slots = len(trainer.optimizer.variables)
+    assert slots == 1 + 2 * len(trainer.variables)  # Adam: the step count, m and v of each variable.
+    count = 96  # Three whole batches of 32: one batch shape.
+    trainer.run_epochs(1, tasks[0].x_train[:count], tasks[0].y_train[:count].astype(np.int64), np.arange(count),
+                       "task 1")
+    assert trainer._train_step.experimental_get_tracing_count() == 1  # pylint: disable=protected-access
+    assert len(trainer.optimizer.variables) == slots
+
+
 @pytest.mark.slow
 def test_add_drop_keeps_budget_and_reports_surgery(digits_tasks):
     tasks, num_classes, image_shape = digits_tasks

@@ -161,6 +161,23 @@ def test_exact_search_chunks_and_mask_match_reference(rng):
         np.testing.assert_allclose(distances.numpy(), expected_distances, rtol=1e-5, atol=1e-5)
 
 
+def test_exact_index_traces_once_for_any_number_of_queries(rng):
+    """One graph per center set and k: query batches of 7, 7, 6 and a later search of 3 reuse it, exactly."""
+    from keras_nngk.search import exact  # pylint: disable=g-import-not-at-top
+    centers = rng.normal(size=(50, 4)).astype(np.float32)
+    queries = rng.normal(size=(20, 4)).astype(np.float32)
+    index = search.ExactSearch(query_batch_size=7)
+    index.add(centers, ids=np.arange(50) + 100)
+    before = exact._compiled_exact_search.experimental_get_tracing_count()  # pylint: disable=protected-access
+    distances, ids = index.search(queries, 5)
+    _, fewer_ids = index.search(queries[:3], 5)
+    assert exact._compiled_exact_search.experimental_get_tracing_count() == before + 1  # pylint: disable=protected-access
+    expected_distances, positions = reference.nearest_neighbours(queries, centers, 5)
+    np.testing.assert_array_equal(ids, positions + 100)
+    np.testing.assert_array_equal(fewer_ids, ids[:3])
+    np.testing.assert_allclose(distances, expected_distances, rtol=1e-5, atol=1e-5)
+
+
 def test_exact_search_more_neighbours_than_valid_centers(rng):
     centers = rng.normal(size=(5, 3)).astype(np.float32)
     mask = np.array([True, False, True, False, False])

@@ -133,6 +133,29 @@ def test_corrupt_checkpoint_gets_clear_error(tmp_path):
         kn.training.fit(_tiny(epochs=2), str(tmp_path), verbose=0)
 
 
+@pytest.mark.parametrize("head", ["nngk", "impostor-loose"])
+def test_training_step_is_traced_once(head):
+    """The optimizer's and metrics' variables exist before the first step (`create_training_variables`): a
+    tf.function whose first call creates variables is traced twice. The loose impostors' sparse center table keeps
+    its own optimizer (no dense slots in the compiled one)."""
+    config = _tiny(head="impostor", tie="loose") if head == "impostor-loose" else _tiny()
+    data = kn.data.load(config.dataset, **config.data_options())
+    built = kn.training.run.build_models(config, data)
+    model = built.train_model
+    model.compile(keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy", metrics=["accuracy"])
+    dense = model.trainable_variables
+    if head == "impostor-loose":
+        model.set_center_optimizer(kn.training.SparseAdam(1e-3), [built.center_head.centers])
+        dense = [variable for variable in dense if variable is not built.center_head.centers]
+    model.create_training_variables()
+    assert len(model.optimizer.variables) == 1 + 2 * len(dense)  # Adam: the step count, m and v of each.
+    images = np.stack([image for image, _ in data.train.take(16).as_numpy_iterator()]).astype(np.float32)
+    inputs = {"image": images, "sample_id": np.arange(16, dtype=np.int32)}
+    model.fit(inputs, data.train_labels[:16], batch_size=8, epochs=2, verbose=0)
+    assert model.train_function.experimental_get_tracing_count() == 1
+    assert len(model.optimizer.variables) == 1 + 2 * len(dense)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("head", ["dense", "knn"])
 def test_baseline_heads(tmp_path, head):
