@@ -231,14 +231,34 @@ def small_classifier():
     return built.inference_model, images
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("form", ["array", "one image", "dataset", "labelled dataset", "list of [batch]"])
-def test_int8_export_accepts_every_usual_form_of_representative_data(small_classifier, form):
-    model, images = small_classifier
-    data = {"array": images, "one image": images[0], "dataset": tf.data.Dataset.from_tensor_slices(images).batch(10),
+REPRESENTATIVE_FORMS = ["array", "one image", "dataset", "labelled dataset", "list of [batch]"]
+
+
+def _representative(form, images):
+    return {"array": images, "one image": images[0], "dataset": tf.data.Dataset.from_tensor_slices(images).batch(10),
             "labelled dataset": tf.data.Dataset.from_tensor_slices((images, np.zeros(30))),
             "list of [batch]": [[images[:10]], [images[10:]]]}[form]
-    content = kn.export.convert_to_tflite(model, "int8", representative_data=data)
+
+
+@pytest.mark.parametrize("form", REPRESENTATIVE_FORMS)
+def test_every_usual_form_of_representative_data_gives_the_calibration_images(small_classifier, form):
+    """What the converter's calibrator is fed: the images one by one, (1, 8, 8, 1) float32, whatever the form."""
+    from keras_nngk.export import convert  # pylint: disable=g-import-not-at-top
+    _, images = small_classifier
+    samples = convert._calibration_images(_representative(form, images), (8, 8, 1), 300)  # pylint: disable=protected-access
+    expected = images[:1] if form == "one image" else images
+    assert len(samples) == len(expected) and all(sample.shape == (1, 8, 8, 1) for sample in samples)
+    assert all(sample.dtype == np.float32 for sample in samples)
+    np.testing.assert_array_equal(np.concatenate(samples), expected)
+    assert len(convert._calibration_images(_representative(form, images), (8, 8, 1), 7)) == min(7, len(expected))  # pylint: disable=protected-access
+
+
+@pytest.mark.slow
+def test_int8_export_from_a_labelled_dataset(small_classifier):
+    """One conversion end to end (each a few seconds; the forms differ only in the calibration images, above)."""
+    model, images = small_classifier
+    content = kn.export.convert_to_tflite(model, "int8", representative_data=_representative("labelled dataset",
+                                                                                             images))
     probabilities = kn.export.TFLiteModel(content).predict(images[:5])
     assert np.all(np.isfinite(probabilities)) and np.allclose(probabilities.sum(1), 1.0, atol=5e-3)  # int8 output
 
