@@ -222,10 +222,10 @@ class ExactSearch(base.SearchIndex):
     def _search(self, queries, k):
         if self._centers is None:
             self._centers = tf.constant(self._vectors)
+        search = _exact_search_graph(queries, self._centers, k, self.chunk_size)
         all_distances, all_positions = [], []
         for start in range(0, queries.shape[0], self.query_batch_size):
-            distances, positions = _exact_search_graph(queries, self._centers, k, self.chunk_size)(
-                tf.constant(queries[start:start + self.query_batch_size]), self._centers)
+            distances, positions = search(tf.constant(queries[start:start + self.query_batch_size]), self._centers)
             all_distances.append(distances.numpy())
             all_positions.append(positions.numpy())
         distances = np.concatenate(all_distances)
