@@ -1,6 +1,6 @@
 r"""Trains a network with an NNGK (or baseline) head and writes the run to a workdir.
 
-    python -m trainers.fit                                   # embedded MNIST-5k, no download, ~1 minute
+    python -m trainers.fit                                   # embedded MNIST-5k, no download, ~30 s
     python -m trainers.fit --dataset=fashion_mnist --head=nngk --epochs=10
     python -m trainers.fit --dataset=cars196 --backbone=resnet50 --task=retrieval --weights=/path/to/notop.h5
 
