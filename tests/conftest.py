@@ -40,16 +40,17 @@ def clustered(rng, num_points, dimension, num_clusters=20, spread=0.3):
     return points.astype(np.float32), assignment
 
 
-# The test files that take longest (seconds of work in one run of the suite with `--durations=0`, 2026-12-01:
-# 173, 168, 132, 126, 80, 77, 61, 58, 56, 50 s of 1,173 s) are collected first. With `-n auto --dist loadfile`
-# pytest-xdist hands whole files to the workers in collection order, so a long file collected late leaves the
-# other worker idle at the end; longest first, the run ends within the shortest files (a simulation of that run's
-# two workers, `python bench/suite_schedule.py <log>`: 621 s in path order, 587 s longest first, the lower bound
-# being 587 s). Other files keep their order.
-SLOWEST_FILES = ("tests/continual/test_continual.py", "tests/trainers/test_fit.py", "tests/test_export.py",
-                 "tests/trainers/test_faults.py", "tests/trainers/test_hardening.py",
-                 "tests/training/test_experiments.py", "tests/trainers/test_distributed.py",
-                 "tests/trainers/test_impostor.py", "tests/training/test_callbacks.py", "tests/test_tuning.py")
+# The test files that take longest (seconds of work in one run of the suite with `--durations=0`, 2026-12-01,
+# after commands were forked from a server instead of each importing TensorFlow: 105, 89, 71, 57, 48, 44, 31, 29,
+# 23, 22 s of 642 s) are collected first. With `-n auto --dist loadfile` pytest-xdist hands whole files to the
+# workers in collection order, so a long file collected late leaves the other worker idle at the end; longest
+# first, the run ends within the shortest files (a simulation of that run's two workers,
+# `python bench/suite_schedule.py <log>`: 332 s in path order, 321 s longest first, the lower bound being 321 s).
+# Other files keep their order.
+SLOWEST_FILES = ("tests/continual/test_continual.py", "tests/trainers/test_fit.py", "tests/trainers/test_faults.py",
+                 "tests/test_export.py", "tests/training/test_experiments.py", "tests/trainers/test_distributed.py",
+                 "tests/training/test_callbacks.py", "tests/trainers/test_impostor.py",
+                 "tests/trainers/test_hardening.py", "tests/test_tuning.py")
 
 
 def pytest_collection_modifyitems(config, items):

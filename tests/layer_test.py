@@ -18,8 +18,6 @@ output should be by an independent reference (`tests/reference.py`). The checks:
 import dataclasses
 import json
 import os
-import subprocess
-import sys
 import textwrap
 from typing import Callable, Optional
 
@@ -28,6 +26,7 @@ import tensorflow as tf
 import tf_keras as keras
 
 import keras_nngk as kn
+from tests import processes
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -133,8 +132,7 @@ def saved_models_in_one_fresh_process(built, directory):
         json.dump(errors, open("errors.json", "w"))
     """)
     environment = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH="")
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=environment,
-                            cwd=directory, timeout=600, check=False)
+    result = processes.run_code(script, env=environment, cwd=directory, timeout=600)
     assert result.returncode == 0, result.stderr[-2000:]
     with open(os.path.join(directory, "errors.json")) as handle:
         errors = json.load(handle)

@@ -2,8 +2,6 @@
 
 import json
 import os
-import subprocess
-import sys
 import textwrap
 
 import numpy as np
@@ -13,6 +11,7 @@ import tf_keras as keras
 
 import keras_nngk as kn
 from keras_nngk.export import run as export_run
+from tests.processes import run_code, run_module
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": ROOT}
@@ -104,7 +103,7 @@ def test_saved_model_export_in_fresh_process(trained_run, test_images, tmp_path)
         out = list(serve(tf.constant(np.load({str(tmp_path / "images.npy")!r}))).values())[0].numpy()
         print(float(np.abs(out - np.load({str(tmp_path / "expected.npy")!r})).max()))
     """)
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, env=ENV)
+    result = run_code(script, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     assert float(result.stdout.strip().splitlines()[-1]) < 1e-5
 
@@ -113,8 +112,8 @@ def test_saved_model_export_in_fresh_process(trained_run, test_images, tmp_path)
 def test_export_and_predict_commands_on_a_png(trained_run, test_images, tmp_path):
     from PIL import Image  # pylint: disable=g-import-not-at-top
     output = str(tmp_path / "export")
-    result = subprocess.run([sys.executable, "-m", "trainers.export", f"--model={trained_run}", f"--output={output}",
-                             "--num_eval=100"], cwd=ROOT, capture_output=True, text=True, timeout=600, env=ENV)
+    result = run_module("trainers.export", f"--model={trained_run}", f"--output={output}",
+                             "--num_eval=100", timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "# Model card" in result.stdout
     images, _ = test_images
@@ -122,8 +121,8 @@ def test_export_and_predict_commands_on_a_png(trained_run, test_images, tmp_path
     folder.mkdir()
     for index in range(3):
         Image.fromarray(np.round(images[index, :, :, 0] * 255).astype(np.uint8)).save(folder / f"digit{index}.png")
-    predicted = subprocess.run([sys.executable, "-m", "trainers.predict", f"--model={output}/model.tflite", "--json",
-                                str(folder)], cwd=ROOT, capture_output=True, text=True, timeout=300, env=ENV)
+    predicted = run_module("trainers.predict", f"--model={output}/model.tflite", "--json",
+                                str(folder), timeout=300)
     assert predicted.returncode == 0, predicted.stderr[-3000:]
     results = json.loads(predicted.stdout[predicted.stdout.index("["):])
     model = keras.models.load_model(os.path.join(trained_run, "model.keras"))
@@ -131,13 +130,13 @@ def test_export_and_predict_commands_on_a_png(trained_run, test_images, tmp_path
     expected = model.predict(reread.astype(np.float32), verbose=0).argmax(1)
     assert [result["top"][0]["class"] for result in results] == expected.tolist()
     assert all(len(result["top"]) == 5 for result in results)
-    text = subprocess.run([sys.executable, "-m", "trainers.predict", f"--model={output}/model.tflite",
-                           str(folder / "digit0.png")], cwd=ROOT, capture_output=True, text=True, timeout=300, env=ENV)
+    text = run_module("trainers.predict", f"--model={output}/model.tflite",
+                           str(folder / "digit0.png"), timeout=300)
     assert text.returncode == 0 and "%" in text.stdout
     # The run folder, its .keras model and its SavedModel give the same answers; probabilities never exceed 1.
     for model_path in (trained_run, os.path.join(trained_run, "model.keras"), os.path.join(trained_run, "saved_model")):
-        other = subprocess.run([sys.executable, "-m", "trainers.predict", f"--model={model_path}", "--json",
-                                str(folder)], cwd=ROOT, capture_output=True, text=True, timeout=300, env=ENV)
+        other = run_module("trainers.predict", f"--model={model_path}", "--json",
+                                str(folder), timeout=300)
         assert other.returncode == 0, other.stderr[-3000:]
         answers = json.loads(other.stdout[other.stdout.index("["):])
         assert [answer["top"][0]["class"] for answer in answers] == expected.tolist(), model_path
@@ -150,9 +149,9 @@ def test_enrollable_export_enrol_predict_and_forget_commands(trained_run, test_i
     predict finds it, forget removes it."""
     from PIL import Image  # pylint: disable=g-import-not-at-top
     output = str(tmp_path / "export")
-    result = subprocess.run([sys.executable, "-m", "trainers.export", f"--model={trained_run}", f"--output={output}",
-                             "--format=enrollable_tflite", "--max_classes=12", "--enrol_rule=kernel", "--num_eval=100"],
-                            cwd=ROOT, capture_output=True, text=True, timeout=600, env=ENV)
+    result = run_module("trainers.export", f"--model={trained_run}", f"--output={output}",
+                        "--format=enrollable_tflite", "--max_classes=12", "--enrol_rule=kernel", "--num_eval=100",
+                        timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.load(open(os.path.join(output, "export_model_enrollable.json")))
     assert report["argmax_agreement"] == 1.0 and report["max_classes"] == 12, report  # kernel: the head exactly.
@@ -165,29 +164,25 @@ def test_enrollable_export_enrol_predict_and_forget_commands(trained_run, test_i
         inverted = 255 - np.round(images[index, :, :, 0] * 255).astype(np.uint8)
         Image.fromarray(inverted).save(folder / f"inverted{index}.png")
     model = os.path.join(output, "model_enrollable.tflite")
-    enrol = subprocess.run([sys.executable, "-m", "trainers.enrol", f"--model={model}", "--class_name=inverted",
-                            str(folder)], cwd=ROOT, capture_output=True, text=True, timeout=300, env=ENV)
+    enrol = run_module("trainers.enrol", f"--model={model}", "--class_name=inverted",
+                            str(folder), timeout=300)
     assert enrol.returncode == 0, enrol.stderr[-3000:]
     assert "Enrolled 4 images as 'inverted' (class 10)" in enrol.stdout
     assert json.load(open(os.path.join(output, "class_names.json")))[10] == "inverted"
-    predicted = subprocess.run([sys.executable, "-m", "trainers.predict", f"--model={model}", "--json", str(folder)],
-                               cwd=ROOT, capture_output=True, text=True, timeout=300, env=ENV)
+    predicted = run_module("trainers.predict", f"--model={model}", "--json", str(folder), timeout=300)
     assert predicted.returncode == 0, predicted.stderr[-3000:]
     answers = json.loads(predicted.stdout[predicted.stdout.index("["):])
     for answer in answers:  # Each image finds its own center among its k = 32 neighbours: the class gets a share.
         shares = {entry["name"]: entry["probability"] for entry in answer["top"]}
         assert shares.get("inverted", 0.0) > 0.0, answer
-    forget = subprocess.run([sys.executable, "-m", "trainers.enrol", f"--model={model}", "--forget=inverted"],
-                            cwd=ROOT, capture_output=True, text=True, timeout=300, env=ENV)
+    forget = run_module("trainers.enrol", f"--model={model}", "--forget=inverted", timeout=300)
     assert forget.returncode == 0 and "4 examples removed" in forget.stdout, forget.stderr[-2000:]
-    again = subprocess.run([sys.executable, "-m", "trainers.predict", f"--model={model}", "--json", str(folder)],
-                           cwd=ROOT, capture_output=True, text=True, timeout=300, env=ENV)
+    again = run_module("trainers.predict", f"--model={model}", "--json", str(folder), timeout=300)
     answers = json.loads(again.stdout[again.stdout.index("["):])
     assert all(entry["probability"] == 0.0 for answer in answers for entry in answer["top"]
                if entry["name"] == "inverted")
-    wrong = subprocess.run([sys.executable, "-m", "trainers.enrol", f"--model={trained_run}/model.tflite",
-                            "--class_name=x", str(folder)], cwd=ROOT, capture_output=True, text=True, timeout=300,
-                           env=ENV)
+    wrong = run_module("trainers.enrol", f"--model={trained_run}/model.tflite",
+                            "--class_name=x", str(folder), timeout=300)
     assert wrong.returncode == 2 and wrong.stderr.strip().splitlines()[-1].startswith("error: "), wrong.stderr[-2000:]
 
 

@@ -2,10 +2,10 @@
 
 import os
 import re
-import subprocess
-import sys
 
 import pytest
+
+from tests import processes
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -22,8 +22,8 @@ def test_readme_has_examples():
 @pytest.mark.slow
 @pytest.mark.parametrize("index", range(len(_examples())))
 def test_readme_example_runs(index):
-    result = subprocess.run([sys.executable, "-c", _examples()[index]], cwd=ROOT, capture_output=True, text=True,
-                            timeout=600, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+    result = processes.run_code(_examples()[index], cwd=ROOT, timeout=600,
+                                env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
     assert result.returncode == 0, result.stderr[-3000:]
     if "test accuracy" in result.stdout:  # The model.fit example reports its accuracy.
         accuracy = float(re.search(r"test accuracy ([0-9.]+)", result.stdout).group(1))

@@ -54,6 +54,8 @@ class FewShotConfig:
     self_positive: bool = False
     auxiliary_softmax: float = 0.0  # > 0: nngk/impostor also train a softmax classifier, this weight on its loss.
     max_test: int = 0  # Evaluate on the first this many test images (0: all).
+    # nngk: re-embed the centers every this many steps (0: every epoch of the subset, at least every 10 steps).
+    refresh_every: int = 0
 
     def validate(self):
         unknown = [head for head in self.heads if head not in HEADS]
@@ -69,6 +71,9 @@ class FewShotConfig:
         backbones.check_pooling(self.backbone, self.pooling)
         for name in ("steps", "eval_every", "batch_size", "validation_per_class"):
             check_positive_int(name, getattr(self, name))
+        if isinstance(self.refresh_every, bool) or not isinstance(self.refresh_every, int) or self.refresh_every < 0:
+            raise ValueError("`refresh_every` must be a non-negative integer (0: every epoch of the subset, at least "
+                             f"every 10 steps). Received: refresh_every={self.refresh_every!r}")
         if not self.seeds:
             raise ValueError("At least one seed is needed. Received: seeds=()")
         return self
@@ -95,7 +100,7 @@ def _train_head(head, x, y, x_val, y_val, config, seed, num_classes):
                                   recalibration_images=images.shuffle(64, seed=seed).take(50))
     rng = np.random.default_rng(seed)
     steps_per_epoch = max(1, math.ceil(len(x) / config.batch_size))
-    refresh_every = max(steps_per_epoch, 10)
+    refresh_every = config.refresh_every or max(steps_per_epoch, 10)
 
     def refresh():
         sync.assign(images, y)

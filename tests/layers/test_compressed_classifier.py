@@ -1,8 +1,6 @@
 """OPQ-compressed centers: ADC against a NumPy decode-then-distance reference, faiss parity, exports, errors."""
 
 import os
-import subprocess
-import sys
 import textwrap
 
 import faiss
@@ -15,6 +13,7 @@ import keras_nngk as kn
 from keras_nngk.search import faiss_index, pq
 from tests import reference
 from tests.conftest import clustered
+from tests.processes import run_code
 
 
 @pytest.mark.parametrize("bits,num_subquantizers", [(8, 4), (4, 8)])
@@ -168,8 +167,7 @@ def test_compressed_round_trips_keras_saved_model_tflite(trained_head, tmp_path,
         out = list(serve(tf.constant(np.load({str(tmp_path / "q.npy")!r}))).values())[0].numpy()
         print(float(np.abs(out - np.load({str(tmp_path / "e.npy")!r})).max()))
     """)
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
-                            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+    result = run_code(script, timeout=300, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
     assert result.returncode == 0, result.stderr[-2000:]
     assert float(result.stdout.strip().splitlines()[-1]) < 1e-5
 

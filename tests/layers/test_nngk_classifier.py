@@ -2,8 +2,6 @@
 
 import logging
 import os
-import subprocess
-import sys
 import textwrap
 
 import numpy as np
@@ -13,6 +11,7 @@ import tf_keras as keras
 
 import keras_nngk as kn
 from tests import reference
+from tests.processes import run_code
 
 NUM_CLASSES = 4
 
@@ -216,8 +215,7 @@ def test_saved_model_reloads_in_fresh_process(problem, tmp_path):
         print("PARITY-OK")
     """)
     # No keras_nngk import in the child: the SavedModel must stand alone.
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
-                            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+    result = run_code(script, timeout=300, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
     assert "PARITY-OK" in result.stdout, result.stderr[-3000:]
 
 

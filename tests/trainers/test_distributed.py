@@ -8,14 +8,16 @@ import sys
 
 import pytest
 
+from tests import processes
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": ROOT}
 
 
 @pytest.mark.slow
 def test_mirrored_step_matches_single_device():
-    result = subprocess.run([sys.executable, os.path.join(ROOT, "tests", "trainers", "distributed_check.py")],
-                            cwd=ROOT, capture_output=True, text=True, timeout=600, env=ENV)
+    # Its own process: the two logical CPUs must be set before TensorFlow's context starts.
+    result = processes.run_path(os.path.join(ROOT, "tests", "trainers", "distributed_check.py"), timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     values = json.loads(result.stdout.strip().splitlines()[-1])
     assert values["replicas"] == 2
@@ -43,8 +45,7 @@ def test_two_local_workers_match_one_process(tmp_path):
     # refresh_mode=embed in both: "auto" picks the training-pass centers on one process, not under multi_worker.
     args = ["-m", "trainers.fit", "--dataset=digits", "--epochs=2", "--verbose=0", "--recalibrate_batchnorm=false",
             "--refresh_mode=embed"]
-    single = subprocess.run([sys.executable, *args, f"--workdir={tmp_path / 'single'}"], cwd=ROOT, env=ENV,
-                            capture_output=True, text=True, timeout=600)
+    single = processes.run_module(*args[1:], f"--workdir={tmp_path / 'single'}", timeout=600)
     assert single.returncode == 0, single.stderr[-3000:]
     cluster = {"worker": [f"127.0.0.1:{port}" for port in _free_ports(2)]}
     workers = []

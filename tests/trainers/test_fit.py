@@ -12,14 +12,15 @@ import pytest
 import tf_keras as keras
 
 import keras_nngk as kn
+from tests import processes
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": ROOT}
 
 
 def run_entry(module, *args, timeout=600):
-    return subprocess.run([sys.executable, "-m", module, *args], cwd=ROOT, capture_output=True, text=True,
-                          timeout=timeout, env=ENV)
+    """`python -m module args...` in the repository (a process forked after TensorFlow's import: tests/processes.py)."""
+    return processes.run_module(module, *args, timeout=timeout)
 
 
 BAD_RUNS = [({"dataset": "imagenet"}, "Unknown dataset 'imagenet'; valid: digits"),

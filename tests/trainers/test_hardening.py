@@ -7,8 +7,6 @@ import json
 import os
 import shutil
 import struct
-import subprocess
-import sys
 import zlib
 
 import numpy as np
@@ -20,15 +18,14 @@ import keras_nngk as kn
 from keras_nngk.data import images as images_lib
 from keras_nngk.training import run as run_lib
 from keras_nngk.utils import files, model_files
-from tests import reference
+from tests import processes, reference
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": ROOT}
 
 
 def run_entry(module, *args, timeout=300):
-    return subprocess.run([sys.executable, "-m", module, *args], cwd=ROOT, capture_output=True, text=True,
-                          timeout=timeout, env=ENV)
+    return processes.run_module(module, *args, timeout=timeout)
 
 
 def last_line(result):

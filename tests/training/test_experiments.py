@@ -138,3 +138,27 @@ def test_few_shot_options_are_checked():
         experiments.FewShotConfig(augment="rotate").validate()
     with pytest.raises(ValueError, match="Unknown pooling 'max'"):
         experiments.FewShotConfig(pooling="max").validate()
+
+
+def test_refresh_every_sets_how_often_nngk_re_embeds_its_centers(monkeypatch):
+    """Centers are embedded once before training, every `refresh_every` steps and before each validation; 0 keeps
+    the automatic interval (one pass over the subset, at least 10 steps)."""
+    from keras_nngk import data as data_lib  # pylint: disable=g-import-not-at-top
+    module = importlib.import_module("keras_nngk.experiments.samples_per_class")
+    arrays = data_lib.load_arrays("digits")
+    chosen = data_lib.splits.few_shot_indices(arrays.y_train, 2, seed=0)
+    x, y = arrays.x_train[chosen], arrays.y_train[chosen]
+    calls = []
+    original = module.center_sync.CenterSync.assign
+    monkeypatch.setattr(module.center_sync.CenterSync, "assign",
+                        lambda self, *args, **kwargs: calls.append(1) or original(self, *args, **kwargs))
+    counts = {}
+    for refresh_every in (0, 2):
+        config = experiments.FewShotConfig(dataset="digits", steps=6, eval_every=6, batch_size=16, embedding_dim=16,
+                                           refresh_every=refresh_every).validate()
+        calls.clear()
+        module._train_head("nngk", x, y, x, y, config, seed=0, num_classes=10)  # pylint: disable=protected-access
+        counts[refresh_every] = len(calls)
+    assert counts == {0: 2, 2: 5}  # Before training and before the validation; plus after steps 2, 4 and 6.
+    with pytest.raises(ValueError, match="`refresh_every` must be a non-negative integer"):
+        experiments.FewShotConfig(refresh_every=-1).validate()

@@ -31,6 +31,8 @@ flags.DEFINE_integer("num_neighbours", 32, "k of the nngk and impostor heads")
 flags.DEFINE_bool("sample_weights", True, "nngk: learn one importance weight per center")
 flags.DEFINE_float("auxiliary_softmax", 0.0, "nngk/impostor: weight of a softmax term trained beside the head")
 flags.DEFINE_bool("self_positive", False, "an augmented image may match its own stored center (nngk)")
+flags.DEFINE_integer("refresh_every", 0, "nngk: re-embed the centers every this many steps (0: every epoch of the "
+                     "subset, at least every 10 steps)")
 flags.DEFINE_string("workdir", None, "output folder (default saved_models/samples_per_class-<dataset>-<time>)")
 flags.DEFINE_integer("verbose", 1, "1: progress bar, 0: quiet")
 FLAGS = flags.FLAGS
@@ -46,7 +48,7 @@ def main(argv):
         embedding_dim=FLAGS.embedding_dim,
         sigma=FLAGS.sigma, learn_sigma=FLAGS.learn_sigma, num_neighbours=FLAGS.num_neighbours,
         sample_weights=FLAGS.sample_weights, self_positive=FLAGS.self_positive,
-        auxiliary_softmax=FLAGS.auxiliary_softmax)
+        auxiliary_softmax=FLAGS.auxiliary_softmax, refresh_every=FLAGS.refresh_every)
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     workdir = FLAGS.workdir or os.path.join("saved_models", f"samples_per_class-{FLAGS.dataset}-{stamp}")
     results = experiments.samples_per_class(config, workdir, verbose=FLAGS.verbose)
