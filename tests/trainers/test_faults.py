@@ -4,6 +4,10 @@ Each rerun must leave a whole run folder whose metrics equal those of an
 uninterrupted run of the same config, bit for bit (resume restores the data
 order, the optimizer state and the BatchNorm recalibration exactly). Also: one
 writer per workdir, and a disk that is full or read-only gets one line.
+
+Every run is a process of its own that the kernel kills: forked after
+TensorFlow's import (tests/processes.py), or, for the run interrupted with
+Ctrl-C and the lock holder, started with subprocess as a terminal would.
 """
 
 import json
@@ -16,6 +20,7 @@ import time
 import pytest
 
 from keras_nngk.utils import files
+from tests import processes
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": ROOT}
@@ -68,10 +73,11 @@ app.run(fit.main, argv=["trainers.fit"] + sys.argv[1:])
 
 
 def fit(workdir, *extra, fault=None, timeout=600):
-    env = dict(ENV, NNGK_FAULT=fault) if fault else ENV
-    command = [sys.executable, "-c", FAULTY_FIT] if fault else [sys.executable, "-m", "trainers.fit"]
-    return subprocess.run(command + ARGS + [f"--workdir={workdir}", *extra], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=timeout)
+    """`python -m trainers.fit` (or, with `fault`, the self-killing FAULTY_FIT) in a process of its own."""
+    args = [*ARGS, f"--workdir={workdir}", *extra]
+    if fault:
+        return processes.run_code(FAULTY_FIT, *args, env=dict(ENV, NNGK_FAULT=fault), timeout=timeout)
+    return processes.run_module("trainers.fit", *args, timeout=timeout)
 
 
 def metrics_of(workdir):
@@ -114,8 +120,7 @@ def test_killed_runs_complete_with_the_metrics_of_a_whole_run(tmp_path, uninterr
     assert any(name.startswith(files.TEMPORARY_PREFIX) for name in os.listdir(workdir))
     # An unfinished run is refused in one line by evaluate (it used to crash on a partial model.keras; the other
     # kill points leave no model file at all, which the same check refuses).
-    evaluation = subprocess.run([sys.executable, "-m", "trainers.evaluate", f"--model={workdir}"], cwd=ROOT,
-                                env=ENV, capture_output=True, text=True, timeout=300)
+    evaluation = processes.run_module("trainers.evaluate", f"--model={workdir}", timeout=300)
     assert evaluation.returncode == 2 and "did not finish" in evaluation.stderr.strip().splitlines()[-1]
     resumed = fit(workdir)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
