@@ -56,6 +56,11 @@ class FewShotConfig:
     max_test: int = 0  # Evaluate on the first this many test images (0: all).
     # nngk: re-embed the centers every this many steps (0: every epoch of the subset, at least every 10 steps).
     refresh_every: int = 0
+    # Only these classes of the data set, relabelled 0, 1, ... in this order (empty: all): e.g. the classes that a
+    # network given as `weights` was not trained on.
+    classes: tuple = ()
+    # A local weights file the backbone of every head starts from (e.g. a run's backbone.keras); "": from scratch.
+    weights: str = ""
 
     def validate(self):
         unknown = [head for head in self.heads if head not in HEADS]
@@ -76,6 +81,12 @@ class FewShotConfig:
                              f"every 10 steps). Received: refresh_every={self.refresh_every!r}")
         if not self.seeds:
             raise ValueError("At least one seed is needed. Received: seeds=()")
+        if self.classes and (len(set(self.classes)) != len(self.classes) or len(self.classes) < 2 or any(
+                isinstance(c, bool) or not isinstance(c, int) or c < 0 for c in self.classes)):
+            raise ValueError("`classes` must be at least two distinct non-negative integers (empty: all). "
+                             f"Received: classes={self.classes}")
+        if self.weights:
+            backbones.common.check_weights_file(self.weights)
         return self
 
 
@@ -83,7 +94,7 @@ def _train_head(head, x, y, x_val, y_val, config, seed, num_classes):
     """Trains backbone + head for `config.steps` steps; returns the inference model at the best validation step."""
     keras.utils.set_random_seed(seed)
     backbone = backbones.get(config.backbone, input_shape=x.shape[1:], embedding_dim=config.embedding_dim,
-                             pooling=config.pooling)
+                             pooling=config.pooling, weights=config.weights or None)
     built = models.nngk_classifier(backbone, num_classes, head=head, capacity=len(x),
                                    num_neighbours=min(config.num_neighbours, len(x)), sigma=config.sigma,
                                    learn_sigma=config.learn_sigma, sample_weights=config.sample_weights,
@@ -136,10 +147,31 @@ def pixel_knn_accuracy(x_train, y_train, x_test, y_test, k=1):
                                 k)
 
 
+def only_classes(arrays, classes):
+    """`arrays` restricted to `classes`, relabelled 0, 1, ... in the order given."""
+    missing = [c for c in classes if not np.any(arrays.y_train == c)]
+    if missing:
+        raise ValueError(f"Class {missing[0]} has no training image; this data set has classes 0-"
+                         f"{int(arrays.y_train.max())}. Received: classes={tuple(classes)}")
+    relabel = np.full(max(int(arrays.y_train.max()), max(classes)) + 1, -1, np.int64)
+    relabel[list(classes)] = np.arange(len(classes))
+
+    def keep(x, y):
+        mask = np.isin(y, classes)
+        return x[mask], relabel[y[mask]].astype(y.dtype)
+
+    x_train, y_train = keep(arrays.x_train, arrays.y_train)
+    x_test, y_test = keep(arrays.x_test, arrays.y_test)
+    return dataclasses.replace(arrays, x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test,
+                               class_names=tuple(arrays.class_names[c] for c in classes))
+
+
 def samples_per_class(config, workdir, verbose=1):
     """Runs the samples-per-class experiment; writes `samples_per_class.json` and `.png` to `workdir`."""
     config.validate()
     arrays = data_lib.load_arrays(config.dataset)
+    if config.classes:
+        arrays = only_classes(arrays, config.classes)
     num_classes = int(arrays.y_train.max()) + 1
     x_test, y_test = arrays.x_test, arrays.y_test
     if config.max_test:

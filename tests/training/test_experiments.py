@@ -140,6 +140,7 @@ def test_few_shot_options_are_checked():
         experiments.FewShotConfig(pooling="max").validate()
 
 
+@pytest.mark.slow  # Two short trainings (about 3 s).
 def test_refresh_every_sets_how_often_nngk_re_embeds_its_centers(monkeypatch):
     """Centers are embedded once before training, every `refresh_every` steps and before each validation; 0 keeps
     the automatic interval (one pass over the subset, at least 10 steps)."""
@@ -162,3 +163,43 @@ def test_refresh_every_sets_how_often_nngk_re_embeds_its_centers(monkeypatch):
     assert counts == {0: 2, 2: 5}  # Before training and before the validation; plus after steps 2, 4 and 6.
     with pytest.raises(ValueError, match="`refresh_every` must be a non-negative integer"):
         experiments.FewShotConfig(refresh_every=-1).validate()
+
+
+def test_only_classes_keeps_and_relabels_in_the_order_given():
+    from keras_nngk.data import datasets  # pylint: disable=g-import-not-at-top
+    module = importlib.import_module("keras_nngk.experiments.samples_per_class")
+    images = np.arange(6, dtype=np.float32).reshape(6, 1, 1, 1)
+    arrays = datasets.ArrayData(images, np.array([0, 1, 2, 3, 2, 1]), images[:3], np.array([3, 0, 2]),
+                                ("a", "b", "c", "d"))
+    kept = module.only_classes(arrays, (2, 0))
+    assert kept.x_train.ravel().tolist() == [0.0, 2.0, 4.0] and kept.y_train.tolist() == [1, 0, 0]
+    assert kept.x_test.ravel().tolist() == [1.0, 2.0] and kept.y_test.tolist() == [1, 0]
+    assert kept.class_names == ("c", "a")
+    with pytest.raises(ValueError, match="Class 7 has no training image; this data set has classes 0-3"):
+        module.only_classes(arrays, (0, 7))
+    with pytest.raises(ValueError, match="at least two distinct non-negative integers"):
+        experiments.FewShotConfig(classes=(1, 1)).validate()
+    with pytest.raises(ValueError, match="Weights file not found"):
+        experiments.FewShotConfig(weights="/no/such/backbone.keras").validate()
+
+
+@pytest.mark.slow  # Two short trainings (about 3 s).
+def test_every_head_starts_from_the_given_weights(tmp_path):
+    """With `weights`, the backbone starts from that file (here trained for no step: learning rate 0)."""
+    import tf_keras as keras  # pylint: disable=g-import-not-at-top
+
+    from keras_nngk import data as data_lib  # pylint: disable=g-import-not-at-top
+    module = importlib.import_module("keras_nngk.experiments.samples_per_class")
+    arrays = data_lib.load_arrays("digits")
+    chosen = data_lib.splits.few_shot_indices(arrays.y_train, 2, seed=0)
+    x, y = arrays.x_train[chosen], arrays.y_train[chosen]
+    keras.utils.set_random_seed(1)
+    pretrained = module.backbones.get("small_conv", input_shape=x.shape[1:], embedding_dim=16)
+    pretrained.save(str(tmp_path / "backbone.keras"))
+    config = experiments.FewShotConfig(dataset="digits", steps=1, eval_every=1, batch_size=16, embedding_dim=16,
+                                       pooling="avg", learning_rate=0.0, weights=str(tmp_path / "backbone.keras"))
+    for head in ("dense", "nngk"):
+        model, _, _ = module._train_head(head, x, y, x, y, config.validate(), seed=0, num_classes=10)  # pylint: disable=protected-access
+        for name in ("conv1", "conv3", "embedding"):
+            np.testing.assert_array_equal(model.get_layer("small_conv").get_layer(name).get_weights()[0],
+                                          pretrained.get_layer(name).get_weights()[0])

@@ -3,6 +3,9 @@ r"""Accuracy against training images per class (section 3.1 of the review), ever
     python -m trainers.experiments.samples_per_class --dataset=fashion_mnist
     python -m trainers.experiments.samples_per_class --dataset=mnist5k --examples_per_class=1,6,30,0 --seeds=0,1
     python -m trainers.experiments.samples_per_class --pooling=avg --embedding_dim=64   # the settings before 2026-11-30
+    # Few images of classes 5-9 for a network trained on classes 0-4 (its backbone.keras; the same backbone flags):
+    python -m trainers.experiments.samples_per_class --classes=5,6,7,8,9 --weights=<run>/backbone.keras \
+        --pooling=avg --embedding_dim=64
 
 Writes samples_per_class.json (every run and the mean/spread table) and samples_per_class.png.
 """
@@ -33,6 +36,9 @@ flags.DEFINE_float("auxiliary_softmax", 0.0, "nngk/impostor: weight of a softmax
 flags.DEFINE_bool("self_positive", False, "an augmented image may match its own stored center (nngk)")
 flags.DEFINE_integer("refresh_every", 0, "nngk: re-embed the centers every this many steps (0: every epoch of the "
                      "subset, at least every 10 steps)")
+flags.DEFINE_list("classes", [], "only these classes of the data set, e.g. 5,6,7,8,9 (default: all)")
+flags.DEFINE_string("weights", "", "local weights file every head's backbone starts from, e.g. a run's backbone.keras "
+                    "(default: from scratch)")
 flags.DEFINE_string("workdir", None, "output folder (default saved_models/samples_per_class-<dataset>-<time>)")
 flags.DEFINE_integer("verbose", 1, "1: progress bar, 0: quiet")
 FLAGS = flags.FLAGS
@@ -48,7 +54,8 @@ def main(argv):
         embedding_dim=FLAGS.embedding_dim,
         sigma=FLAGS.sigma, learn_sigma=FLAGS.learn_sigma, num_neighbours=FLAGS.num_neighbours,
         sample_weights=FLAGS.sample_weights, self_positive=FLAGS.self_positive,
-        auxiliary_softmax=FLAGS.auxiliary_softmax, refresh_every=FLAGS.refresh_every)
+        auxiliary_softmax=FLAGS.auxiliary_softmax, refresh_every=FLAGS.refresh_every,
+        classes=tuple(int(c) for c in FLAGS.classes), weights=FLAGS.weights)
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     workdir = FLAGS.workdir or os.path.join("saved_models", f"samples_per_class-{FLAGS.dataset}-{stamp}")
     results = experiments.samples_per_class(config, workdir, verbose=FLAGS.verbose)
