@@ -1,7 +1,8 @@
 """Runs Python commands for the tests in fresh processes forked after TensorFlow's import (see tests/processes.py).
 
-Started by `tests.processes` once per pytest worker: it imports TensorFlow and
-tf_keras (about 3 s, what every command would spend first), creates no
+Started by `tests.processes` once per pytest worker: it imports TensorFlow as the
+commands do (the `trainers` package, which silences TensorFlow's start-up lines)
+and tf_keras (about 3 s, what every command would spend first), creates no
 TensorFlow context or thread pool, then serves requests read as JSON lines on
 stdin, one at a time. For each it forks a child that behaves as
 `python -m <module> <args>`, `python <path> <args>` or `python -c <code> <args>`
@@ -10,11 +11,12 @@ named in the request, an uncaught exception prints its traceback and exits 1,
 `sys.exit` sets the exit status, and exit handlers run. The reply is the child's
 exit status (negative: killed by that signal), or `"timeout"` after killing it.
 
-Nothing of keras_nngk or trainers is imported here: each child imports what its
-command imports, as a fresh interpreter does.
+Nothing of keras_nngk or of the `trainers` commands is imported here: each child
+imports what its command imports, as a fresh interpreter does.
 """
 
 import atexit
+import importlib
 import json
 import os
 import runpy
@@ -25,17 +27,8 @@ import traceback
 
 
 def _preload():
-    os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
-    saved = os.dup(2)  # TensorFlow's C++ start-up lines are written before any log level applies.
-    silent = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(silent, 2)
-    try:
-        import tensorflow  # noqa: F401  pylint: disable=g-import-not-at-top,unused-import
-        import tf_keras  # noqa: F401  pylint: disable=g-import-not-at-top,unused-import
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(silent)
+    importlib.import_module("trainers")  # TensorFlow, with its start-up lines silenced, then tf_keras.
+    importlib.import_module("tf_keras")
 
 
 def _child(request, replies):
