@@ -61,6 +61,9 @@ class FewShotConfig:
     classes: tuple = ()
     # A local weights file the backbone of every head starts from (e.g. a run's backbone.keras); "": from scratch.
     weights: str = ""
+    # Also validate before the first step (step 0), as a candidate for the best step: a trained network's embedding
+    # may already serve the nearest-neighbour heads, which need no trained parameter to answer.
+    eval_at_start: bool = False
 
     def validate(self):
         unknown = [head for head in self.heads if head not in HEADS]
@@ -119,6 +122,19 @@ def _train_head(head, x, y, x_val, y_val, config, seed, num_classes):
     if head in ("nngk", "impostor", "knn"):
         refresh()
     best = (-1.0, None, 0)
+
+    def evaluate(step):
+        nonlocal best
+        if head in ("nngk", "knn"):
+            refresh()
+        else:
+            sync.recalibrate()
+        accuracy = metrics.accuracy(built.inference_model.predict(x_val, batch_size=512, verbose=0), y_val)
+        if accuracy > best[0]:
+            best = (accuracy, built.inference_model.get_weights(), step)
+
+    if config.eval_at_start:
+        evaluate(0)
     order = np.zeros(0, np.int64)
     for step in range(1, config.steps + 1):
         if len(order) < config.batch_size:
@@ -130,13 +146,7 @@ def _train_head(head, x, y, x_val, y_val, config, seed, num_classes):
         if head == "nngk" and step % refresh_every == 0:
             refresh()
         if step % config.eval_every == 0 or step == config.steps:
-            if head in ("nngk", "knn"):
-                refresh()
-            else:
-                sync.recalibrate()
-            accuracy = metrics.accuracy(built.inference_model.predict(x_val, batch_size=512, verbose=0), y_val)
-            if accuracy > best[0]:
-                best = (accuracy, built.inference_model.get_weights(), step)
+            evaluate(step)
     built.inference_model.set_weights(best[1])
     return built.inference_model, best[2], best[0]
 

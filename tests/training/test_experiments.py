@@ -1,5 +1,6 @@
 """The experiments: samples per class (tiny), retrieval (tiny), their tables, and the pixel floor."""
 
+import dataclasses
 import importlib
 import json
 import os
@@ -199,7 +200,12 @@ def test_every_head_starts_from_the_given_weights(tmp_path):
     config = experiments.FewShotConfig(dataset="digits", steps=1, eval_every=1, batch_size=16, embedding_dim=16,
                                        pooling="avg", learning_rate=0.0, weights=str(tmp_path / "backbone.keras"))
     for head in ("dense", "nngk"):
-        model, _, _ = module._train_head(head, x, y, x, y, config.validate(), seed=0, num_classes=10)  # pylint: disable=protected-access
+        model, best_step, _ = module._train_head(head, x, y, x, y, config.validate(), seed=0, num_classes=10)  # pylint: disable=protected-access
         for name in ("conv1", "conv3", "embedding"):
             np.testing.assert_array_equal(model.get_layer("small_conv").get_layer(name).get_weights()[0],
                                           pretrained.get_layer(name).get_weights()[0])
+        assert best_step == 1
+    # `eval_at_start`: the network before any step is a candidate too (here as good as after it: the first kept).
+    config = dataclasses.replace(config, eval_at_start=True)
+    _, best_step, _ = module._train_head("nngk", x, y, x, y, config, seed=0, num_classes=10)  # pylint: disable=protected-access
+    assert best_step == 0

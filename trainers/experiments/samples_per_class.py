@@ -39,6 +39,8 @@ flags.DEFINE_integer("refresh_every", 0, "nngk: re-embed the centers every this 
 flags.DEFINE_list("classes", [], "only these classes of the data set, e.g. 5,6,7,8,9 (default: all)")
 flags.DEFINE_string("weights", "", "local weights file every head's backbone starts from, e.g. a run's backbone.keras "
                     "(default: from scratch)")
+flags.DEFINE_bool("eval_at_start", False, "also validate before the first step (step 0) as a candidate for the best "
+                  "step, e.g. with --weights")
 flags.DEFINE_string("workdir", None, "output folder (default saved_models/samples_per_class-<dataset>-<time>)")
 flags.DEFINE_integer("verbose", 1, "1: progress bar, 0: quiet")
 FLAGS = flags.FLAGS
@@ -55,7 +57,7 @@ def main(argv):
         sigma=FLAGS.sigma, learn_sigma=FLAGS.learn_sigma, num_neighbours=FLAGS.num_neighbours,
         sample_weights=FLAGS.sample_weights, self_positive=FLAGS.self_positive,
         auxiliary_softmax=FLAGS.auxiliary_softmax, refresh_every=FLAGS.refresh_every,
-        classes=tuple(int(c) for c in FLAGS.classes), weights=FLAGS.weights)
+        classes=tuple(int(c) for c in FLAGS.classes), weights=FLAGS.weights, eval_at_start=FLAGS.eval_at_start)
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     workdir = FLAGS.workdir or os.path.join("saved_models", f"samples_per_class-{FLAGS.dataset}-{stamp}")
     results = experiments.samples_per_class(config, workdir, verbose=FLAGS.verbose)
