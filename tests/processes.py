@@ -5,9 +5,9 @@
 capture_output=True, text=True)` would. They are forked from a server that has
 already imported TensorFlow (tests/fork_server.py, one per pytest worker): every
 command still starts from a process in which nothing of keras_nngk or of the
-trainers commands is imported, has its own working folder, environment, stdout and stderr, and exit
-status, but starts in milliseconds instead of about 3 s. (The suite runs about 40
-such commands.)
+trainers commands is imported, and has its own working folder, environment,
+stdout, stderr and exit status, but starts in milliseconds instead of about 3 s.
+(The suite runs about 40 such commands.)
 
 Where what is tested is the process itself (kills, signals, the start-up lines
 a terminal shows, several processes at once), tests call `subprocess` directly.

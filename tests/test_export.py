@@ -13,9 +13,6 @@ import keras_nngk as kn
 from keras_nngk.export import run as export_run
 from tests.processes import run_code, run_module
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": ROOT}
-
 
 @pytest.fixture(scope="module")
 def trained_run(tmp_path_factory):

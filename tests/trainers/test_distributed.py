@@ -10,8 +10,7 @@ import pytest
 
 from tests import processes
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": ROOT}
+ROOT, ENV = processes.ROOT, processes.ENV
 
 
 @pytest.mark.slow

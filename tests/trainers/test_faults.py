@@ -22,8 +22,7 @@ import pytest
 from keras_nngk.utils import files
 from tests import processes
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": ROOT}
+ROOT, ENV = processes.ROOT, processes.ENV
 ARGS = ["--dataset=digits", "--epochs=3", "--verbose=0"]
 WHOLE_RUN = ("config.json", "metrics.json", "history.json", "model.keras", "backbone.keras",
              "saved_model/saved_model.pb", "training.png", "class_names.json", "preprocessing.json")

@@ -14,8 +14,7 @@ import tf_keras as keras
 import keras_nngk as kn
 from tests import processes
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": ROOT}
+ROOT, ENV = processes.ROOT, processes.ENV
 
 
 def run_entry(module, *args, timeout=600):

@@ -20,12 +20,7 @@ from keras_nngk.training import run as run_lib
 from keras_nngk.utils import files, model_files
 from tests import processes, reference
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": ROOT}
-
-
-def run_entry(module, *args, timeout=300):
-    return processes.run_module(module, *args, timeout=timeout)
+run_entry = processes.run_module  # `python -m module args...` in a process of its own.
 
 
 def last_line(result):
