@@ -36,7 +36,9 @@ def build(head, num_centers, rng, shape, batch):
         models.lookup.assign_keys_values(keys, rng.normal(size=(num_centers, 64)).astype(np.float32))
     else:
         base, _, suffix = head.partition("-")
-        writes = suffix == "writes"
+        writes = suffix.startswith("writes")
+        # "writes-nocache": the same step computing the centers' norms itself, as before the head cached them.
+        uncached = suffix == "writes-nocache"
         suffix = "" if writes else suffix
         candidates = int(suffix[len("cand"):]) if suffix.startswith("cand") else 0
         search = f"faiss-{suffix}" if suffix and not candidates else "exact"
@@ -50,6 +52,8 @@ def build(head, num_centers, rng, shape, batch):
                                    rng.integers(0, 10, num_centers))
         if candidates:
             center_head.set_candidate_lists(candidates)
+        if uncached:
+            center_head._norm_cache_in_use = lambda: False  # pylint: disable=protected-access
         center_head.write_training_centers = writes
     images = rng.uniform(size=(batch,) + shape).astype(np.float32)
     # Distinct ids, as in an epoch (with `-writes`, each step writes the batch's rows over their centers).
@@ -80,10 +84,11 @@ def main():
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--steps", type=int, default=5, help="steps per measurement")
     parser.add_argument("--heads", nargs="+", default=["dense", "nngk", "nngk-hnsw", "impostor", "biased"],
-                        help="dense first; nngk-writes: NNGK writing each batch's embeddings over their centers (the "
-                             "default refresh mode of trainers.fit, 'training'); nngk-hnsw / nngk-ivf: the NNGK head "
-                             "searching a faiss HNSW / IVF index; nngk-candM: ranking M cached candidates per sample "
-                             "(--candidates=M)")
+                        help="dense first; nngk-writes: NNGK writing each batch's embeddings over their centers "
+                             "(the default refresh mode of trainers.fit, 'training'; nngk-writes-nocache: the same, "
+                             "the centers' norms computed in every step, as before the head cached them); nngk-hnsw / "
+                             "nngk-ivf: the NNGK head searching a faiss HNSW / IVF index; nngk-candM: ranking M cached "
+                             "candidates per sample (--candidates=M)")
     args = parser.parse_args()
     rng = np.random.default_rng(0)
     shape = (28, 28, 1)

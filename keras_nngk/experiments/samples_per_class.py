@@ -82,6 +82,10 @@ class FewShotConfig:
         if isinstance(self.refresh_every, bool) or not isinstance(self.refresh_every, int) or self.refresh_every < 0:
             raise ValueError("`refresh_every` must be a non-negative integer (0: every epoch of the subset, at least "
                              f"every 10 steps). Received: refresh_every={self.refresh_every!r}")
+        if isinstance(self.learning_rate, bool) or not isinstance(self.learning_rate, (int, float)) or not (
+                math.isfinite(self.learning_rate) and self.learning_rate > 0):
+            raise ValueError("`learning_rate` must be a positive number. "
+                             f"Received: learning_rate={self.learning_rate!r}")
         if not self.seeds:
             raise ValueError("At least one seed is needed. Received: seeds=()")
         if self.classes and (len(set(self.classes)) != len(self.classes) or len(self.classes) < 2 or any(

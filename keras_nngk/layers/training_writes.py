@@ -46,3 +46,5 @@ class TrainingWrites:
         slots = tf.where(owned, slots, filler_slot)
         values = tf.where(owned[:, tf.newaxis], embeddings, filler[tf.newaxis, :])
         self.centers.scatter_update(tf.IndexedSlices(values, slots))
+        if self._norm_cache_in_graph():  # The written rows' norms, as `exact_search` computes them (bit for bit).
+            self._norm_cache.scatter_update(tf.IndexedSlices(tf.reduce_sum(tf.square(values), axis=-1), slots))

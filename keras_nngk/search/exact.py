@@ -124,7 +124,8 @@ def chunked_top_k(distance_fn, num_centers, k, batch_size, center_mask=None, chu
     return distances, ids
 
 
-def exact_search(queries, centers, k, center_mask=None, chunk_size=DEFAULT_CHUNK_SIZE, integer_ranking=False):
+def exact_search(queries, centers, k, center_mask=None, chunk_size=DEFAULT_CHUNK_SIZE, integer_ranking=False,
+                 center_norms=None):
     """The `k` nearest centers of each query, by squared Euclidean distance.
 
     Distances are computed by one matrix product per chunk of `chunk_size`
@@ -140,6 +141,8 @@ def exact_search(queries, centers, k, center_mask=None, chunk_size=DEFAULT_CHUNK
         center_mask: optional boolean `(N,)`; centers where it is False are never returned.
         chunk_size: centers per chunk.
         integer_ranking: rank on int32 keys (for the int8 TFLite export, see `smallest_k`).
+        center_norms: optional `(N,)` squared norms of the centers, `reduce_sum(square(centers), -1)` kept by the
+            caller (the same values bit for bit, so the same neighbours): spares that pass over the centers.
 
     Returns:
         `(distances, ids)`, both `(B, k)`: squared distances ascending (float32) and
@@ -162,10 +165,13 @@ def exact_search(queries, centers, k, center_mask=None, chunk_size=DEFAULT_CHUNK
 
     def scores(start, stop):
         chunk = centers if (start, stop) == (0, num_centers) else centers[start:stop]
-        center_norms = tf.reduce_sum(tf.square(chunk), axis=-1)
+        if center_norms is None:
+            chunk_norms = tf.reduce_sum(tf.square(chunk), axis=-1)
+        else:
+            chunk_norms = center_norms if (start, stop) == (0, num_centers) else center_norms[start:stop]
         if center_mask is not None:
-            center_norms = tf.where(center_mask[start:stop], center_norms, infinity)
-        return tf.nn.bias_add(tf.matmul(doubled_queries, chunk, transpose_b=True), -center_norms)
+            chunk_norms = tf.where(center_mask[start:stop], chunk_norms, infinity)
+        return tf.nn.bias_add(tf.matmul(doubled_queries, chunk, transpose_b=True), -chunk_norms)
 
     ranked, ids = chunked_top_k(scores, int(num_centers), k, tf.shape(queries)[0], None, chunk_size, queries.dtype,
                                 negated=True, integer_ranking=integer_ranking)

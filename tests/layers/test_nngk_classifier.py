@@ -87,6 +87,10 @@ def test_a_call_reads_the_centers_once(problem, writes):
         handle = dict((id(outer), inner) for outer, inner in graph.captures)[id(head.centers.handle)]
         dense_reads = [op for op in handle.consumers() if op.type == "ReadVariableOp"]
         assert len(dense_reads) == 1, [op.name for op in handle.consumers()]
+        # The centers' norms come from the head's cache in training steps that write the centers, only there.
+        cache = head._norm_cache  # pylint: disable=protected-access
+        captured = cache is not None and id(cache.handle) in {id(outer) for outer, _ in graph.captures}
+        assert captured == (writes and training)
     # And the training pass still answers eq. 7 with the sample left out (the reference, sample ids 0..14).
     head.write_training_centers = False
     head.assign_centers(centers, labels)

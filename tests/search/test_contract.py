@@ -161,6 +161,24 @@ def test_exact_search_chunks_and_mask_match_reference(rng):
         np.testing.assert_allclose(distances.numpy(), expected_distances, rtol=1e-5, atol=1e-5)
 
 
+def test_exact_search_with_given_center_norms(rng):
+    """Norms kept by the caller (a head's cache) give the search's own result bit for bit, in chunks and masked,
+    and are what it ranks by (other norms, other neighbours)."""
+    centers = rng.normal(size=(103, 6)).astype(np.float32)
+    queries = rng.normal(size=(9, 6)).astype(np.float32)
+    mask = tf.constant(rng.uniform(size=103) > 0.3)
+    norms = tf.reduce_sum(tf.square(centers), axis=-1)
+    for chunk_size in (7, 103):
+        own = search.exact_search(tf.constant(queries), tf.constant(centers), 12, mask, chunk_size=chunk_size)
+        given = search.exact_search(tf.constant(queries), tf.constant(centers), 12, mask, chunk_size=chunk_size,
+                                    center_norms=norms)
+        for got, expected in zip(given, own):
+            np.testing.assert_array_equal(got.numpy(), expected.numpy())
+    _, other_ids = search.exact_search(tf.constant(queries), tf.constant(centers), 12, mask,
+                                       center_norms=tf.reverse(norms, [0]))
+    assert not np.array_equal(other_ids.numpy(), own[1].numpy())
+
+
 def test_exact_index_traces_once_for_any_number_of_queries(rng):
     """One graph per center set and k: query batches of 7, 7, 6 and a later search of 3 reuse it, exactly."""
     from keras_nngk.search import exact  # pylint: disable=g-import-not-at-top

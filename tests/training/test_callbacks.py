@@ -166,6 +166,49 @@ def test_training_refresh_mode_writes_every_center_from_the_steps(rng, loop):
     assert not head.write_training_centers  # Off again after training: later steps of other fits write nothing.
 
 
+class _CheckNormCache(keras.callbacks.Callback):
+    """After every step: the cached norms are those of the centers, bit for bit."""
+
+    def __init__(self, head):
+        super().__init__()
+        self.head, self.checked = head, 0
+
+    def on_train_batch_end(self, batch, logs=None):
+        expected = tf.reduce_sum(tf.square(self.head.centers), axis=-1).numpy()
+        np.testing.assert_array_equal(self.head._norm_cache.numpy(), expected)  # pylint: disable=protected-access
+        self.checked += 1
+
+
+@pytest.mark.parametrize("jit_compile", [False, True], ids=["fit", "fit-xla"])
+def test_training_writes_keep_the_centers_norms_and_change_no_result(jit_compile, tmp_path):
+    """While the training pass writes the centers, the steps' search reads the centers' squared norms from a cache
+    that the writes keep: it must hold the norms of the centers after every step, and training must be bit for bit
+    what it is when each step computes them; the cache is no layer state (weights, checkpoints)."""
+    results = []
+    for cached in (True, False):
+        keras.utils.set_random_seed(0)
+        x, y, backbone, head, train_model = _setup(np.random.default_rng(0))
+        train_model.compile(keras.optimizers.Adam(1e-2), "sparse_categorical_crossentropy", jit_compile=jit_compile)
+        if not cached:
+            head._norm_cache_in_use = lambda: False  # pylint: disable=protected-access
+        refresh = kn.callbacks.CenterRefresh(head, backbone, x, y, verbose=0, mode="training",
+                                             refresh_on_train_end=False)
+        check = _CheckNormCache(head)
+        train_model.fit([x, np.arange(len(x))], y, epochs=2, batch_size=32, shuffle=False,
+                        callbacks=[refresh] + ([check] if cached and not jit_compile else []), verbose=0)
+        results.append([variable.numpy() for variable in train_model.weights])
+        if cached:
+            # An XLA-compiled step computes the norms itself (XLA's reductions differ in the last bits).
+            assert check.checked == (0 if jit_compile else 16) and head._norm_cache is not None  # pylint: disable=protected-access
+            assert not any("norm" in variable.name for variable in train_model.weights)
+            path = tf.train.Checkpoint(model=train_model).write(str(tmp_path / "checkpoint"))
+            assert not any("norm" in name for name, _ in tf.train.list_variables(path))
+        else:
+            assert head._norm_cache is None  # pylint: disable=protected-access
+    for cached, uncached in zip(*results):
+        np.testing.assert_array_equal(cached, uncached)
+
+
 def test_training_refresh_mode_refreshes_at_start_and_end_only_and_learns(rng):
     x, y, backbone, head, train_model = _setup(rng)
     train_model.compile(keras.optimizers.Adam(1e-2), "sparse_categorical_crossentropy", jit_compile=False)

@@ -22,6 +22,7 @@ flags.DEFINE_list("examples_per_class", ["1", "3", "6", "10", "30", "100", "0"],
 flags.DEFINE_list("heads", ["dense", "knn", "nngk", "impostor"], "heads to compare")
 flags.DEFINE_list("seeds", ["0", "1", "2"], "seeds")
 flags.DEFINE_integer("steps", 600, "optimizer steps per run, the same at every n")
+flags.DEFINE_float("learning_rate", 1e-3, "Adam learning rate of every head")
 flags.DEFINE_integer("eval_every", 50, "validation every this many steps; the best step is kept")
 flags.DEFINE_integer("max_test", 0, "evaluate on the first this many test images (0: all)")
 flags.DEFINE_string("augment", "none", "training-batch augmentation for every head: none, or e.g. shift,flip")
@@ -52,8 +53,8 @@ def main(argv):
     config = experiments.FewShotConfig(
         dataset=FLAGS.dataset, examples_per_class=tuple(int(n) for n in FLAGS.examples_per_class),
         heads=tuple(FLAGS.heads), seeds=tuple(int(s) for s in FLAGS.seeds), steps=FLAGS.steps,
-        eval_every=FLAGS.eval_every, max_test=FLAGS.max_test, augment=FLAGS.augment, pooling=FLAGS.pooling,
-        embedding_dim=FLAGS.embedding_dim,
+        learning_rate=FLAGS.learning_rate, eval_every=FLAGS.eval_every, max_test=FLAGS.max_test, augment=FLAGS.augment,
+        pooling=FLAGS.pooling, embedding_dim=FLAGS.embedding_dim,
         sigma=FLAGS.sigma, learn_sigma=FLAGS.learn_sigma, num_neighbours=FLAGS.num_neighbours,
         sample_weights=FLAGS.sample_weights, self_positive=FLAGS.self_positive,
         auxiliary_softmax=FLAGS.auxiliary_softmax, refresh_every=FLAGS.refresh_every,
