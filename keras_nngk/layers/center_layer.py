@@ -112,11 +112,12 @@ class CenterLayer(training_writes.TrainingWrites, candidate_lists.CandidateLists
     integer_ranking = False
     _write_training_centers = False
     # The centers' squared norms while the training pass writes the centers (`write_training_centers`), for the
-    # training steps' exact search: a (capacity,) variable the writes keep up to date row by row, recomputed with
-    # every other change of the centers (`rebuild_index`). Measured: about 3 ms of the 13-17 ms search at 128 x
-    # 60,000 x 64 (bench/README.md). A class attribute, so that Keras does not track the variable: it is derived
-    # from `centers`, not layer state (not in the weights, checkpoints or saved models; inference never reads it).
-    # An XLA-compiled step neither reads nor writes it; the next `rebuild_index` (every epoch's end) recomputes it.
+    # training steps' exact search: a (capacity,) variable the writes keep up to date row by row, recomputed when
+    # the writes are turned on and with every other change of the centers (`rebuild_index`). Measured: 2.3 ms of a
+    # 60 ms step at 128 x 60,000 x 64 (bench/README.md). Created with the centers; a class attribute, so that Keras
+    # does not track it: it is derived from `centers`, not layer state (not in the weights, checkpoints or saved
+    # models; inference never reads it). An XLA-compiled step neither reads nor writes it; the next `rebuild_index`
+    # (every epoch's end in `CenterRefresh`) recomputes it.
     _norm_cache = None
     # Whether this head's `call` writes training embeddings when `write_training_centers` is set.
     supports_training_writes = False
@@ -146,6 +147,9 @@ class CenterLayer(training_writes.TrainingWrites, candidate_lists.CandidateLists
         self.center_sample_ids = self.add_weight(
             name="center_sample_ids", shape=(self.capacity,), dtype=tf.int32,
             initializer=keras.initializers.Constant(-1), trainable=False)
+        with tf.init_scope():  # The norms of the zero centers; see `_norm_cache`.
+            self._norm_cache = tf.Variable(tf.zeros([self.capacity]), trainable=False,
+                                           name=f"{self.name}_center_norms")
         self.build_center_state()
 
     def build_center_state(self):
@@ -181,11 +185,7 @@ class CenterLayer(training_writes.TrainingWrites, candidate_lists.CandidateLists
         """Recomputes the cached squared norms from the centers while they are in use (see `_norm_cache`)."""
         if not self._norm_cache_in_use():
             return
-        norms = tf.reduce_sum(tf.square(self.centers), axis=-1)  # What `exact_search` computes, bit for bit.
-        if self._norm_cache is None:
-            self._norm_cache = tf.Variable(norms, trainable=False, name=f"{self.name}_center_norms")
-        else:
-            self._norm_cache.assign(norms)
+        self._norm_cache.assign(tf.reduce_sum(tf.square(self.centers), axis=-1))  # What `exact_search` computes.
 
     # -- state changes ---------------------------------------------------------------------------
     def assign_centers(self, embeddings, labels, sample_ids=None, reset_weights=True):

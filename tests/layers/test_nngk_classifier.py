@@ -89,7 +89,7 @@ def test_a_call_reads_the_centers_once(problem, writes):
         assert len(dense_reads) == 1, [op.name for op in handle.consumers()]
         # The centers' norms come from the head's cache in training steps that write the centers, only there.
         cache = head._norm_cache  # pylint: disable=protected-access
-        captured = cache is not None and id(cache.handle) in {id(outer) for outer, _ in graph.captures}
+        captured = id(cache.handle) in {id(outer) for outer, _ in graph.captures}
         assert captured == (writes and training)
     # And the training pass still answers eq. 7 with the sample left out (the reference, sample ids 0..14).
     head.write_training_centers = False
@@ -99,6 +99,41 @@ def test_a_call_reads_the_centers_once(problem, writes):
                                          float(head.sigma.numpy()), query_sample_ids=np.arange(15),
                                          center_sample_ids=np.arange(60))
     np.testing.assert_allclose(probabilities, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_cached_norms_follow_every_change_of_the_centers(problem, rng):
+    """While training writes are on, the norms the training search reads are the centers' after each change made
+    outside the step (assignment, surgery, set_weights), also when the writes were turned on before the build."""
+    centers, labels, queries = problem
+    head = kn.layers.NNGKClassifier(NUM_CLASSES, num_neighbours=5, capacity=70)
+    head.write_training_centers = True
+
+    def check():
+        expected = tf.reduce_sum(tf.square(head.centers), axis=-1).numpy()
+        np.testing.assert_array_equal(head._norm_cache.numpy(), expected)  # pylint: disable=protected-access
+        assert np.any(expected[:60] > 0)
+
+    head.assign_centers(centers, labels)
+    check()
+    head.move_centers([3, 4], rng.normal(size=(2, 8)))
+    check()
+    head.add_centers(rng.normal(size=(2, 8)), [0, 1], sample_ids=[100, 101])
+    check()
+    head.drop_centers([100, 5])
+    check()
+    weights = head.get_weights()
+    weights[0] = rng.normal(size=weights[0].shape).astype(np.float32)
+    head.set_weights(weights)
+    check()
+    head.centers.assign(rng.normal(size=(70, 8)))  # Outside the layer: the next rebuild_index catches up.
+    head.rebuild_index()
+    check()
+    # A training call ranking by the cached norms answers as one that computes them.
+    stored = head.centers.numpy()
+    head.write_training_centers = False
+    probabilities = head([stored[:15], np.arange(15)], training=True).numpy()
+    head.write_training_centers = True
+    np.testing.assert_array_equal(head([stored[:15], np.arange(15)], training=True).numpy(), probabilities)
 
 
 def test_leave_one_out_when_k_equals_capacity(rng):
