@@ -15,11 +15,11 @@ import tensorflow as tf
 import tf_keras as keras
 from absl import logging
 
-from keras_nngk import backbones, metrics, models, plots
+from keras_nngk import backbones, layers, metrics, models, plots
 from keras_nngk import data as data_lib
 from keras_nngk.experiments.common import mean_spread
 from keras_nngk.training import center_sync, sparse_adam
-from keras_nngk.utils.checks import check_positive_int
+from keras_nngk.utils.checks import check_positive_float, check_positive_int
 from keras_nngk.utils.files import write_json_atomically
 
 HEADS = ("dense", "knn", "nngk", "impostor")
@@ -43,6 +43,10 @@ class FewShotConfig:
     knn_neighbours: int = 1
     sigma: float = 0.5  # Not Config.sigma (1.0): the value the README table was measured with (see README).
     learn_sigma: bool = True
+    # nngk/impostor: "none", or set the width at every refresh from the centers' distances (KernelCenterLayer.
+    # sigma_from_centers: "nearest" or "neighbours", times `sigma_scale`); needs learn_sigma=False.
+    sigma_rule: str = "none"
+    sigma_scale: float = 1.0
     sample_weights: bool = True  # nngk: learn one importance weight per center (w_i of eq. 7).
     backbone: str = "small_conv"
     # small_conv's "flatten" or "avg" (keras_nngk.backbones.POOLINGS): the spatial embedding learns from few images
@@ -86,6 +90,14 @@ class FewShotConfig:
                 math.isfinite(self.learning_rate) and self.learning_rate > 0):
             raise ValueError("`learning_rate` must be a positive number. "
                              f"Received: learning_rate={self.learning_rate!r}")
+        if self.sigma_rule not in ("none",) + layers.kernel_layer.SIGMA_RULES:
+            raise ValueError(f"Unknown sigma rule {self.sigma_rule!r}; valid: none, "
+                             f"{', '.join(layers.kernel_layer.SIGMA_RULES)}. Received: sigma_rule={self.sigma_rule!r}")
+        if self.sigma_rule != "none" and self.learn_sigma:
+            raise ValueError("A sigma rule sets the kernel width at every refresh: turn off learning it "
+                             f"(learn_sigma=False, --nolearn_sigma). Received: sigma_rule={self.sigma_rule!r}, "
+                             "learn_sigma=True")
+        check_positive_float("sigma_scale", self.sigma_scale)
         if not self.seeds:
             raise ValueError("At least one seed is needed. Received: seeds=()")
         if self.classes and (len(set(self.classes)) != len(self.classes) or len(self.classes) < 2 or any(
@@ -122,6 +134,9 @@ def _train_head(head, x, y, x_val, y_val, config, seed, num_classes):
 
     def refresh():
         sync.assign(images, y)
+        if config.sigma_rule != "none" and head in ("nngk", "impostor"):
+            width = built.center_head.sigma_from_centers(config.sigma_rule, config.sigma_scale)
+            built.center_head.log_sigma.assign(math.log(width))
 
     if head in ("nngk", "impostor", "knn"):
         refresh()

@@ -2,12 +2,15 @@
 
 import math
 
+import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 
 from keras_nngk import kernels
 from keras_nngk.layers import center_layer
 from keras_nngk.utils.checks import check_positive_float
+
+SIGMA_RULES = ("nearest", "neighbours")
 
 
 class KernelCenterLayer(center_layer.CenterLayer):
@@ -40,6 +43,35 @@ class KernelCenterLayer(center_layer.CenterLayer):
     def sigma(self):
         """The current kernel width `sigma`."""
         return tf.exp(self.log_sigma)
+
+    def sigma_from_centers(self, rule, scale=1.0, max_queries=2048):
+        """A kernel width set from the stored centers' distances to their nearest other centers (leave-one-out).
+
+        Rules: "nearest", `scale` times the median distance from a center to its
+        nearest other center; "neighbours", `scale` times the mean distance from a
+        center to its `num_neighbours` nearest other centers. At most `max_queries`
+        centers (the first stored) are measured. Centers whose sample id is -1 are not
+        left out of their own neighbours; a refresh stores ids.
+
+        Returns:
+            The width (a Python float); assign `log(width)` to `log_sigma` to use it.
+        """
+        if rule not in SIGMA_RULES:
+            raise ValueError(f"Unknown sigma rule {rule!r}; valid: {', '.join(SIGMA_RULES)}. Received: rule={rule!r}")
+        check_positive_float("scale", scale)
+        mask = self.center_mask.numpy() if self.built else np.zeros(0, bool)
+        if mask.sum() < 2:
+            raise ValueError(f"A sigma rule needs at least two stored centers; {self.name} holds {int(mask.sum())}. "
+                             "Call assign_centers(embeddings, labels) first.")
+        stored = self.centers.numpy()[mask][:max_queries]
+        sample_ids = self.center_sample_ids.numpy()[mask][:max_queries]
+        squared, _, valid = self._neighbours(tf.constant(stored), tf.constant(sample_ids))
+        distances = np.sqrt(squared.numpy())
+        if rule == "nearest":
+            value = np.median(distances[:, 0])
+        else:
+            value = np.mean(distances[valid.numpy()])
+        return scale * float(value)
 
     def neighbour_log_weights(self, ids):
         """`log w_i` of the neighbours `ids (B, k)`, or None for a head without importance weights."""

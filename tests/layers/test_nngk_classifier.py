@@ -136,6 +136,24 @@ def test_cached_norms_follow_every_change_of_the_centers(problem, rng):
     np.testing.assert_array_equal(head([stored[:15], np.arange(15)], training=True).numpy(), probabilities)
 
 
+def test_sigma_rules_give_the_hand_computed_widths():
+    """Points 0, 1, 3, 7 on a line: nearest other point at 1, 1, 2, 4 (median 1.5); the two nearest at (1, 3),
+    (1, 2), (2, 3), (4, 6) (mean 2.75). A duplicate point is not its own neighbour (leave-one-out by sample id)."""
+    head = kn.layers.NNGKClassifier(2, num_neighbours=2)
+    head.assign_centers(np.array([[0, 0], [1, 0], [3, 0], [7, 0]], np.float32), [0, 1, 0, 1])
+    assert head.sigma_from_centers("nearest") == pytest.approx(1.5, rel=1e-6)
+    assert head.sigma_from_centers("nearest", scale=2.0) == pytest.approx(3.0, rel=1e-6)
+    assert head.sigma_from_centers("neighbours") == pytest.approx(2.75, rel=1e-6)
+    head.assign_centers(np.array([[0, 0], [0, 0], [2, 0]], np.float32), [0, 1, 0])
+    assert head.sigma_from_centers("nearest") == pytest.approx(0.0, abs=1e-6)  # Median of 0, 0, 2.
+    assert head.sigma_from_centers("neighbours") == pytest.approx((0 + 2 + 0 + 2 + 2 + 2) / 6, rel=1e-6)
+    with pytest.raises(ValueError, match="Unknown sigma rule 'median'"):
+        head.sigma_from_centers("median")
+    head.assign_centers(np.zeros((1, 2), np.float32), [0])
+    with pytest.raises(ValueError, match="needs at least two stored centers"):
+        head.sigma_from_centers("nearest")
+
+
 def test_leave_one_out_when_k_equals_capacity(rng):
     centers = rng.normal(size=(5, 3)).astype(np.float32)
     labels = np.array([0, 1, 1, 0, 1])

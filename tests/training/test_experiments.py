@@ -166,6 +166,31 @@ def test_refresh_every_sets_how_often_nngk_re_embeds_its_centers(monkeypatch):
         experiments.FewShotConfig(refresh_every=-1).validate()
 
 
+@pytest.mark.slow  # A short training (about 2 s).
+def test_sigma_rule_sets_the_kernel_width_at_every_refresh():
+    """With a sigma rule, each refresh sets the NNGK width to the rule's value on the new centers (not learned),
+    and the learning rate option reaches the optimizer; both are checked."""
+    from keras_nngk import data as data_lib  # pylint: disable=g-import-not-at-top
+    module = importlib.import_module("keras_nngk.experiments.samples_per_class")
+    arrays = data_lib.load_arrays("digits")
+    chosen = data_lib.splits.few_shot_indices(arrays.y_train, 3, seed=0)
+    x, y = arrays.x_train[chosen], arrays.y_train[chosen]
+    config = experiments.FewShotConfig(dataset="digits", steps=4, eval_every=4, batch_size=16, embedding_dim=16,
+                                       sigma_rule="neighbours", sigma_scale=0.5, learn_sigma=False,
+                                       learning_rate=0.02).validate()
+    model, _, _ = module._train_head("nngk", x, y, x, y, config, seed=0, num_classes=10)  # pylint: disable=protected-access
+    head = model.layers[-1]
+    expected = head.sigma_from_centers("neighbours", 0.5)  # The centers of the last refresh (before validation).
+    np.testing.assert_allclose(float(head.sigma.numpy()), expected, rtol=1e-6)
+    assert abs(expected - 0.5) > 0.01  # Not the initial width.
+    with pytest.raises(ValueError, match="turn off learning it"):
+        experiments.FewShotConfig(sigma_rule="nearest").validate()
+    with pytest.raises(ValueError, match="Unknown sigma rule 'median'"):
+        experiments.FewShotConfig(sigma_rule="median", learn_sigma=False).validate()
+    with pytest.raises(ValueError, match="`learning_rate` must be a positive number"):
+        experiments.FewShotConfig(learning_rate=0.0).validate()
+
+
 def test_only_classes_keeps_and_relabels_in_the_order_given():
     from keras_nngk.data import datasets  # pylint: disable=g-import-not-at-top
     module = importlib.import_module("keras_nngk.experiments.samples_per_class")

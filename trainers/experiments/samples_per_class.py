@@ -31,6 +31,11 @@ flags.DEFINE_enum("pooling", "flatten", ["avg", "flatten"],
                   "small_conv's embedding: a linear map of the flattened last feature map, or of its global average")
 flags.DEFINE_float("sigma", 0.5, "initial kernel width of the nngk and impostor heads")
 flags.DEFINE_bool("learn_sigma", True, "train the kernel width")
+flags.DEFINE_enum("sigma_rule", "none", ["none", "nearest", "neighbours"],
+                  "nngk/impostor: set the kernel width at every refresh to --sigma_scale times the median distance "
+                  "from a center to its nearest other center (nearest) or the mean distance to its k nearest "
+                  "(neighbours); needs --nolearn_sigma")
+flags.DEFINE_float("sigma_scale", 1.0, "factor of --sigma_rule")
 flags.DEFINE_integer("num_neighbours", 32, "k of the nngk and impostor heads")
 flags.DEFINE_bool("sample_weights", True, "nngk: learn one importance weight per center")
 flags.DEFINE_float("auxiliary_softmax", 0.0, "nngk/impostor: weight of a softmax term trained beside the head")
@@ -55,7 +60,8 @@ def main(argv):
         heads=tuple(FLAGS.heads), seeds=tuple(int(s) for s in FLAGS.seeds), steps=FLAGS.steps,
         learning_rate=FLAGS.learning_rate, eval_every=FLAGS.eval_every, max_test=FLAGS.max_test, augment=FLAGS.augment,
         pooling=FLAGS.pooling, embedding_dim=FLAGS.embedding_dim,
-        sigma=FLAGS.sigma, learn_sigma=FLAGS.learn_sigma, num_neighbours=FLAGS.num_neighbours,
+        sigma=FLAGS.sigma, learn_sigma=FLAGS.learn_sigma, sigma_rule=FLAGS.sigma_rule, sigma_scale=FLAGS.sigma_scale,
+        num_neighbours=FLAGS.num_neighbours,
         sample_weights=FLAGS.sample_weights, self_positive=FLAGS.self_positive,
         auxiliary_softmax=FLAGS.auxiliary_softmax, refresh_every=FLAGS.refresh_every,
         classes=tuple(int(c) for c in FLAGS.classes), weights=FLAGS.weights, eval_at_start=FLAGS.eval_at_start)
