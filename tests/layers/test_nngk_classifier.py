@@ -78,8 +78,8 @@ def test_a_call_reads_the_centers_once(problem, writes):
     head(queries[:2])
     head.centers.scatter_update(tf.IndexedSlices(centers[:1], [0]))  # Copy-on-read mode, as after training writes.
 
-    def graph_of(training):
-        call = tf.function(lambda embeddings, ids: head([embeddings, ids], training=training))
+    def graph_of(training, jit_compile=False):
+        call = tf.function(lambda embeddings, ids: head([embeddings, ids], training=training), jit_compile=jit_compile)
         return call.get_concrete_function(tf.TensorSpec([None, 8]), tf.TensorSpec([None], tf.int32)).graph
 
     for training in (True, False):
@@ -91,6 +91,9 @@ def test_a_call_reads_the_centers_once(problem, writes):
         cache = head._norm_cache  # pylint: disable=protected-access
         captured = id(cache.handle) in {id(outer) for outer, _ in graph.captures}
         assert captured == (writes and training)
+    # Nor in an XLA-compiled step: XLA's reductions differ from TensorFlow's kernels in the last bits.
+    graph = graph_of(True, jit_compile=True)
+    assert id(head._norm_cache.handle) not in {id(outer) for outer, _ in graph.captures}  # pylint: disable=protected-access
     # And the training pass still answers eq. 7 with the sample left out (the reference, sample ids 0..14).
     head.write_training_centers = False
     head.assign_centers(centers, labels)
