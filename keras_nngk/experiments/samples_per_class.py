@@ -87,8 +87,8 @@ class FewShotConfig:
             raise ValueError("`refresh_every` must be a non-negative integer (0: every epoch of the subset, at least "
                              f"every 10 steps). Received: refresh_every={self.refresh_every!r}")
         if isinstance(self.learning_rate, bool) or not isinstance(self.learning_rate, (int, float)) or not (
-                math.isfinite(self.learning_rate) and self.learning_rate > 0):
-            raise ValueError("`learning_rate` must be a positive number. "
+                math.isfinite(self.learning_rate) and self.learning_rate >= 0):
+            raise ValueError("`learning_rate` must be a non-negative number (0 trains nothing). "
                              f"Received: learning_rate={self.learning_rate!r}")
         if self.sigma_rule not in ("none",) + layers.kernel_layer.SIGMA_RULES:
             raise ValueError(f"Unknown sigma rule {self.sigma_rule!r}; valid: none, "

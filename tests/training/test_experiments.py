@@ -187,8 +187,8 @@ def test_sigma_rule_sets_the_kernel_width_at_every_refresh():
         experiments.FewShotConfig(sigma_rule="nearest").validate()
     with pytest.raises(ValueError, match="Unknown sigma rule 'median'"):
         experiments.FewShotConfig(sigma_rule="median", learn_sigma=False).validate()
-    with pytest.raises(ValueError, match="`learning_rate` must be a positive number"):
-        experiments.FewShotConfig(learning_rate=0.0).validate()
+    with pytest.raises(ValueError, match="`learning_rate` must be a non-negative number"):
+        experiments.FewShotConfig(learning_rate=-1e-3).validate()
 
 
 def test_only_classes_keeps_and_relabels_in_the_order_given():
