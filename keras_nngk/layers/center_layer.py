@@ -172,7 +172,7 @@ class CenterLayer(training_writes.TrainingWrites, candidate_lists.CandidateLists
 
     def _norm_cache_in_use(self):
         # Not for trainable centers (an optimizer writes them) nor mirrored ones (one cache for all replicas).
-        return (self._write_training_centers and self.built and not self.centers_trainable
+        return (self._write_training_centers and self._norm_cache is not None and not self.centers_trainable
                 and not isinstance(self.centers, tf.distribute.DistributedValues))
 
     def _norm_cache_in_graph(self):

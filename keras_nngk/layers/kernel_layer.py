@@ -54,7 +54,8 @@ class KernelCenterLayer(center_layer.CenterLayer):
         left out of their own neighbours; a refresh stores ids.
 
         Returns:
-            The width (a Python float); assign `log(width)` to `log_sigma` to use it.
+            The width (a positive Python float); assign `log(width)` to `log_sigma` to use it. A width of 0 (the
+            rule's distances are 0: centers that coincide) is a ValueError.
         """
         if rule not in SIGMA_RULES:
             raise ValueError(f"Unknown sigma rule {rule!r}; valid: {', '.join(SIGMA_RULES)}. Received: rule={rule!r}")
@@ -71,6 +72,9 @@ class KernelCenterLayer(center_layer.CenterLayer):
             value = np.median(distances[:, 0])
         else:
             value = np.mean(distances[valid.numpy()])
+        if not value > 0:
+            raise ValueError(f"The {rule!r} rule gives a kernel width of 0: the centers' distances to their nearest "
+                             "others are 0 (centers that coincide). Use the other rule or a fixed sigma.")
         return scale * float(value)
 
     def neighbour_log_weights(self, ids):

@@ -148,7 +148,8 @@ def test_sigma_rules_give_the_hand_computed_widths():
     assert head.sigma_from_centers("nearest", scale=2.0) == pytest.approx(3.0, rel=1e-6)
     assert head.sigma_from_centers("neighbours") == pytest.approx(2.75, rel=1e-6)
     head.assign_centers(np.array([[0, 0], [0, 0], [2, 0]], np.float32), [0, 1, 0])
-    assert head.sigma_from_centers("nearest") == pytest.approx(0.0, abs=1e-6)  # Median of 0, 0, 2.
+    with pytest.raises(ValueError, match="gives a kernel width of 0"):  # The median of 0, 0 and 2.
+        head.sigma_from_centers("nearest")
     assert head.sigma_from_centers("neighbours") == pytest.approx((0 + 2 + 0 + 2 + 2 + 2) / 6, rel=1e-6)
     with pytest.raises(ValueError, match="Unknown sigma rule 'median'"):
         head.sigma_from_centers("median")
