@@ -6,6 +6,7 @@ import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 from absl import logging
+from tensorflow.python.saved_model import save_context  # pylint: disable=g-direct-tensorflow-import
 from tf_keras.src.utils import control_flow_util
 
 from keras_nngk import kernels
@@ -116,8 +117,9 @@ class CenterLayer(training_writes.TrainingWrites, candidate_lists.CandidateLists
     # the writes are turned on and with every other change of the centers (`rebuild_index`). Measured: 2.3 ms of a
     # 60 ms step at 128 x 60,000 x 64 (bench/README.md). Created with the centers; a class attribute, so that Keras
     # does not track it: it is derived from `centers`, not layer state (not in the weights, checkpoints or saved
-    # models; inference never reads it). An XLA-compiled step neither reads nor writes it; the next `rebuild_index`
-    # (every epoch's end in `CenterRefresh`) recomputes it.
+    # models; inference never reads it). An XLA-compiled step and a function traced for a SavedModel neither read
+    # nor write it (`_norm_cache_in_graph`); the next `rebuild_index` (every epoch's end in `CenterRefresh`)
+    # recomputes it.
     _norm_cache = None
     # Whether this head's `call` writes training embeddings when `write_training_centers` is set.
     supports_training_writes = False
@@ -177,9 +179,10 @@ class CenterLayer(training_writes.TrainingWrites, candidate_lists.CandidateLists
 
     def _norm_cache_in_graph(self):
         """Whether the graph being traced reads and writes the cached norms: not in an XLA-compiled step, whose
-        fused reductions differ from TensorFlow's kernels in the last bits (the step recomputes the norms there)."""
-        return self._norm_cache_in_use() and not control_flow_util.GraphOrParentsInXlaContext(
-            tf.compat.v1.get_default_graph())
+        fused reductions differ from TensorFlow's kernels in the last bits, nor in a function traced for a
+        SavedModel, which cannot hold a variable that no layer tracks (both compute the norms themselves)."""
+        return (self._norm_cache_in_use() and not save_context.in_save_context()
+                and not control_flow_util.GraphOrParentsInXlaContext(tf.compat.v1.get_default_graph()))
 
     def _sync_norm_cache(self):
         """Recomputes the cached squared norms from the centers while they are in use (see `_norm_cache`)."""

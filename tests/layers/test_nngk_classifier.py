@@ -139,6 +139,23 @@ def test_cached_norms_follow_every_change_of_the_centers(problem, rng):
     np.testing.assert_array_equal(head([stored[:15], np.arange(15)], training=True).numpy(), probabilities)
 
 
+def test_saved_model_while_training_writes_are_on(problem, tmp_path):
+    """A SavedModel written mid-training (e.g. by a Keras ModelCheckpoint) traces the training call too: it must not
+    capture the untracked norms cache (TensorFlow refuses to save such a function)."""
+    centers, labels, queries = problem
+    head = kn.layers.NNGKClassifier(NUM_CLASSES, num_neighbours=5, capacity=60)
+    embeddings = keras.Input((8,), name="embeddings")
+    sample_ids = keras.Input((), dtype="int32", name="sample_ids")
+    model = keras.Model([embeddings, sample_ids], head([embeddings, sample_ids]))
+    head.assign_centers(centers, labels)
+    head.write_training_centers = True
+    ids = np.arange(15, dtype=np.int32)
+    expected = model([queries, ids], training=False).numpy()
+    model.save(str(tmp_path / "saved"), save_format="tf")
+    reloaded = tf.saved_model.load(str(tmp_path / "saved"))
+    np.testing.assert_allclose(reloaded([queries, ids], training=False).numpy(), expected, atol=1e-6)
+
+
 def test_sigma_rules_give_the_hand_computed_widths():
     """Points 0, 1, 3, 7 on a line: nearest other point at 1, 1, 2, 4 (median 1.5); the two nearest at (1, 3),
     (1, 2), (2, 3), (4, 6) (mean 2.75). A duplicate point is not its own neighbour (leave-one-out by sample id)."""
