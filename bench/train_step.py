@@ -39,6 +39,8 @@ def build(head, num_centers, rng, shape, batch):
         writes = suffix.startswith("writes")
         # "writes-nocache": the same step computing the centers' norms itself, as before the head cached them.
         uncached = suffix == "writes-nocache"
+        # "writes-rowmajor": the norms cached, the product from the (N, d) centers, as before the transposed copy.
+        row_major = suffix == "writes-rowmajor"
         suffix = "" if writes else suffix
         candidates = int(suffix[len("cand"):]) if suffix.startswith("cand") else 0
         search = f"faiss-{suffix}" if suffix and not candidates else "exact"
@@ -54,6 +56,8 @@ def build(head, num_centers, rng, shape, batch):
             center_head.set_candidate_lists(candidates)
         if uncached:
             center_head._norm_cache_in_use = lambda: False  # pylint: disable=protected-access
+        if row_major:
+            center_head._transposed_cache_in_graph = lambda: False  # pylint: disable=protected-access
         center_head.write_training_centers = writes
     images = rng.uniform(size=(batch,) + shape).astype(np.float32)
     # Distinct ids, as in an epoch (with `-writes`, each step writes the batch's rows over their centers).
@@ -86,7 +90,9 @@ def main():
     parser.add_argument("--heads", nargs="+", default=["dense", "nngk", "nngk-hnsw", "impostor", "biased"],
                         help="dense first; nngk-writes: NNGK writing each batch's embeddings over their centers "
                              "(the default refresh mode of trainers.fit, 'training'; nngk-writes-nocache: the same, "
-                             "the centers' norms computed in every step, as before the head cached them); nngk-hnsw / "
+                             "the centers' norms computed in every step, as before the head cached them; "
+                             "nngk-writes-rowmajor: the norms cached, the product from the (N, d) centers, as before "
+                             "the transposed copy); nngk-hnsw / "
                              "nngk-ivf: the NNGK head searching a faiss HNSW / IVF index; nngk-candM: ranking M cached "
                              "candidates per sample (--candidates=M)")
     args = parser.parse_args()

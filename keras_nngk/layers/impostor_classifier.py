@@ -90,7 +90,7 @@ class ImpostorClassifier(kernel_layer.KernelCenterLayer):
         if training and self.tie == "loose" and sample_ids is not None and self.tie_weight > 0:
             self.add_loss(self.tie_term(embeddings, sample_ids))
         if training and self.write_training_centers and self.tie == "tied" and sample_ids is not None:
-            self.write_training_embeddings(embeddings, sample_ids)
+            self.write_training_embeddings(embeddings, sample_ids, after=probabilities)
         return probabilities
 
     def get_config(self):

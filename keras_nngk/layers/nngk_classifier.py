@@ -84,7 +84,7 @@ class NNGKClassifier(kernel_layer.KernelCenterLayer):
     def call(self, inputs, training=None):
         probabilities, embeddings, sample_ids = self.classify(inputs, training)
         if training and self.write_training_centers and sample_ids is not None:
-            self.write_training_embeddings(embeddings, sample_ids)
+            self.write_training_embeddings(embeddings, sample_ids, after=probabilities)
         return probabilities
 
     def get_config(self):

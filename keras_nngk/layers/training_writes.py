@@ -6,7 +6,7 @@ import tensorflow as tf
 class TrainingWrites:
     """Mixin of `CenterLayer`: writes each training batch's embeddings over its own samples' centers."""
 
-    def write_training_embeddings(self, embeddings, sample_ids):
+    def write_training_embeddings(self, embeddings, sample_ids, after=None):
         """Writes training embeddings over their samples' own centers, in the graph (the "training" refresh mode).
 
         The center of sample `i` is the one in slot `i` when that slot holds sample
@@ -20,9 +20,14 @@ class TrainingWrites:
         Args:
             embeddings: `(B, d)` embeddings of the batch (no gradient flows into the centers).
             sample_ids: `(B,)` their sample ids.
+            after: optional tensor (the head's output) the write waits for: then the step's search has finished
+                reading the centers, and the write updates them in place instead of copying them.
         """
         embeddings = tf.stop_gradient(tf.cast(embeddings, self.centers.dtype))
         sample_ids = tf.reshape(tf.cast(sample_ids, tf.int32), [-1])
+        if after is not None:
+            with tf.control_dependencies([after]):
+                embeddings, sample_ids = tf.identity(embeddings), tf.identity(sample_ids)
         context = tf.distribute.get_replica_context()
         if context is None or context.num_replicas_in_sync == 1:
             self._scatter_own_rows(embeddings, sample_ids)
@@ -48,3 +53,7 @@ class TrainingWrites:
         self.centers.scatter_update(tf.IndexedSlices(values, slots))
         if self._norm_cache_in_graph():  # The written rows' norms, as `exact_search` computes them (bit for bit).
             self._norm_cache.scatter_update(tf.IndexedSlices(tf.reduce_sum(tf.square(values), axis=-1), slots))
+        if self._transposed_cache_in_graph():  # Column `slot` of the flattened (d, capacity) copy: d scalar writes.
+            offsets = tf.range(self.embedding_dim)[:, tf.newaxis] * self.capacity + slots[tf.newaxis, :]
+            self._transposed_cache.scatter_update(tf.IndexedSlices(tf.reshape(tf.transpose(values), [-1]),
+                                                                   tf.reshape(offsets, [-1])))

@@ -125,7 +125,7 @@ def chunked_top_k(distance_fn, num_centers, k, batch_size, center_mask=None, chu
 
 
 def exact_search(queries, centers, k, center_mask=None, chunk_size=DEFAULT_CHUNK_SIZE, integer_ranking=False,
-                 center_norms=None):
+                 center_norms=None, transposed_centers=None):
     """The `k` nearest centers of each query, by squared Euclidean distance.
 
     Distances are computed by one matrix product per chunk of `chunk_size`
@@ -143,6 +143,9 @@ def exact_search(queries, centers, k, center_mask=None, chunk_size=DEFAULT_CHUNK
         integer_ranking: rank on int32 keys (for the int8 TFLite export, see `smallest_k`).
         center_norms: optional `(N,)` squared norms of the centers, `reduce_sum(square(centers), -1)` kept by the
             caller (the same values bit for bit, so the same neighbours): spares that pass over the centers.
+        transposed_centers: optional `(d, N)` copy of the centers kept by the caller, with `center_norms` (then
+            `centers` may be None): the product reads it instead (measured: 1.3x faster at 128 x 64 x 60,000 on
+            AVX-512 CPUs, `bench/product_layout.py`); the same neighbours, products equal up to rounding.
 
     Returns:
         `(distances, ids)`, both `(B, k)`: squared distances ascending (float32) and
@@ -150,8 +153,14 @@ def exact_search(queries, centers, k, center_mask=None, chunk_size=DEFAULT_CHUNK
         distance `inf` and id `-1`. Ties go to the lower position (see `smallest_k` for
         exactly equal distances at the k-th place in rows of 8,192 centers or more).
     """
-    centers = tf.convert_to_tensor(centers)  # One read of a variable (each read may copy it, see CenterLayer).
-    num_centers = centers.shape[0]
+    if transposed_centers is not None:
+        if center_norms is None:
+            raise ValueError("exact_search with transposed_centers needs center_norms too.")
+        transposed_centers = tf.convert_to_tensor(transposed_centers)
+        num_centers = transposed_centers.shape[1]
+    else:
+        centers = tf.convert_to_tensor(centers)  # One read of a variable (each read may copy it, see CenterLayer).
+        num_centers = centers.shape[0]
     if num_centers is None:
         raise ValueError("exact_search needs a static number of centers. Received: centers.shape="
                          f"{centers.shape}")
@@ -164,14 +173,19 @@ def exact_search(queries, centers, k, center_mask=None, chunk_size=DEFAULT_CHUNK
     infinity = tf.constant(float("inf"), dtype=queries.dtype)
 
     def scores(start, stop):
-        chunk = centers if (start, stop) == (0, num_centers) else centers[start:stop]
+        whole = (start, stop) == (0, num_centers)
+        if transposed_centers is not None:
+            products = tf.matmul(doubled_queries, transposed_centers if whole else transposed_centers[:, start:stop])
+        else:
+            chunk = centers if whole else centers[start:stop]
+            products = tf.matmul(doubled_queries, chunk, transpose_b=True)
         if center_norms is None:
             chunk_norms = tf.reduce_sum(tf.square(chunk), axis=-1)
         else:
-            chunk_norms = center_norms if (start, stop) == (0, num_centers) else center_norms[start:stop]
+            chunk_norms = center_norms if whole else center_norms[start:stop]
         if center_mask is not None:
             chunk_norms = tf.where(center_mask[start:stop], chunk_norms, infinity)
-        return tf.nn.bias_add(tf.matmul(doubled_queries, chunk, transpose_b=True), -chunk_norms)
+        return tf.nn.bias_add(products, -chunk_norms)
 
     ranked, ids = chunked_top_k(scores, int(num_centers), k, tf.shape(queries)[0], None, chunk_size, queries.dtype,
                                 negated=True, integer_ranking=integer_ranking)

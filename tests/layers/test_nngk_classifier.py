@@ -84,13 +84,21 @@ def test_a_call_reads_the_centers_once(problem, writes):
 
     for training in (True, False):
         graph = graph_of(training)
-        handle = dict((id(outer), inner) for outer, inner in graph.captures)[id(head.centers.handle)]
+        captures = dict((id(outer), inner) for outer, inner in graph.captures)
+        handle = captures[id(head.centers.handle)]
         dense_reads = [op for op in handle.consumers() if op.type == "ReadVariableOp"]
-        assert len(dense_reads) == 1, [op.name for op in handle.consumers()]
-        # The centers' norms come from the head's cache in training steps that write the centers, only there.
-        cache = head._norm_cache  # pylint: disable=protected-access
-        captured = id(cache.handle) in {id(outer) for outer, _ in graph.captures}
-        assert captured == (writes and training)
+        # Training steps that write the centers search their transposed copy and gather rows of the centers: no
+        # whole read of them at all; the copy is read once, its copy-on-read mode turned off first.
+        cached = writes and training
+        assert len(dense_reads) == (0 if cached else 1), [op.name for op in handle.consumers()]
+        # The centers' norms and transposed copy come from the head's caches in those steps, only there.
+        for cache in (head._norm_cache, head._transposed_cache):  # pylint: disable=protected-access
+            assert (cache is not None and id(cache.handle) in captures) == cached
+        if cached:
+            consumers = captures[id(head._transposed_cache.handle)].consumers()  # pylint: disable=protected-access
+            reads = [op for op in consumers if op.type == "ReadVariableOp"]
+            assert len(reads) == 1 and "DisableCopyOnRead" in [op.type for op in consumers]
+            assert any(op.type == "DisableCopyOnRead" for op in reads[0].control_inputs)
     # Nor in an XLA-compiled step: XLA's reductions differ from TensorFlow's kernels in the last bits.
     graph = graph_of(True, jit_compile=True)
     assert id(head._norm_cache.handle) not in {id(outer) for outer, _ in graph.captures}  # pylint: disable=protected-access
@@ -115,6 +123,8 @@ def test_cached_norms_follow_every_change_of_the_centers(problem, rng):
         expected = tf.reduce_sum(tf.square(head.centers), axis=-1).numpy()
         np.testing.assert_array_equal(head._norm_cache.numpy(), expected)  # pylint: disable=protected-access
         assert np.any(expected[:60] > 0)
+        transposed = head._transposed_cache.numpy().reshape(8, 70)  # pylint: disable=protected-access
+        np.testing.assert_array_equal(transposed, head.centers.numpy().T)
 
     head.assign_centers(centers, labels)
     check()

@@ -179,6 +179,26 @@ def test_exact_search_with_given_center_norms(rng):
     assert not np.array_equal(other_ids.numpy(), own[1].numpy())
 
 
+def test_exact_search_over_transposed_centers(rng):
+    """A `(d, N)` copy kept by the caller (a head's training cache) gives the same neighbours, in chunks and masked,
+    is what the product reads, and needs the norms with it."""
+    centers = rng.normal(size=(103, 6)).astype(np.float32)
+    queries = tf.constant(rng.normal(size=(9, 6)).astype(np.float32))
+    mask = tf.constant(rng.uniform(size=103) > 0.3)
+    norms = tf.reduce_sum(tf.square(centers), axis=-1)
+    for chunk_size in (7, 103):
+        own_distances, own_ids = search.exact_search(queries, tf.constant(centers), 12, mask, chunk_size=chunk_size)
+        distances, ids = search.exact_search(queries, None, 12, mask, chunk_size=chunk_size, center_norms=norms,
+                                             transposed_centers=tf.constant(centers.T))
+        np.testing.assert_array_equal(ids.numpy(), own_ids.numpy())
+        np.testing.assert_allclose(distances.numpy(), own_distances.numpy(), rtol=1e-6, atol=1e-6)
+    shuffled = np.ascontiguousarray(centers.T[:, ::-1])  # Other vectors under the same norms: other neighbours.
+    _, other_ids = search.exact_search(queries, None, 12, mask, center_norms=norms, transposed_centers=shuffled)
+    assert not np.array_equal(other_ids.numpy(), own_ids.numpy())
+    with pytest.raises(ValueError, match="center_norms"):
+        search.exact_search(queries, None, 12, transposed_centers=tf.constant(centers.T))
+
+
 def test_exact_index_traces_once_for_any_number_of_queries(rng):
     """One graph per center set and k: query batches of 7, 7, 6 and a later search of 3 reuse it, exactly."""
     from keras_nngk.search import exact  # pylint: disable=g-import-not-at-top

@@ -167,7 +167,7 @@ def test_training_refresh_mode_writes_every_center_from_the_steps(rng, loop):
 
 
 class _CheckNormCache(keras.callbacks.Callback):
-    """After every step: the cached norms are those of the centers, bit for bit."""
+    """After every step: the cached norms and transposed centers are those of the centers, bit for bit."""
 
     def __init__(self, head):
         super().__init__()
@@ -176,6 +176,8 @@ class _CheckNormCache(keras.callbacks.Callback):
     def on_train_batch_end(self, batch, logs=None):
         expected = tf.reduce_sum(tf.square(self.head.centers), axis=-1).numpy()
         np.testing.assert_array_equal(self.head._norm_cache.numpy(), expected)  # pylint: disable=protected-access
+        transposed = self.head._transposed_cache.numpy()  # pylint: disable=protected-access
+        np.testing.assert_array_equal(transposed.reshape(self.head.embedding_dim, -1), self.head.centers.numpy().T)
         self.checked += 1
 
 
