@@ -18,10 +18,12 @@ not refresh, at the end), `training` (NNGK, centers written from the training st
 and the end only). `@<search>` picks the neighbour search (default: auto), e.g. `training@faiss-ivf`: a faiss IVF
 index whose trained quantizer is kept across refreshes, so rebuilding it after every epoch only adds the centers.
 `+candM/E` (NNGK variants) ranks M cached candidates per training sample, lists rebuilt every E epochs (default 1):
-`--candidates=M --candidates_every=E`, e.g. `training+cand64/2`.
+`--candidates=M --candidates_every=E`, e.g. `training+cand64/2`. `training~rowmajor`: `training` with the steps'
+search reading the `(N, d)` centers, as before the head kept their transposed copy (`CenterLayer._transposed_cache`).
 """
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -39,6 +41,7 @@ import keras_nngk as kn  # noqa: E402
 def variant_config(variant, dataset, epochs, seed):
     """`dense`, `embed:N` or `training`, optionally `+candM/E` and `@<search>` (e.g. `training+cand64/2`)."""
     name, _, search = variant.partition("@")
+    name = name.removesuffix("~rowmajor")
     name, _, listed = name.partition("+cand")
     candidates, _, every = listed.partition("/")
     options = {"epochs": epochs, "seed": seed, "search": search or None, "candidates": int(candidates or 0),
@@ -76,6 +79,18 @@ def time_epochs():
     log.on_epoch_end = _timed(log.on_epoch_end, 1)
 
 
+@contextlib.contextmanager
+def row_major(on):
+    """With `on`, the training steps' search reads the `(N, d)` centers instead of the heads' transposed copy."""
+    original = kn.layers.CenterLayer._transposed_cache_in_graph  # pylint: disable=protected-access
+    if on:
+        kn.layers.CenterLayer._transposed_cache_in_graph = lambda self: False  # pylint: disable=protected-access
+    try:
+        yield
+    finally:
+        kn.layers.CenterLayer._transposed_cache_in_graph = original  # pylint: disable=protected-access
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", default="fashion_mnist")
@@ -95,7 +110,7 @@ def main():
     for round_number in range(args.rounds):
         for variant, config in configs.items():
             EPOCH_TIMES.clear()
-            with tempfile.TemporaryDirectory() as workdir:
+            with tempfile.TemporaryDirectory() as workdir, row_major(variant.endswith("~rowmajor")):
                 results = kn.training.fit(config, workdir, verbose=0)
             epochs = [end - start for start, end in EPOCH_TIMES]
             runs[variant].append({"seconds": results["train_seconds"], "accuracy": results["test_accuracy"],

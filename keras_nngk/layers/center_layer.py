@@ -200,12 +200,12 @@ class CenterLayer(training_writes.TrainingWrites, candidate_lists.CandidateLists
         self._norm_cache.assign(tf.reduce_sum(tf.square(self.centers), axis=-1))  # What `exact_search` computes.
         if self.capacity > self.chunk_size:
             return
-        flat = tf.reshape(tf.transpose(self.centers), [-1])
-        if self._transposed_cache is None:
+        if self._transposed_cache is None:  # Created on first use: the memory is spent only where writes run.
             with tf.init_scope():
-                self._transposed_cache = tf.Variable(flat, trainable=False, name=f"{self.name}_transposed_centers")
+                self._transposed_cache = tf.Variable(tf.reshape(tf.transpose(self.centers), [-1]), trainable=False,
+                                                     name=f"{self.name}_transposed_centers")
         else:
-            self._transposed_cache.assign(flat)
+            self._transposed_cache.assign(tf.reshape(tf.transpose(self.centers), [-1]))
 
     def _transposed_cache_in_graph(self):
         return self._norm_cache_in_graph() and self._transposed_cache is not None

@@ -200,9 +200,11 @@ def test_training_writes_keep_the_centers_norms_and_change_no_result(tmp_path):
         results.append([variable.numpy() for variable in train_model.weights])
         if cached:
             assert check.checked == 16
-            assert not any("norm" in variable.name for variable in train_model.weights)
+            assert head._transposed_cache is not None  # pylint: disable=protected-access
+            caches = ("norm", "transposed")  # Variable names, and attribute names in checkpoint paths.
+            assert not any(cache in variable.name for variable in train_model.weights for cache in caches)
             path = tf.train.Checkpoint(model=train_model).write(str(tmp_path / "checkpoint"))
-            assert not any("norm" in name for name, _ in tf.train.list_variables(path))
+            assert not any(cache in name for name, _ in tf.train.list_variables(path) for cache in caches)
     for cached, uncached in zip(*results):
         np.testing.assert_array_equal(cached, uncached)
 
