@@ -58,6 +58,23 @@ def _plain(function):
     return tf.autograph.experimental.do_not_convert(function)
 
 
+def without_autotune_thread(dataset):
+    """`dataset` without tf.data's autotuning thread, which the iterator's deletion waits for.
+
+    That thread re-tunes the pipeline at a period that doubles up to a minute,
+    and deleting the iterator waits for its current sleep to end (TensorFlow
+    2.21, seen in native stacks: `~RootDataset::Iterator` waiting on
+    `Model::OptimizeLoop`): `model.fit` returned 0-50 s after its last callback
+    (50 s after README's 10-epoch dense run), a stall in every timed run. Without
+    the thread, `AUTOTUNE` parallelism falls back to the number of cores and
+    `prefetch(AUTOTUNE)` still grows its buffer on its own; these pipelines read
+    arrays from memory, so nothing else is lost (measured in bench/README.md).
+    """
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    return dataset.with_options(options)
+
+
 def training_pipeline(data, batch_size, seed, initial_epoch, epochs):
     """`({"image", "sample_id"}, label)` batches for epochs `initial_epoch..epochs-1`, and the steps per epoch.
 
@@ -79,12 +96,13 @@ def training_pipeline(data, batch_size, seed, initial_epoch, epochs):
         dataset = dataset.map(_plain(lambda inputs, labels: ({**inputs, "image": augment(inputs["image"])}, labels)),
                               num_parallel_calls=tf.data.AUTOTUNE)
     del epochs  # The sequence is endless; the loops stop after their number of epochs.
-    return dataset.prefetch(tf.data.AUTOTUNE), steps_per_epoch
+    return without_autotune_thread(dataset.prefetch(tf.data.AUTOTUNE)), steps_per_epoch
 
 
 def image_batches(dataset, batch_size=EVAL_BATCH_SIZE):
     """Images only, in order, batched: for embedding passes and prediction."""
-    return dataset.map(_plain(lambda image, label: image)).batch(batch_size).prefetch(tf.data.AUTOTUNE)
+    return without_autotune_thread(
+        dataset.map(_plain(lambda image, label: image)).batch(batch_size).prefetch(tf.data.AUTOTUNE))
 
 
 def labels_of(dataset):
