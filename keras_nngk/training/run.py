@@ -67,8 +67,9 @@ def without_autotune_thread(dataset):
     `Model::OptimizeLoop`): `model.fit` returned 0-50 s after its last callback
     (50 s after README's 10-epoch dense run), a stall in every timed run. Without
     the thread, `AUTOTUNE` parallelism falls back to the number of cores and
-    `prefetch(AUTOTUNE)` still grows its buffer on its own; these pipelines read
-    arrays from memory, so nothing else is lost (measured in bench/README.md).
+    `prefetch(AUTOTUNE)` still grows its buffer on its own: no throughput lost on
+    the in-memory data sets (bench/README.md, `bench/fit_exit.py`); tfds data sets
+    decode with one parallel call per core.
     """
     options = tf.data.Options()
     options.autotune.enabled = False
