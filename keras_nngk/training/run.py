@@ -64,8 +64,8 @@ def without_autotune_thread(dataset):
     That thread re-tunes the pipeline at a period that doubles up to a minute,
     and deleting the iterator waits for its current sleep to end (TensorFlow
     2.21, seen in native stacks: `~RootDataset::Iterator` waiting on
-    `Model::OptimizeLoop`): `model.fit` returned 0-50 s after its last callback
-    (50 s after README's 10-epoch dense run), a stall in every timed run. Without
+    `Model::OptimizeLoop`): `model.fit` returned up to that period late after its
+    last callback (`bench/fit_exit.py`), a stall in every timed run. Without
     the thread, `AUTOTUNE` parallelism falls back to the number of cores and
     `prefetch(AUTOTUNE)` still grows its buffer on its own: no throughput lost on
     the in-memory data sets (bench/README.md, `bench/fit_exit.py`); tfds data sets
