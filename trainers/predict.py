@@ -51,7 +51,7 @@ def load_classifier(path):
     else:
         raise ValueError(f"Cannot classify with {path!r}: give a .tflite file, a .keras/.h5 model, a SavedModel "
                          "folder or a run folder.")
-    return lambda images: model.predict(np.asarray(images, np.float32), verbose=0)
+    return lambda images: utils.pipelines.predict(model, np.asarray(images, np.float32))
 
 
 def main(argv):

@@ -17,6 +17,7 @@ from keras_nngk.continual import methods
 from keras_nngk.continual.benchmarks import check_tasks
 from keras_nngk.continual.metrics import accuracy_matrix_summary
 from keras_nngk.training import center_sync
+from keras_nngk.utils import pipelines
 
 
 class ContinualTrainer:
@@ -133,8 +134,8 @@ class ContinualTrainer:
         """Class probabilities; with sample ids, each stored center of the same sample is left out."""
         if sample_ids is None:
             return self.algorithm.predict(images)
-        return self.train_model.predict({"image": images, "sample_id": np.asarray(sample_ids, np.int32)},
-                                        batch_size=512, verbose=0)[0]
+        return pipelines.predict(self.train_model, {"image": images, "sample_id": np.asarray(sample_ids, np.int32)},
+                                 batch_size=512)[0]
 
     def recalibrate(self, images):
         """Re-estimates BatchNorm statistics on `images` (unless the backbone or its BatchNorm is frozen)."""

@@ -16,6 +16,7 @@ import tensorflow as tf
 
 from keras_nngk.data import augment as augment_lib
 from keras_nngk.data import splits
+from keras_nngk.utils import pipelines
 
 FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
 FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
@@ -135,7 +136,7 @@ def _tfds_arrays(name, split, data_dir, fix_hint=None):
         fix_hint = f"or install Debian's dataset-{name.replace('_', '-')}"
     dataset, _ = _tfds_load(name, split, data_dir, fix_hint=fix_hint)
     images, labels = [], []
-    for example in dataset.as_numpy_iterator():
+    for example in pipelines.without_autotune_thread(dataset).as_numpy_iterator():
         images.append(example["image"])
         labels.append(example["label"])
     return np.stack(images).astype(np.float32) / 255.0, np.array(labels, np.int64)

@@ -26,6 +26,7 @@ from keras_nngk import data as data_lib
 from keras_nngk import layers, metrics, plots
 from keras_nngk.experiments.common import mean_spread
 from keras_nngk.export import enrolment as enrolment_lib
+from keras_nngk.utils import pipelines
 from keras_nngk.utils.files import write_json_atomically
 
 
@@ -60,7 +61,7 @@ def _softmax_accuracy(train_embeddings, train_labels, test_embeddings, test_labe
                                                                                           activation="softmax")])
     model.compile(keras.optimizers.Adam(1e-2), "sparse_categorical_crossentropy", jit_compile=False)
     model.fit(train_embeddings, train_labels, batch_size=len(train_labels), epochs=steps, verbose=0)
-    return metrics.accuracy(model.predict(test_embeddings, batch_size=1024, verbose=0), test_labels)
+    return metrics.accuracy(pipelines.predict(model, test_embeddings, batch_size=1024), test_labels)
 
 
 def _keras_side(head, table, new_embeddings, new_ids, test_embeddings, rule, k, capacity, num_classes):
@@ -95,7 +96,7 @@ def enrolment(config, workdir, run=None, verbose=1):
     test_x, test_y = arrays.x_test[keep], np.array([ids[label] for label in arrays.y_test[keep]])
     if config.max_test:
         test_x, test_y = test_x[:config.max_test], test_y[:config.max_test]
-    test_embeddings = backbone.predict(test_x, batch_size=512, verbose=0)
+    test_embeddings = pipelines.predict(backbone, test_x, batch_size=512)
     is_new = test_y >= len(known)
     rows, softmax_cache, model_bytes = [], {}, {}
     progress = keras.utils.Progbar(len(config.variants) * len(config.seeds) * len(config.shots), verbose=verbose)
@@ -119,12 +120,12 @@ def enrolment(config, workdir, run=None, verbose=1):
                 lite.enrol(new_images, new_ids)
                 seconds = time.perf_counter() - start
                 predicted = lite.classify(test_x).argmax(1)
-                keras_predicted = _keras_side(head, lite.table(), backbone.predict(new_images, verbose=0), new_ids,
+                keras_predicted = _keras_side(head, lite.table(), pipelines.predict(backbone, new_images), new_ids,
                                               test_embeddings, rule, k, capacity, num_classes)
                 if (seed, n) not in softmax_cache:  # The softmax alternative: n images of every class.
                     all_chosen = np.concatenate([chosen[label] for label in known + new])
                     softmax_cache[seed, n] = _softmax_accuracy(
-                        backbone.predict(arrays.x_train[all_chosen], verbose=0),
+                        pipelines.predict(backbone, arrays.x_train[all_chosen]),
                         np.array([ids[label] for label in arrays.y_train[all_chosen]]), test_embeddings, test_y,
                         num_classes, config.softmax_steps, seed)
                 rows.append({"variant": variant, "k": k, "seed": seed, "n": n,

@@ -13,6 +13,7 @@ import tf_keras as keras
 from keras_nngk import backbones, metrics, plots
 from keras_nngk import data as data_lib
 from keras_nngk.experiments.common import mean_spread
+from keras_nngk.utils import pipelines
 from keras_nngk.utils.files import write_json_atomically
 
 
@@ -45,7 +46,7 @@ def retrieval(dataset, heads, seeds, workdir, epochs=None, overrides=None, verbo
         untrained = backbones.get(config.backbone, input_shape=data.image_shape, embedding_dim=config.embedding_dim,
                                   l2_normalize=config.l2_normalize, weights=config.weights, pooling=config.pooling)
         untrained = backbones.retrieval_network(untrained, config.retrieval_features)  # The same features.
-        recalls = metrics.recall_at_k(untrained.predict(test_images, verbose=0), test_labels)
+        recalls = metrics.recall_at_k(pipelines.predict(untrained, test_images), test_labels)
         rows.append({"method": "untrained network", "seed": seed, **{f"recall@{k}": v for k, v in recalls.items()}})
         for head in heads:
             run = run_lib.fit(Config.for_dataset(dataset, **settings, head=head),

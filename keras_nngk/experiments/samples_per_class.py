@@ -19,6 +19,7 @@ from keras_nngk import backbones, layers, metrics, models, plots
 from keras_nngk import data as data_lib
 from keras_nngk.experiments.common import mean_spread
 from keras_nngk.training import center_sync, sparse_adam
+from keras_nngk.utils import pipelines
 from keras_nngk.utils.checks import check_positive_float, check_positive_int
 from keras_nngk.utils.files import write_json_atomically
 
@@ -148,7 +149,7 @@ def _train_head(head, x, y, x_val, y_val, config, seed, num_classes):
             refresh()
         else:
             sync.recalibrate()
-        accuracy = metrics.accuracy(built.inference_model.predict(x_val, batch_size=512, verbose=0), y_val)
+        accuracy = metrics.accuracy(pipelines.predict(built.inference_model, x_val, batch_size=512), y_val)
         if accuracy > best[0]:
             best = (accuracy, built.inference_model.get_weights(), step)
 
@@ -223,7 +224,7 @@ def samples_per_class(config, workdir, verbose=1):
         for head in config.heads:
             start = time.time()
             model, best_step, val_accuracy = _train_head(head, x, y, x_val, y_val, config, seed, num_classes)
-            accuracy = metrics.accuracy(model.predict(x_test, batch_size=512, verbose=0), y_test)
+            accuracy = metrics.accuracy(pipelines.predict(model, x_test, batch_size=512), y_test)
             rows.append({"n": label, "seed": seed, "head": head, "test_accuracy": accuracy,
                          "validation_accuracy": val_accuracy, "best_step": best_step,
                          "seconds": round(time.time() - start, 1)})

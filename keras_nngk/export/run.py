@@ -11,7 +11,7 @@ from keras_nngk import data as data_lib
 from keras_nngk.export import convert as export
 from keras_nngk.export import early_exit, enrolment
 from keras_nngk.training import run as run_lib
-from keras_nngk.utils import files
+from keras_nngk.utils import files, pipelines
 
 FORMATS = ("tflite", "saved_model", "enrollable_tflite", "early_exit_tflite")
 SIDECAR_FILES = ("class_names.json", "preprocessing.json")
@@ -77,8 +77,8 @@ def export_run(workdir, export_format="tflite", quantization="none", output=None
     # A retrieval model classifies its training classes only: compare on training images then.
     evaluation = data.test if config.task == "classification" else data.train
     test = evaluation.take(num_eval).batch(num_eval)
-    test_images, test_labels = next(iter(test.as_numpy_iterator()))
-    keras_probabilities = model.predict(test_images, verbose=verbose)
+    test_images, test_labels = next(iter(pipelines.without_autotune_thread(test).as_numpy_iterator()))
+    keras_probabilities = pipelines.predict(model, test_images, verbose=verbose)
     report = {"dataset": config.dataset, "backbone": config.backbone, "head": config.head, "format": export_format,
               "quantization": quantization, "date": datetime.date.today().isoformat(),
               "num_eval": int(len(test_labels)),

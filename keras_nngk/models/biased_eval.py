@@ -11,6 +11,7 @@ import tensorflow as tf
 from keras_nngk import metrics
 from keras_nngk.models import biased as models_biased
 from keras_nngk.plots import save_figure
+from keras_nngk.utils import pipelines
 
 MAX_ACCURACY_COST = 0.005  # The threshold chosen is the one that costs at most half a point of accuracy,
 CONFIDENCE_Z = 1.645  # with 95% (one-sided) confidence from the held-out estimate.
@@ -20,7 +21,7 @@ SWEEP_SKIP_RATES = np.linspace(0.0, 1.0, 21)  # The test-set trade-off curve: th
 def test_arrays(dataset):
     """`(images, labels)` of a dataset of `(image, label)` pairs, as NumPy arrays."""
     images, labels = [], []
-    for image, label in dataset.batch(1024).as_numpy_iterator():
+    for image, label in pipelines.without_autotune_thread(dataset.batch(1024)).as_numpy_iterator():
         images.append(image)
         labels.append(label)
     return np.concatenate(images), np.concatenate(labels)
@@ -75,7 +76,7 @@ def choose_exit(biased, images, labels):
     Returns `{rule: {"threshold" (None: nothing may exit), "validation_skip_rate", "validation_accuracy",
     "validation_accuracy_full", "validation_auroc", "validation_exit_accuracy"}}`; `best_exit_rule` picks the rule.
     """
-    full = biased.inference_model.predict(images, batch_size=1024, verbose=0).argmax(1) == labels
+    full = pipelines.predict(biased.inference_model, images, batch_size=1024).argmax(1) == labels
     choices = {}
     for rule in models_biased.EXIT_RULES:
         scores, early = biased.exit_scores(images, rule)
@@ -119,7 +120,7 @@ def evaluate_biased(biased, data, output_dir, threshold_data=None, batch_size=25
         return results
 
     def predict(x):
-        return biased.inference_model.predict(x, batch_size=1024, verbose=0)
+        return pipelines.predict(biased.inference_model, x, batch_size=1024)
 
     conv_only = tf.function(lambda x: biased.classifier(biased.f2(biased.f1(x, training=False), training=False)))
     full_probabilities = predict(images)
@@ -163,7 +164,7 @@ def evaluate_biased(biased, data, output_dir, threshold_data=None, batch_size=25
             results["faiss_hnsw_lookup"] = _latency_with_faiss_lookup(biased, images, batch_size, threshold, rule)
     else:
         results["latency_conv_path_ms"] = 1e3 * _batches_seconds(lambda x: conv_only(x).numpy(), timed, batch_size)
-    gates = biased.gate_model.predict(images, batch_size=1024, verbose=0).ravel()
+    gates = pipelines.predict(biased.gate_model, images, batch_size=1024).ravel()
     results.update({"gate_mean": float(gates.mean()), "gate_median": float(np.median(gates))})
     _plot(results, output_dir)
     return results

@@ -8,7 +8,7 @@ import tf_keras as keras
 from absl import logging
 
 from keras_nngk.training import center_sync
-from keras_nngk.utils import files
+from keras_nngk.utils import files, pipelines
 from keras_nngk.utils.checks import check_non_negative_int, check_positive_int
 
 # How periodic centers follow the network: separate embedding passes, or writes from the training steps.
@@ -367,7 +367,7 @@ class HeldOutMetrics(keras.callbacks.Callback):
         if logs is None or not self.every or (epoch + 1) % self.every:
             return
         from keras_nngk import metrics  # pylint: disable=g-import-not-at-top
-        outputs = self.network.predict(self.images, verbose=0)
+        outputs = pipelines.predict(self.network, self.images)
         if self.task == "retrieval":
             logs["val_recall@1"] = float(metrics.recall_at_k(outputs, self.labels, ks=(1,))[1])
             return

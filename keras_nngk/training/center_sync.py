@@ -20,6 +20,7 @@ import tensorflow as tf
 import tf_keras as keras
 from absl import logging
 
+from keras_nngk.utils import pipelines
 from keras_nngk.utils.checks import check_positive_int
 
 # When the centers of each kind of head follow the network (see `CenterLayer.center_schedule`).
@@ -80,7 +81,7 @@ def recalibrate_batchnorm(network, images, num_batches=50):
         for layer in bn_layers:
             # Not `layer.momentum = ...`: Keras would track the variable as one of the layer's weights.
             object.__setattr__(layer, "momentum", momentum)
-        for count, batch in enumerate(images.take(num_batches)):
+        for count, batch in enumerate(pipelines.without_autotune_thread(images.take(num_batches))):
             momentum.assign(count / (count + 1.0))
             if count == 0:
                 # Keras updates `s -= (s - batch) * (1 - momentum)`: from s = 0 the first batch's statistics are
@@ -140,7 +141,7 @@ class CenterSync:
         """The network's outputs for `images` (array or dataset of batches), in inference mode."""
         if recalibrate:
             self.recalibrate()
-        return self.network.predict(images, batch_size=self.batch_size, verbose=self.verbose)
+        return pipelines.predict(self.network, images, batch_size=self.batch_size, verbose=self.verbose)
 
     def assign(self, images, labels, sample_ids=None, recalibrate=True):
         """Replaces the head's centers by the embeddings of `images` (keeping the learned per-center state).

@@ -24,6 +24,7 @@ from keras_nngk.training import compression, sparse_adam
 from keras_nngk.training import loop as loop_lib
 from keras_nngk.training.config import LEGACY_VALUES, Config
 from keras_nngk.utils import files, model_files
+from keras_nngk.utils.pipelines import without_autotune_thread  # noqa: F401  (patched by bench/fit_exit.py)
 
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.json"
@@ -56,24 +57,6 @@ def _is_chief(strategy):
 def _plain(function):
     """A dataset function without Python control flow: autograph need not (and for lambdas cannot) convert it."""
     return tf.autograph.experimental.do_not_convert(function)
-
-
-def without_autotune_thread(dataset):
-    """`dataset` without tf.data's autotuning thread, which the iterator's deletion waits for.
-
-    That thread re-tunes the pipeline at a period that doubles up to a minute,
-    and deleting the iterator waits for its current sleep to end (TensorFlow
-    2.21, seen in native stacks: `~RootDataset::Iterator` waiting on
-    `Model::OptimizeLoop`): `model.fit` returned up to that period late after its
-    last callback (`bench/fit_exit.py`), a stall in every timed run. Without
-    the thread, `AUTOTUNE` parallelism falls back to the number of cores and
-    `prefetch(AUTOTUNE)` still grows its buffer on its own: no throughput lost on
-    the in-memory data sets (bench/README.md, `bench/fit_exit.py`); tfds data sets
-    decode with one parallel call per core.
-    """
-    options = tf.data.Options()
-    options.autotune.enabled = False
-    return dataset.with_options(options)
 
 
 def training_pipeline(data, batch_size, seed, initial_epoch, epochs):

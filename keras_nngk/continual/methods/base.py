@@ -3,6 +3,7 @@
 import numpy as np
 
 from keras_nngk import layers
+from keras_nngk.utils import pipelines
 
 
 class Method:
@@ -77,7 +78,7 @@ class Method:
         """After training task `index`, before it is evaluated."""
 
     def predict(self, images):
-        return self.inference_model().predict(images, batch_size=512, verbose=0)
+        return pipelines.predict(self.inference_model(), images, batch_size=512)
 
     # -- accounting ---------------------------------------------------------------------------------------
     def stored_bytes(self, tasks_seen):

@@ -19,6 +19,7 @@ import tf_keras as keras
 
 from keras_nngk import gaussian
 from keras_nngk.continual.methods import centers, register
+from keras_nngk.utils import pipelines
 
 PSEUDO_IDS = 1 << 30  # Sample ids of pseudo-features start here (real samples count from 0).
 
@@ -76,19 +77,19 @@ class FeatureReplay(centers.CurrentTask):
         return np.concatenate(draws).astype(np.float32), np.concatenate(labels).astype(np.int64)
 
     def embed_features(self, features):
-        return self.upper.predict(features, batch_size=1024, verbose=0)
+        return pipelines.predict(self.upper, features, batch_size=1024)
 
     def train_task(self, index, task, ids, tasks, description):
         features = None
         if index == 0:
             super().train_task(index, task, ids, tasks, description)
         else:
-            features = self.trunk.predict(task.x_train, batch_size=512, verbose=0)
+            features = pipelines.predict(self.trunk, task.x_train, batch_size=512)
             if self.config.replay_freeze == "trunk":
                 old = np.flatnonzero(self.state[0] > 0)
                 self.train_on_features(features, task.y_train.astype(np.int64), ids, old, description)
         if features is None:
-            features = self.trunk.predict(task.x_train, batch_size=512, verbose=0)
+            features = pipelines.predict(self.trunk, task.x_train, batch_size=512)
         self.state = gaussian.update(self.state, features, task.y_train)
         seen = np.flatnonzero(self.state[0] > 0)
         pseudo, labels = self.pseudo_features(seen)

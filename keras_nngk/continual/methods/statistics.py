@@ -22,6 +22,7 @@ import tf_keras as keras
 
 from keras_nngk import layers
 from keras_nngk.continual.methods import centers, register
+from keras_nngk.utils import pipelines
 
 
 def widest_fitting(budget_bytes, num_classes, base_dim):
@@ -55,7 +56,7 @@ class StreamingLDA(centers.CurrentTask):
             super().train_task(index, task, ids, tasks, description)
         if self.classifier is None:
             self.build_classifier()
-        self.statistics.update(self.feature_model.predict(task.x_train, batch_size=512, verbose=0), task.y_train)
+        self.statistics.update(pipelines.predict(self.feature_model, task.x_train, batch_size=512), task.y_train)
 
     def build_classifier(self):
         """`image -> features -> GaussianClassifier`, with the backbone as trained on the first task."""
