@@ -110,6 +110,21 @@ class FewShotConfig:
         return self
 
 
+def compiled_train_step(model):
+    """`model`'s training step on one batch, `(images, sample_ids, labels) -> None`, compiled once.
+
+    What `model.train_on_batch` computes (the same updates, bit for bit), without its per-call work: a tf.data
+    iterator made and deleted for every batch (and the autotuning thread's wait at its deletion), metrics reset and
+    logs converted to NumPy (`bench/train_on_batch.py`).
+    """
+
+    @tf.function
+    def step(images, sample_ids, labels):
+        model.train_step(({"image": images, "sample_id": sample_ids}, labels))
+
+    return step
+
+
 def _train_head(head, x, y, x_val, y_val, config, seed, num_classes):
     """Trains backbone + head for `config.steps` steps; returns the inference model at the best validation step."""
     keras.utils.set_random_seed(seed)
@@ -155,6 +170,7 @@ def _train_head(head, x, y, x_val, y_val, config, seed, num_classes):
 
     if config.eval_at_start:
         evaluate(0)
+    train_step = compiled_train_step(built.train_model)
     order = np.zeros(0, np.int64)
     for step in range(1, config.steps + 1):
         if len(order) < config.batch_size:
@@ -162,7 +178,7 @@ def _train_head(head, x, y, x_val, y_val, config, seed, num_classes):
         batch, order = order[:config.batch_size], order[config.batch_size:]
         batch_images = x[batch] if augment is None else augment(x[batch])
         ids = np.full(len(batch), -1, np.int32) if config.self_positive else batch.astype(np.int32)
-        built.train_model.train_on_batch({"image": batch_images, "sample_id": ids}, y[batch])
+        train_step(tf.constant(batch_images, tf.float32), tf.constant(ids), tf.constant(y[batch]))
         if head == "nngk" and step % refresh_every == 0:
             refresh()
         if step % config.eval_every == 0 or step == config.steps:

@@ -234,3 +234,42 @@ def test_every_head_starts_from_the_given_weights(tmp_path):
     config = dataclasses.replace(config, eval_at_start=True)
     _, best_step, _ = module._train_head("nngk", x, y, x, y, config, seed=0, num_classes=10)  # pylint: disable=protected-access
     assert best_step == 0
+
+
+@pytest.mark.slow  # Six short trainings (about 3 s per head).
+@pytest.mark.parametrize("head", ["dense", "nngk", "impostor"])
+def test_compiled_train_step_updates_as_train_on_batch_does(head):
+    import tensorflow as tf  # pylint: disable=g-import-not-at-top
+    import tf_keras as keras  # pylint: disable=g-import-not-at-top
+
+    from keras_nngk import backbones, models  # pylint: disable=g-import-not-at-top
+    from keras_nngk.experiments.samples_per_class import compiled_train_step  # pylint: disable=g-import-not-at-top
+    from keras_nngk.training import sparse_adam  # pylint: disable=g-import-not-at-top
+
+    rng = np.random.default_rng(0)
+    images = rng.uniform(size=(12, 8, 8, 1)).astype(np.float32)
+    labels = np.repeat(np.arange(3), 4)
+
+    def build():
+        keras.utils.set_random_seed(0)
+        backbone = backbones.get("small_conv", (8, 8, 1), 8, pooling="flatten")
+        built = models.nngk_classifier(backbone, 3, head=head, capacity=12, num_neighbours=4, tie="loose")
+        built.train_model.compile(keras.optimizers.Adam(1e-2), "sparse_categorical_crossentropy", jit_compile=False)
+        if head == "impostor":
+            built.train_model.set_center_optimizer(sparse_adam.SparseAdam(1e-2), [built.center_head.centers])
+        if built.center_head is not None:
+            built.center_head.assign_centers(backbone.predict(images, verbose=0), labels)
+        return built.train_model
+
+    keras_model, compiled_model = build(), build()
+    step = compiled_train_step(compiled_model)
+    before = [w.copy() for w in compiled_model.get_weights()]
+    for _ in range(3):
+        batch = rng.permutation(12)[:8]
+        ids = batch.astype(np.int32)
+        keras_model.train_on_batch({"image": images[batch], "sample_id": ids}, labels[batch])
+        step(tf.constant(images[batch]), tf.constant(ids), tf.constant(labels[batch]))
+    after = compiled_model.get_weights()
+    assert any(not np.array_equal(a, b) for a, b in zip(before, after))  # It trained.
+    for expected, got in zip(keras_model.get_weights(), after):
+        np.testing.assert_array_equal(got, expected)
