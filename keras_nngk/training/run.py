@@ -24,7 +24,7 @@ from keras_nngk.training import compression, sparse_adam
 from keras_nngk.training import loop as loop_lib
 from keras_nngk.training.config import LEGACY_VALUES, Config
 from keras_nngk.utils import files, model_files
-from keras_nngk.utils.pipelines import without_autotune_thread  # noqa: F401  (patched by bench/fit_exit.py)
+from keras_nngk.utils.pipelines import without_autotune_thread  # A name of this module: bench/fit_exit.py patches it.
 
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.json"
