@@ -15,10 +15,9 @@ accuracy, which must be the same bits in every variant.
 import argparse
 import json
 import os
-import subprocess
-import sys
-import tempfile
 import time
+
+import fresh_processes  # bench/fresh_processes.py
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 VARIANTS = ("before", "pipelines", "now")
@@ -52,16 +51,8 @@ def main():
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
     parser.add_argument("--json", help="also write the runs here")
     args = parser.parse_args()
-    results = {variant: [] for variant in args.variants}
-    for number in range(args.runs):
-        for variant in args.variants:
-            with tempfile.TemporaryDirectory() as workdir:
-                code = CHILD.format(root=ROOT, variant=variant, dataset=args.dataset, n=args.n, seed=args.seed,
-                                    workdir=workdir)
-                output = subprocess.run([sys.executable, "-c", code], cwd=workdir, capture_output=True, text=True,
-                                        check=True).stdout
-            results[variant].append(json.loads(output.strip().splitlines()[-1]))
-            print(f"run {number + 1}/{args.runs} {variant}: {results[variant][-1]}", file=sys.stderr, flush=True)
+    results = fresh_processes.run_in_turns(args.variants, args.runs, lambda variant, folder: CHILD.format(
+        root=ROOT, variant=variant, dataset=args.dataset, n=args.n, seed=args.seed, workdir=folder))
     print(f"samples_per_class, {args.dataset}, n = {args.n}, seed {args.seed}, max_test 2000; {args.runs} runs per "
           f"variant in turns, {time.strftime('%Y-%m-%d')}")
     print("| variant | dense s (each run) | nngk s (each run) | dense / nngk test accuracy |")

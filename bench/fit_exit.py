@@ -14,10 +14,9 @@ the seconds from the end of the last callback (`on_train_end`) to `fit`'s return
 import argparse
 import json
 import os
-import subprocess
-import sys
-import tempfile
 import time
+
+import fresh_processes  # bench/fresh_processes.py
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -60,16 +59,8 @@ def main():
     parser.add_argument("--variants", nargs="+", default=["autotune", "no-autotune-thread"])
     parser.add_argument("--json", help="also write the runs here")
     args = parser.parse_args()
-    runs = {variant: [] for variant in args.variants}
-    for number in range(args.runs):
-        for variant in args.variants:
-            code = CHILD.format(root=ROOT, autotune=variant == "autotune", dataset=args.dataset, head=args.head,
-                                epochs=args.epochs)
-            with tempfile.TemporaryDirectory() as folder:
-                output = subprocess.run([sys.executable, "-c", code], cwd=folder, capture_output=True, text=True,
-                                        check=True).stdout
-            runs[variant].append(json.loads(output.strip().splitlines()[-1]))
-            print(f"run {number + 1}/{args.runs} {variant}: {runs[variant][-1]}", file=sys.stderr, flush=True)
+    runs = fresh_processes.run_in_turns(args.variants, args.runs, lambda variant, folder: CHILD.format(
+        root=ROOT, autotune=variant == "autotune", dataset=args.dataset, head=args.head, epochs=args.epochs))
     print(f"{args.dataset}, {args.head} head, {args.epochs} epoch(s) per run, {args.runs} runs per variant in turns, "
           f"{time.strftime('%Y-%m-%d')}")
     print("| variant | fit returned after the last callback, s (each run) | train s (each run) |")
