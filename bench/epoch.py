@@ -20,6 +20,8 @@ index whose trained quantizer is kept across refreshes, so rebuilding it after e
 `+candM/E` (NNGK variants) ranks M cached candidates per training sample, lists rebuilt every E epochs (default 1):
 `--candidates=M --candidates_every=E`, e.g. `training+cand64/2`. `training~rowmajor`: `training` with the steps'
 search reading the `(N, d)` centers, as before the head kept their transposed copy (`CenterLayer._transposed_cache`).
+`~stale` (with a faiss IVF search, e.g. `training@faiss-ivf~stale`): the index holds each epoch's starting centers
+until the epoch's end, as before it followed the steps' writes.
 """
 
 import argparse
@@ -41,7 +43,7 @@ import keras_nngk as kn  # noqa: E402
 def variant_config(variant, dataset, epochs, seed):
     """`dense`, `embed:N` or `training`, optionally `+candM/E` and `@<search>` (e.g. `training+cand64/2`)."""
     name, _, search = variant.partition("@")
-    name = name.removesuffix("~rowmajor")
+    name, search = name.removesuffix("~rowmajor"), search.removesuffix("~stale")
     name, _, listed = name.partition("+cand")
     candidates, _, every = listed.partition("/")
     options = {"epochs": epochs, "seed": seed, "search": search or None, "candidates": int(candidates or 0),
@@ -80,15 +82,19 @@ def time_epochs():
 
 
 @contextlib.contextmanager
-def row_major(on):
-    """With `on`, the training steps' search reads the `(N, d)` centers instead of the heads' transposed copy."""
-    original = kn.layers.CenterLayer._transposed_cache_in_graph  # pylint: disable=protected-access
-    if on:
-        kn.layers.CenterLayer._transposed_cache_in_graph = lambda self: False  # pylint: disable=protected-access
+def as_before(variant):
+    """`~rowmajor`: the training steps' search reads the `(N, d)` centers instead of the heads' transposed copy;
+    `~stale`: a faiss index does not follow the steps' writes (rebuilt at each epoch's end only)."""
+    switches = {"~rowmajor": "_transposed_cache_in_graph", "~stale": "_index_follows_writes"}
+    originals = {name: getattr(kn.layers.CenterLayer, name) for name in switches.values()}
+    for suffix, name in switches.items():
+        if variant.endswith(suffix):
+            setattr(kn.layers.CenterLayer, name, lambda self: False)
     try:
         yield
     finally:
-        kn.layers.CenterLayer._transposed_cache_in_graph = original  # pylint: disable=protected-access
+        for name, method in originals.items():
+            setattr(kn.layers.CenterLayer, name, method)
 
 
 def main():
@@ -110,7 +116,7 @@ def main():
     for round_number in range(args.rounds):
         for variant, config in configs.items():
             EPOCH_TIMES.clear()
-            with tempfile.TemporaryDirectory() as workdir, row_major(variant.endswith("~rowmajor")):
+            with tempfile.TemporaryDirectory() as workdir, as_before(variant):
                 results = kn.training.fit(config, workdir, verbose=0)
             epochs = [end - start for start, end in EPOCH_TIMES]
             runs[variant].append({"seconds": results["train_seconds"], "accuracy": results["test_accuracy"],

@@ -36,12 +36,14 @@ def build(head, num_centers, rng, shape, batch):
         models.lookup.assign_keys_values(keys, rng.normal(size=(num_centers, 64)).astype(np.float32))
     else:
         base, _, suffix = head.partition("-")
-        writes = suffix.startswith("writes")
+        writes = suffix.startswith("writes") or suffix.endswith("-writes")
+        # "ivf-writes", "hnsw-writes": a faiss index with the writes on (an IVF index follows them step by step).
+        suffix = suffix[:-len("-writes")] if suffix.endswith("-writes") else suffix
         # "writes-nocache": the same step computing the centers' norms itself, as before the head cached them.
         uncached = suffix == "writes-nocache"
         # "writes-rowmajor": the norms cached, the product from the (N, d) centers, as before the transposed copy.
         row_major = suffix == "writes-rowmajor"
-        suffix = "" if writes else suffix
+        suffix = "" if suffix.startswith("writes") else suffix
         candidates = int(suffix[len("cand"):]) if suffix.startswith("cand") else 0
         search = f"faiss-{suffix}" if suffix and not candidates else "exact"
         models = kn.models.nngk_classifier(backbone, 10, head=base, capacity=num_centers,
@@ -93,8 +95,9 @@ def main():
                              "the centers' norms computed in every step, as before the head cached them; "
                              "nngk-writes-rowmajor: the norms cached, the product from the (N, d) centers, as before "
                              "the transposed copy); nngk-hnsw / "
-                             "nngk-ivf: the NNGK head searching a faiss HNSW / IVF index; nngk-candM: ranking M cached "
-                             "candidates per sample (--candidates=M)")
+                             "nngk-ivf: the NNGK head searching a faiss HNSW / IVF index (nngk-ivf-writes: with the "
+                             "writes, which the IVF index follows); nngk-candM: ranking M cached candidates per sample "
+                             "(--candidates=M)")
     args = parser.parse_args()
     rng = np.random.default_rng(0)
     shape = (28, 28, 1)
@@ -113,7 +116,7 @@ def main():
                 times[head].append((time.perf_counter() - start) / args.steps)
         median = {head: float(np.median(values)) for head, values in times.items()}
         search_ms, floor_ms, refresh_s = side_timings(size, args.batch, steps["dense"][1], rng, shape)
-        epoch_s = median["nngk"] * -(-size // args.batch)
+        epoch_s = median.get("nngk", float("nan")) * -(-size // args.batch)  # The side columns need an nngk row.
         for head in steps:
             if "-cand" in head:
                 start = time.perf_counter()

@@ -1,6 +1,10 @@
 """Centers written from the training pass: the "training" refresh mode's in-graph write (a mixin of `CenterLayer`)."""
 
+import numpy as np
 import tensorflow as tf
+from tensorflow.python.saved_model import save_context  # pylint: disable=g-direct-tensorflow-import
+
+from keras_nngk import search as search_lib
 
 
 class TrainingWrites:
@@ -53,7 +57,27 @@ class TrainingWrites:
         self.centers.scatter_update(tf.IndexedSlices(values, slots))
         if self._norm_cache_in_graph():  # The written rows' norms, as `exact_search` computes them (bit for bit).
             self._norm_cache.scatter_update(tf.IndexedSlices(tf.reduce_sum(tf.square(values), axis=-1), slots))
+        if self._index_follows_writes():
+            tf.py_function(self._write_index_rows, [values, slots, owned], [])
         if self._transposed_cache_in_graph():  # Column `slot` of the flattened (d, capacity) copy: d scalar writes.
             offsets = tf.range(self.embedding_dim)[:, tf.newaxis] * self.capacity + slots[tf.newaxis, :]
             self._transposed_cache.scatter_update(tf.IndexedSlices(tf.reshape(tf.transpose(values), [-1]),
                                                                    tf.reshape(offsets, [-1])))
+
+    def _index_follows_writes(self):
+        """Whether the step also writes its rows into the faiss index: one that updates in place (IVF on the CPU),
+        outside a function traced for a SavedModel. Other indexes follow the writes at each epoch's end
+        (`rebuild_index` in `CenterRefresh`)."""
+        if search_lib.is_in_graph(self.active_search) or save_context.in_save_context():
+            return False
+        if self._index is None:
+            self._index = search_lib.get(self.active_search)
+        return bool(getattr(self._index, "updates_in_place", False))
+
+    def _write_index_rows(self, values, slots, owned):
+        """The eager half of a write: the owned rows into the faiss index (duplicate slots carry the same row)."""
+        slots = slots.numpy()
+        stored = owned.numpy() & self.center_mask.numpy()[slots]  # The index holds the masked-in centers.
+        slots, first = np.unique(slots[stored], return_index=True)
+        if slots.size and self._index.size:
+            self._index.update(values.numpy()[stored][first], slots)

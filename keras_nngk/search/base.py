@@ -43,6 +43,7 @@ class SearchIndex(abc.ABC):
     def __init__(self):
         self._vectors = None
         self._ids = np.zeros((0,), dtype=np.int64)
+        self._positions = None  # {id: row of `_vectors`}, built by the first `update` after a change of the ids.
 
     # -- state ---------------------------------------------------------------------------------------
     @property
@@ -79,6 +80,7 @@ class SearchIndex(abc.ABC):
             raise ValueError("`ids` must be unique and not already in the index; remove() them first to replace.")
         self._vectors = vectors.copy() if self._vectors is None else np.concatenate([self._vectors, vectors])
         self._ids = np.concatenate([self._ids, ids])
+        self._positions = None
         self._on_add(vectors, ids)
 
     def remove(self, ids):
@@ -89,13 +91,41 @@ class SearchIndex(abc.ABC):
         if removed:
             self._vectors = self._vectors[keep]
             self._ids = self._ids[keep]
+            self._positions = None
             self._on_remove(ids)
         return removed
+
+    def update(self, vectors, ids):
+        """Replaces the vectors of ids already in the index (a center written from the training pass).
+
+        What `remove(ids)` then `add(vectors, ids)` leave, in place: the stored
+        vectors keep their order (no copy of the whole set) and the backend
+        updates its structure where it can (`_on_update`; a faiss IVF index moves
+        the vectors between its lists).
+        """
+        ids = np.asarray(ids, dtype=np.int64).reshape(-1)
+        vectors = _as_float_matrix("vectors", vectors, self.dimension)
+        if ids.shape[0] != vectors.shape[0]:
+            raise ValueError(f"`vectors` and `ids` must have the same length. "
+                             f"Received: {vectors.shape[0]} vectors and {ids.shape[0]} ids")
+        if np.unique(ids).size != ids.size:
+            raise ValueError("`ids` must be unique: each names one stored vector to replace.")
+        if self._positions is None:
+            self._positions = {int(known): position for position, known in enumerate(self._ids)}
+        positions = np.array([self._positions.get(int(i), -1) for i in ids], dtype=np.int64)
+        if (positions < 0).any():
+            raise ValueError(f"`update` replaces stored vectors only; add() new ones. Received: ids not in the index, "
+                             f"e.g. {int(ids[positions < 0][0])}")
+        if not ids.size:
+            return
+        self._vectors[positions] = vectors
+        self._on_update(vectors, ids)
 
     def reset(self):
         """Removes every vector."""
         self._vectors = None
         self._ids = np.zeros((0,), dtype=np.int64)
+        self._positions = None
         self._on_reset()
 
     def search(self, queries, k):
@@ -128,6 +158,11 @@ class SearchIndex(abc.ABC):
 
     def _on_remove(self, ids):
         pass
+
+    def _on_update(self, vectors, ids):
+        """`update` replaced these ids' vectors in `_vectors`; by default, what a removal and an addition do."""
+        self._on_remove(ids)
+        self._on_add(vectors, ids)
 
     def _on_reset(self):
         pass
@@ -163,6 +198,7 @@ class SearchIndex(abc.ABC):
         if data["ids"].size:
             self._vectors = data["vectors"].astype(np.float32)
             self._ids = data["ids"].astype(np.int64)
+            self._positions = None
         self._load_extra(directory)
 
     def __repr__(self):

@@ -62,6 +62,57 @@ def test_add_after_search_and_remove(backend, data):
     check_against_reference(index, vectors[keep], ids[keep], queries, k=5)
 
 
+def test_update_replaces_vectors_in_place(backend, data, rng):
+    """`update` leaves what removing and re-adding the ids would: searched after a build, the index answers as
+    the reference over the new vectors (an IVF index moves them between its lists)."""
+    vectors, ids, queries = data
+    index = search.get(backend)
+    index.add(vectors, ids)
+    index.search(queries, 5)  # Builds the index; the update must reach it.
+    changed = rng.permutation(len(ids))[:200]
+    moved = vectors.copy()
+    moved[changed] = clustered(np.random.default_rng(2), 200, 16)[0]
+    index.update(moved[changed], ids[changed])
+    np.testing.assert_array_equal(index.vectors, moved)  # In place: the stored order is kept.
+    np.testing.assert_array_equal(index.ids, ids)
+    check_against_reference(index, moved, ids, queries, k=5)
+    index.update(moved[:0], ids[:0])  # Nothing to replace.
+    with pytest.raises(ValueError, match="replaces stored vectors only"):
+        index.update(moved[:2], [ids[0], 10_000_001])
+    with pytest.raises(ValueError, match="unique"):
+        index.update(moved[:2], [ids[0], ids[0]])
+    with pytest.raises(ValueError, match="same length"):
+        index.update(moved[:2], ids[:3])
+    index.remove(ids[:10])  # The id -> row map follows removals and additions.
+    index.add(moved[:10], ids[:10])
+    index.update(vectors[:10], ids[:10])
+    expected = np.concatenate([moved[10:], vectors[:10]])
+    check_against_reference(index, expected, np.concatenate([ids[10:], ids[:10]]), queries, k=5)
+
+
+def test_ivf_updates_in_place_and_answers_as_a_rebuilt_index(rng):
+    from keras_nngk.search.faiss_index import FaissIndex
+    vectors, _ = clustered(rng, 3000, 16)
+    queries, _ = clustered(np.random.default_rng(1), 50, 16)
+    ids = np.arange(3000)
+    index = FaissIndex("IVF{nlist},Flat", nprobe=4)
+    assert index.updates_in_place and not FaissIndex("HNSW32").updates_in_place
+    index.add(vectors, ids)
+    index.search(queries, 10)
+    built = index._index  # pylint: disable=protected-access
+    changed = rng.permutation(3000)[:300]
+    moved = vectors.copy()
+    moved[changed] += 0.5 * rng.normal(size=(300, 16)).astype(np.float32)
+    index.update(moved[changed], changed)
+    updated = index.search(queries, 10)
+    assert index._index is built and index.trainings == 1  # pylint: disable=protected-access
+    index.reset()  # A rebuild over the same vectors with the same trained lists.
+    index.add(moved, ids)
+    rebuilt = index.search(queries, 10)
+    np.testing.assert_array_equal(updated[1], rebuilt[1])
+    np.testing.assert_array_equal(updated[0], rebuilt[0])
+
+
 def test_save_and_load_round_trip(backend, data, tmp_path):
     vectors, ids, queries = data
     index = search.get(backend)

@@ -142,6 +142,41 @@ def test_training_pass_writes_equal_a_fresh_embedding_of_the_batch_under_the_sam
     np.testing.assert_array_equal(head.centers.numpy(), before)
 
 
+def test_training_writes_reach_an_ivf_index_in_the_same_step(rng):
+    """A faiss IVF index follows the training writes step by step: after a step it holds the written centers and
+    answers as an index rebuilt over them; one that cannot update in place (HNSW) is left to the epoch's end."""
+    x, clusters = clustered(rng, 400, 10, num_clusters=6, spread=0.6)
+    y = clusters % 3
+    keras.utils.set_random_seed(0)
+    backbone = keras.Sequential([keras.Input((10,)), keras.layers.Dense(16), keras.layers.BatchNormalization(),
+                                 keras.layers.ReLU(), keras.layers.Dense(4)])
+    head = kn.layers.NNGKClassifier(3, num_neighbours=8, capacity=len(x), search="faiss-ivf")
+    train_model = kn.models.nngk_classifier(backbone, 3, head=head).train_model
+    head.assign_centers(backbone(x, training=False).numpy(), y)
+    index = head._index  # pylint: disable=protected-access
+    index.search(x[:2, :4], 3)  # Built: the writes must reach the built lists.
+    head.write_training_centers = True
+    step = tf.function(lambda inputs: train_model(inputs, training=True))
+    batch = np.array([5, 17, 3, 399, 41, 17])
+    before = index.vectors.copy()
+    step({"image": x[batch], "sample_id": batch})
+    centers = head.centers.numpy()
+    assert not np.array_equal(centers[batch], before[batch])
+    np.testing.assert_array_equal(index.vectors, centers)
+    queries = backbone(x[:50], training=False).numpy()
+    updated = index.search(queries, 8)
+    rebuilt = kn.search.get("faiss-ivf")
+    rebuilt._trained = index._trained  # pylint: disable=protected-access  # The same lists, as a refresh keeps.
+    rebuilt.add(centers, np.arange(len(x)))
+    np.testing.assert_array_equal(updated[1], rebuilt.search(queries, 8)[1])
+
+    head.set_search("faiss-hnsw")
+    head.write_training_centers = True
+    before = head._index.vectors.copy()  # pylint: disable=protected-access
+    tf.function(lambda inputs: train_model(inputs, training=True))({"image": x[batch], "sample_id": batch})
+    np.testing.assert_array_equal(head._index.vectors, before)  # pylint: disable=protected-access
+
+
 @pytest.mark.parametrize("loop", ["fit", "fit-xla", "custom"])
 def test_training_refresh_mode_writes_every_center_from_the_steps(rng, loop):
     """One epoch at learning rate 0 without the start and end refreshes: every center must come from a step
