@@ -1,6 +1,7 @@
 """Shared base of the heads that hold a set of stored centers and look up their nearest neighbours."""
 
 import collections
+import threading
 
 import numpy as np
 import tensorflow as tf
@@ -100,6 +101,11 @@ class CenterLayer(training_writes.TrainingWrites, candidate_lists.CandidateLists
         search_lib.get(search)  # Validates the name now, with the list of valid ones.
         self.search = search if not isinstance(search, search_lib.SearchIndex) else search_lib.serialize(search)
         self._index = search if isinstance(search, search_lib.SearchIndex) else None
+        # Rows the training writes have put in the centers but not yet in the faiss index (`TrainingWrites`): the
+        # next search applies them first; a rebuild drops them (it reads the centers, writes included). The lock
+        # keeps replicas' searches (MirroredStrategy) from applying them twice.
+        self._pending_index_rows = []
+        self._index_lock = threading.Lock()
         self.embedding_dim = None
         self._resolved_search = None
         self._warned_about_k = False
@@ -181,9 +187,11 @@ class CenterLayer(training_writes.TrainingWrites, candidate_lists.CandidateLists
         self._sync_norm_cache()
 
     def _norm_cache_in_use(self):
-        # Not for trainable centers (an optimizer writes them) nor mirrored ones (one cache for all replicas).
+        # Not for trainable centers (an optimizer writes them) nor mirrored ones (one cache for all replicas), nor
+        # where a faiss index answers the search (only the exact search reads the caches).
         return (self._write_training_centers and self._norm_cache is not None and not self.centers_trainable
-                and not isinstance(self.centers, tf.distribute.DistributedValues))
+                and not isinstance(self.centers, tf.distribute.DistributedValues)
+                and search_lib.is_in_graph(self.active_search))
 
     def _norm_cache_in_graph(self):
         """Whether the graph being traced reads and writes the cached norms: not in an XLA-compiled step, whose
@@ -307,6 +315,7 @@ class CenterLayer(training_writes.TrainingWrites, candidate_lists.CandidateLists
         """Rebuilds what follows the center variables: a faiss index (nothing for "exact"), and the centers' norms
         while the training pass writes them. Every change of the centers outside the training step calls it."""
         self._sync_norm_cache()
+        self._pending_index_rows = []
         if search_lib.is_in_graph(self.active_search) or not self.built:
             return
         if self._index is None:
@@ -384,9 +393,11 @@ class CenterLayer(training_writes.TrainingWrites, candidate_lists.CandidateLists
             return ids
 
         def faiss_ids(query_values):
-            if self._index is None:
-                self.rebuild_index()
-            _, found = self._index.search(query_values.numpy(), k)
+            with self._index_lock:
+                if self._index is None:
+                    self.rebuild_index()
+                self._apply_pending_index_rows()
+                _, found = self._index.search(query_values.numpy(), k)
             return found.astype(np.int32)
 
         ids = tf.py_function(faiss_ids, [queries], tf.int32)

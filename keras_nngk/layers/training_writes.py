@@ -19,7 +19,11 @@ class TrainingWrites:
         shapes (XLA compiles it): rows to skip write the batch's first written row
         again, so duplicate slots always carry the same value. Under a
         multi-replica strategy on one machine (`MirroredStrategy`) the rows of all
-        replicas are written, in cross-replica context, to every copy.
+        replicas are written, in cross-replica context, to every copy. A faiss
+        index that updates in place (IVF on the CPU) gets the same rows before
+        its next search, so the next step searches the written centers as the
+        exact search does; other indexes follow at the epoch's end
+        (`rebuild_index`).
 
         Args:
             embeddings: `(B, d)` embeddings of the batch (no gradient flows into the centers).
@@ -75,9 +79,22 @@ class TrainingWrites:
         return bool(getattr(self._index, "updates_in_place", False))
 
     def _write_index_rows(self, values, slots, owned):
-        """The eager half of a write: the owned rows into the faiss index (duplicate slots carry the same row)."""
+        """The eager half of a write: queues the owned rows for the faiss index, which the next search applies
+        (`_apply_pending_index_rows`). Applying them here would run faiss' threads beside the step's backward pass
+        on the same cores (measured: 6 ms a step at 60,000 x 64, against 1.2 ms alone)."""
         slots = slots.numpy()
         stored = owned.numpy() & self.center_mask.numpy()[slots]  # The index holds the masked-in centers.
-        slots, first = np.unique(slots[stored], return_index=True)
-        if slots.size and self._index.size:
-            self._index.update(values.numpy()[stored][first], slots)
+        if stored.any():
+            self._pending_index_rows.append((slots[stored], values.numpy()[stored]))
+
+    def _apply_pending_index_rows(self):
+        """Writes the queued rows into the faiss index, the latest value of each slot (a slot written twice, in
+        two steps or twice in a batch, ends with its last row, as the centers do)."""
+        if not self._pending_index_rows:
+            return
+        slots = np.concatenate([rows[0] for rows in self._pending_index_rows])
+        values = np.concatenate([rows[1] for rows in self._pending_index_rows])
+        self._pending_index_rows = []
+        last = len(slots) - 1 - np.unique(slots[::-1], return_index=True)[1]
+        if self._index.size:
+            self._index.update(values[last], slots[last])

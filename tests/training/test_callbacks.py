@@ -142,9 +142,10 @@ def test_training_pass_writes_equal_a_fresh_embedding_of_the_batch_under_the_sam
     np.testing.assert_array_equal(head.centers.numpy(), before)
 
 
-def test_training_writes_reach_an_ivf_index_in_the_same_step(rng):
-    """A faiss IVF index follows the training writes step by step: after a step it holds the written centers and
-    answers as an index rebuilt over them; one that cannot update in place (HNSW) is left to the epoch's end."""
+def test_training_writes_reach_an_ivf_index_before_its_next_search(rng):
+    """A faiss IVF index follows the training writes: the next search finds it holding the written centers (the
+    last row of a slot written twice), answering as an index rebuilt over them; one that cannot update in place
+    (HNSW) is left to the epoch's end."""
     x, clusters = clustered(rng, 400, 10, num_clusters=6, spread=0.6)
     y = clusters % 3
     keras.utils.set_random_seed(0)
@@ -154,26 +155,39 @@ def test_training_writes_reach_an_ivf_index_in_the_same_step(rng):
     train_model = kn.models.nngk_classifier(backbone, 3, head=head).train_model
     head.assign_centers(backbone(x, training=False).numpy(), y)
     index = head._index  # pylint: disable=protected-access
-    index.search(x[:2, :4], 3)  # Built: the writes must reach the built lists.
+    queries = backbone(x[:50], training=False).numpy()
+    head.lookup(queries, k=3)  # Built: the writes must reach the built lists.
     head.write_training_centers = True
     step = tf.function(lambda inputs: train_model(inputs, training=True))
-    batch = np.array([5, 17, 3, 399, 41, 17])
     before = index.vectors.copy()
-    step({"image": x[batch], "sample_id": batch})
+    step({"image": x[[5, 17, 3, 399]], "sample_id": np.array([5, 17, 3, 399])})
+    step({"image": 2 * x[[41, 17]], "sample_id": np.array([41, 17])})  # Slot 17 again, with another row.
     centers = head.centers.numpy()
-    assert not np.array_equal(centers[batch], before[batch])
+    assert not np.array_equal(centers[[5, 17, 41]], before[[5, 17, 41]])
+    found = head.lookup(queries, k=8)
     np.testing.assert_array_equal(index.vectors, centers)
-    queries = backbone(x[:50], training=False).numpy()
-    updated = index.search(queries, 8)
     rebuilt = kn.search.get("faiss-ivf")
     rebuilt._trained = index._trained  # pylint: disable=protected-access  # The same lists, as a refresh keeps.
     rebuilt.add(centers, np.arange(len(x)))
-    np.testing.assert_array_equal(updated[1], rebuilt.search(queries, 8)[1])
+    np.testing.assert_array_equal(found.sample_ids, rebuilt.search(queries, 8)[1])
+    # Rows queued by two writes before a search (each step searches first, so this takes two direct writes): the
+    # later row of a slot wins, as in the centers.
+    rows = rng.normal(size=(2, 4)).astype(np.float32)
+    for row in rows:
+        head._write_index_rows(tf.constant(row[None]), tf.constant([9]), tf.constant([True]))  # pylint: disable=protected-access
+    head.lookup(queries, k=3)
+    np.testing.assert_array_equal(index.vectors[9], rows[1])
+    step({"image": x[[8]], "sample_id": np.array([8])})
+    head.rebuild_index()  # Reads the centers, the queued row included, and drops the queue.
+    assert not head._pending_index_rows  # pylint: disable=protected-access
+    np.testing.assert_array_equal(head._index.vectors, head.centers.numpy())  # pylint: disable=protected-access
 
     head.set_search("faiss-hnsw")
     head.write_training_centers = True
     before = head._index.vectors.copy()  # pylint: disable=protected-access
-    tf.function(lambda inputs: train_model(inputs, training=True))({"image": x[batch], "sample_id": batch})
+    retraced = tf.function(lambda inputs: train_model(inputs, training=True))  # Traced with the HNSW search.
+    retraced({"image": x[[5, 17]], "sample_id": np.array([5, 17])})
+    head.lookup(queries, k=3)
     np.testing.assert_array_equal(head._index.vectors, before)  # pylint: disable=protected-access
 
 
