@@ -447,13 +447,13 @@ class CenterLayer(training_writes.TrainingWrites, candidate_lists.CandidateLists
             center slots (0 where invalid), and whether the neighbour exists.
         """
         embeddings = tf.convert_to_tensor(embeddings, dtype=self.compute_dtype)
-        transposed = (training and self._transposed_cache_in_graph()
-                      and search_lib.is_in_graph(self.active_search))
+        in_graph = search_lib.is_in_graph(self.active_search)
+        transposed = training and self._transposed_cache_in_graph() and in_graph
         # One read of the centers for the search and the gather: once a sparse op (a gather, a scatter, a sparse
         # optimizer update) has touched a variable, TensorFlow copies it on every dense read (its "copy-on-read
-        # mode"), 15 MB at 60,000 x 64, so each further read would cost a copy. With the transposed cache the
-        # search reads that instead and the gather reads the centers' rows only.
-        centers = self.centers if transposed else tf.convert_to_tensor(self.centers)
+        # mode"), 15 MB at 60,000 x 64, so each further read would cost a copy. With the transposed cache, or a
+        # faiss index, the search reads something else and the gather reads the centers' rows only.
+        centers = self.centers if transposed or not in_graph else tf.convert_to_tensor(self.centers)
         k = self.effective_neighbours
         exclude = sample_ids is not None
         search_k = min(k + 1, self.capacity) if exclude else k
