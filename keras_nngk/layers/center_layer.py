@@ -103,8 +103,9 @@ class CenterLayer(training_writes.TrainingWrites, candidate_lists.CandidateLists
         self._index = search if isinstance(search, search_lib.SearchIndex) else None
         # Rows the training writes have put in the centers but not yet in the faiss index (`TrainingWrites`): the
         # next search applies them first; a rebuild drops them (it reads the centers, writes included). The lock
-        # keeps replicas' searches (MirroredStrategy) from applying them twice.
-        self._pending_index_rows = []
+        # keeps replicas' searches (MirroredStrategy) from applying them twice. A deque, not a list: Keras would track
+        # a list as a dependency of the layer in checkpoints and saved models.
+        self._pending_index_rows = collections.deque()
         self._index_lock = threading.Lock()
         self.embedding_dim = None
         self._resolved_search = None
@@ -315,7 +316,7 @@ class CenterLayer(training_writes.TrainingWrites, candidate_lists.CandidateLists
         """Rebuilds what follows the center variables: a faiss index (nothing for "exact"), and the centers' norms
         while the training pass writes them. Every change of the centers outside the training step calls it."""
         self._sync_norm_cache()
-        self._pending_index_rows = []
+        self._pending_index_rows.clear()
         if search_lib.is_in_graph(self.active_search) or not self.built:
             return
         if self._index is None:

@@ -94,7 +94,7 @@ class TrainingWrites:
             return
         slots = np.concatenate([rows[0] for rows in self._pending_index_rows])
         values = np.concatenate([rows[1] for rows in self._pending_index_rows])
-        self._pending_index_rows = []
+        self._pending_index_rows.clear()
         last = len(slots) - 1 - np.unique(slots[::-1], return_index=True)[1]
         if self._index.size:
             self._index.update(values[last], slots[last])
