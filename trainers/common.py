@@ -13,6 +13,7 @@ from absl import app, flags
 from absl import logging as absl_logging
 
 from keras_nngk.training import config as config_lib
+from keras_nngk.utils import interrupts
 
 
 def _choices(values):
@@ -214,12 +215,18 @@ def user_errors(resume_hint=None):
     Args:
         resume_hint: optional callable returning what to say after "interrupted" (e.g. how to resume).
     """
-    try:
-        yield
-    except KeyboardInterrupt:
+    def interrupted():
         hint = resume_hint() if resume_hint else None
         fail("interrupted" + (f"; {hint}" if hint else "."), status=130)
+
+    try:
+        with interrupts.remembered():
+            yield
+    except KeyboardInterrupt:
+        interrupted()
     except Exception as error:  # pylint: disable=broad-except  (re-raised unless it is the user's)
+        if interrupts.interrupted():  # TensorFlow turned the KeyboardInterrupt into another error.
+            interrupted()
         message = user_error_message(error)
         if message is None:
             raise

@@ -8,7 +8,7 @@ import tf_keras as keras
 from absl import logging
 
 from keras_nngk.training import center_sync
-from keras_nngk.utils import files, pipelines
+from keras_nngk.utils import files, interrupts, pipelines
 from keras_nngk.utils.checks import check_non_negative_int, check_positive_int
 
 # How periodic centers follow the network: separate embedding passes, or writes from the training steps.
@@ -397,3 +397,22 @@ class HeadLogs(keras.callbacks.Callback):
             logs["sigma"] = float(self.head.sigma.numpy())
         if self.center_refresh is not None and self.center_refresh.schedule != "final":
             logs["centers_refreshed"] = float(self.center_refresh.refreshed_after_last_epoch)
+
+
+class Interruptible(keras.callbacks.Callback):
+    """Raises a Ctrl-C that TensorFlow swallowed at the next batch or epoch end (`keras_nngk.utils.interrupts`).
+
+    A no-op unless the entry point runs within `interrupts.remembered()`, as every `trainers` command does.
+    """
+
+    def on_train_batch_end(self, batch, logs=None):
+        interrupts.raise_if_interrupted()
+
+    def on_test_batch_end(self, batch, logs=None):
+        interrupts.raise_if_interrupted()
+
+    def on_predict_batch_end(self, batch, logs=None):
+        interrupts.raise_if_interrupted()
+
+    def on_epoch_end(self, epoch, logs=None):
+        interrupts.raise_if_interrupted()

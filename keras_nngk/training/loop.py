@@ -83,6 +83,7 @@ class CustomLoop:
             progress = keras.utils.Progbar(steps_per_epoch, verbose=self.verbose, stateful_metrics=["loss", "accuracy"])
             total_loss = total_correct = total_seen = 0.0
             for step in range(steps_per_epoch):
+                callback_list.on_train_batch_begin(step)
                 inputs, labels = next(iterator)
                 loss, correct, seen = self._step(inputs, labels)
                 total_loss += float(loss) * float(seen)
@@ -90,6 +91,7 @@ class CustomLoop:
                 total_seen += float(seen)
                 logs = {"loss": total_loss / total_seen, "accuracy": total_correct / total_seen}
                 progress.update(step + 1, list(logs.items()))
+                callback_list.on_train_batch_end(step, logs)
             callback_list.on_epoch_end(epoch, logs)  # Callbacks may add entries (sigma, held-out metrics).
             for key in history:
                 history[key].append(logs[key])

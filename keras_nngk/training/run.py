@@ -23,7 +23,7 @@ from keras_nngk.training import callbacks as callbacks_lib
 from keras_nngk.training import compression, sparse_adam
 from keras_nngk.training import loop as loop_lib
 from keras_nngk.training.config import LEGACY_VALUES, Config
-from keras_nngk.utils import files, model_files
+from keras_nngk.utils import files, interrupts, model_files
 from keras_nngk.utils.pipelines import without_autotune_thread  # A name of this module: bench/fit_exit.py patches it.
 
 CONFIG_FILE = "config.json"
@@ -278,6 +278,7 @@ def _fit(config, output_dir, data, strategy, verbose, threshold_data=None):
     history_log = callbacks_lib.HistoryLog(os.path.join(output_dir, HISTORY_FILE), initial_epoch)
     run_callbacks.append(history_log)  # Before the checkpoint: an epoch's history is on disk before its checkpoint.
     run_callbacks.append(callbacks_lib.EpochCheckpoint(manager, epoch))
+    run_callbacks.append(callbacks_lib.Interruptible())  # After the checkpoint: an epoch that ended is kept.
     if config.prune:
         run_callbacks.extend(compression.pruning_callbacks())
 
@@ -292,6 +293,7 @@ def _fit(config, output_dir, data, strategy, verbose, threshold_data=None):
         built.train_model.fit(dataset, epochs=config.epochs, initial_epoch=initial_epoch,
                               steps_per_epoch=steps_per_epoch, callbacks=run_callbacks, verbose=verbose)
     train_seconds = time.time() - start
+    interrupts.raise_if_interrupted()  # Pressed during the last batch (after its check): not a finished run.
 
     if config.prune:  # Export the pruned weights without tfmot's wrappers.
         stripped = compression.strip_pruning(built.backbone)
