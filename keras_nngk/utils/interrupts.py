@@ -30,9 +30,11 @@ def _handler(signum, frame):
 @contextlib.contextmanager
 def remembered():
     """Notes every Ctrl-C within (see the module). Does nothing outside the main thread, or where SIGINT is not
-    Python's default handler (ignored in a background job, or handled by the caller, or by an outer `remembered`)."""
-    if (threading.current_thread() is not threading.main_thread()
-            or signal.getsignal(signal.SIGINT) is not signal.default_int_handler):
+    Python's default handler (ignored in a background job, or handled by the caller, or by an outer `remembered`)
+    or a start-up handler marked `replaceable_at_start` (the `trainers` commands' before their work begins)."""
+    current = signal.getsignal(signal.SIGINT)
+    if threading.current_thread() is not threading.main_thread() or not (
+            current is signal.default_int_handler or getattr(current, "replaceable_at_start", False)):
         yield
         return
     _interrupted.clear()

@@ -3,6 +3,8 @@ finished after Ctrl-C) or turns into another error (a `SystemError` from tracing
 
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 
@@ -13,6 +15,7 @@ import tf_keras as keras
 from keras_nngk.training import callbacks as callbacks_lib
 from keras_nngk.training import loop as loop_lib
 from keras_nngk.utils import interrupts
+from tests import processes
 from trainers import common
 
 
@@ -57,6 +60,33 @@ def test_not_installed_off_the_main_thread_or_over_another_handler():
             assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
     finally:
         signal.signal(signal.SIGINT, previous)
+
+
+def test_the_commands_start_up_handler_is_replaced_then_the_default_restored(monkeypatch):
+    import trainers  # pylint: disable=import-outside-toplevel
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # Importing `trainers` installs nothing.
+    for program, starting in (("-m", True), ("/usr/bin/nngk-fit", True), ("/usr/bin/pytest", False), ("", False)):
+        monkeypatch.setattr(sys, "argv", [program])
+        assert trainers._starting_a_command() is starting, program  # pylint: disable=protected-access
+    signal.signal(signal.SIGINT, trainers._interrupted_while_starting)  # pylint: disable=protected-access
+    try:
+        with interrupts.remembered():
+            assert signal.getsignal(signal.SIGINT) is interrupts._handler  # pylint: disable=protected-access
+    finally:
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+@pytest.mark.slow
+def test_ctrl_c_while_a_command_starts_is_one_line_and_status_130():
+    """What `python -m trainers.<name>` does on Ctrl-C during TensorFlow's import (seconds): no traceback."""
+    code = ("import sys; sys.argv[0] = '-m'; import trainers, os, signal, time; "
+            "os.kill(os.getpid(), signal.SIGINT); time.sleep(60)")
+    result = subprocess.run([sys.executable, "-c", code], cwd=processes.ROOT, env=processes.ENV, capture_output=True,
+                            text=True, timeout=300, check=False,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    assert result.returncode == 130, result.stderr[-2000:]
+    assert result.stderr.strip().splitlines()[-1] == "error: interrupted while starting; nothing was written."
 
 
 def test_entry_points_report_an_interrupt_turned_into_another_error_in_one_line(capsys):
