@@ -19,6 +19,15 @@ from tests import processes
 from trainers import common
 
 
+@pytest.fixture(autouse=True)
+def python_handles_sigint():
+    """Python's own SIGINT handler, as in a terminal: a background job (CI runs the tests under nohup) starts with
+    SIGINT ignored, which `remembered` rightly leaves alone."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
 def _press_ctrl_c_and_swallow_it():
     """Ctrl-C delivered while code that drops the exception runs (what TensorFlow's C++ boundary does)."""
     try:
@@ -64,7 +73,7 @@ def test_not_installed_off_the_main_thread_or_over_another_handler():
 
 def test_the_commands_start_up_handler_is_replaced_then_the_default_restored(monkeypatch):
     import trainers  # pylint: disable=import-outside-toplevel
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # Importing `trainers` installs nothing.
+    assert not trainers._starting_a_command()  # pylint: disable=protected-access  (pytest imported it: no handler)
     for program, starting in (("-m", True), ("/usr/bin/nngk-fit", True), ("/usr/bin/pytest", False), ("", False)):
         monkeypatch.setattr(sys, "argv", [program])
         assert trainers._starting_a_command() is starting, program  # pylint: disable=protected-access
