@@ -289,7 +289,7 @@ def _fit(config, output_dir, data, strategy, verbose, threshold_data=None):
                             log_dir=os.path.join(output_dir, "logs")).fit(
             dataset, config.epochs, steps_per_epoch, initial_epoch=initial_epoch, callbacks=run_callbacks)
     else:
-        run_callbacks.append(keras.callbacks.TensorBoard(os.path.join(output_dir, "logs")))
+        run_callbacks.append(callbacks_lib.EpochTensorBoard(os.path.join(output_dir, "logs")))
         built.train_model.fit(dataset, epochs=config.epochs, initial_epoch=initial_epoch,
                               steps_per_epoch=steps_per_epoch, callbacks=run_callbacks, verbose=verbose)
     train_seconds = time.time() - start

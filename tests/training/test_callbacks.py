@@ -344,3 +344,33 @@ def test_candidate_lists_follow_their_schedule_and_listing_every_center_changes_
             assert "candidate_recall" not in history.history
     for without, listed in zip(results[0], results[len(x) - 1]):
         np.testing.assert_allclose(listed, without, rtol=1e-4, atol=1e-5)
+
+
+def test_epoch_tensorboard_writes_epoch_curves_only_even_with_a_progress_bar(tmp_path):
+    """A progress bar makes Keras run every callback's batch hooks; Keras' TensorBoard then wrote the graph at the
+    first batch and called `tf.summary.scalar` per batch: `EpochTensorBoard` writes the epoch curves alone."""
+    import glob
+    import os
+
+    from tensorflow.core.util import event_pb2
+
+    keras.utils.set_random_seed(0)
+    x = np.random.default_rng(0).normal(size=(64, 3)).astype(np.float32)
+    y = (x[:, 0] > 0).astype(np.int32)
+
+    def tags_of(log_dir, callback):
+        model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2, activation="softmax")])
+        model.compile("sgd", "sparse_categorical_crossentropy", jit_compile=False)
+        model.fit(x, y, batch_size=16, epochs=2, verbose=1, callbacks=[callback(log_dir)])
+        tags, graphs = set(), 0
+        for path in glob.glob(os.path.join(log_dir, "train", "events.out.tfevents.*")):
+            for record in tf.data.TFRecordDataset(path):
+                event = event_pb2.Event.FromString(record.numpy())
+                graphs += bool(event.graph_def)
+                tags.update(value.tag for value in event.summary.value)
+        return tags, graphs
+
+    tags, graphs = tags_of(str(tmp_path / "ours"), kn.training.callbacks.EpochTensorBoard)
+    assert {"epoch_loss"} <= tags and graphs == 0
+    keras_tags, keras_graphs = tags_of(str(tmp_path / "keras"), keras.callbacks.TensorBoard)
+    assert keras_graphs == 1 and tags == keras_tags - {"keras"}  # The same curves; "keras": the model's config text.
