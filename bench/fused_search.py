@@ -23,12 +23,12 @@ import os
 import subprocess
 import sys
 import tempfile
-import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import numpy as np  # noqa: E402
+import search_parts  # noqa: E402  (bench/search_parts.py)
 import tensorflow as tf  # noqa: E402
 
 from keras_nngk.search import exact  # noqa: E402
@@ -50,11 +50,7 @@ def compile_op(query_block, vectors):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--queries", type=int, default=128)
-    parser.add_argument("--centers", type=int, default=60000)
-    parser.add_argument("--dim", type=int, default=64)
-    parser.add_argument("--k", type=int, default=33, help="neighbours the search keeps (k = 32 plus the sample itself)")
-    parser.add_argument("--rounds", type=int, default=15)
+    search_parts.search_arguments(parser)
     parser.add_argument("--query-block", type=int, default=8, help="queries per micro-kernel")
     parser.add_argument("--vectors", type=int, default=2, help="16-float vectors of columns per micro-kernel")
     args = parser.parse_args()
@@ -82,13 +78,7 @@ def main():
     }
     names = list(functions)
     same = np.array_equal(functions[names[0]]().numpy(), functions[names[2]]().numpy())
-    times = {name: [] for name in names}
-    for _ in range(args.rounds):
-        for name, function in functions.items():
-            start = time.perf_counter()
-            for _ in range(5):
-                function()  # Eager calls on the CPU return when the outputs are computed.
-            times[name].append((time.perf_counter() - start) / 5 * 1e3)
+    times = search_parts.interleaved_times(functions, args.rounds)
     print(f"{b} queries x {n} centers x {d}, variables in copy-on-read mode; median and interquartile range of "
           f"{args.rounds} interleaved rounds of 5 calls; ids of the fused op equal TensorFlow's: {same}")
     print("| search | ms per call (median) | interquartile range | / TensorFlow search |\n|---|---|---|---|")

@@ -129,27 +129,37 @@ def certify(args):
         print(f"| {name} | " + " | ".join(f"{fraction:.3f}" for fraction in fractions.values()) + " |")
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def search_arguments(parser):
+    """The search's shape and the rounds: the flags this benchmark shares with bench/fused_search.py."""
     parser.add_argument("--queries", type=int, default=128)
     parser.add_argument("--centers", type=int, default=60000)
     parser.add_argument("--dim", type=int, default=64)
     parser.add_argument("--k", type=int, default=33, help="neighbours the search keeps (k = 32 plus the sample itself)")
-    parser.add_argument("--candidates", type=int, nargs="+", default=[64, 128, 256])
     parser.add_argument("--rounds", type=int, default=15)
-    parser.add_argument("--certify", action="store_true", help="also count how many candidates exactness needs")
-    parser.add_argument("--backbone", default="", help="with --certify: a trained backbone.keras to embed with too")
-    args = parser.parse_args()
-    functions = parts(args)
+
+
+def interleaved_times(functions, rounds):
+    """`{name: [ms per call, one per round]}`: every function once per round (5 calls), after a warm-up call."""
     for function in functions.values():
         function()  # Trace and warm up.
     times = {name: [] for name in functions}
-    for _ in range(args.rounds):
+    for _ in range(rounds):
         for name, function in functions.items():
             start = time.perf_counter()
             for _ in range(5):
                 function()  # Eager calls on the CPU return when the outputs are computed: nothing to fetch.
             times[name].append((time.perf_counter() - start) / 5 * 1e3)
+    return times
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    search_arguments(parser)
+    parser.add_argument("--candidates", type=int, nargs="+", default=[64, 128, 256])
+    parser.add_argument("--certify", action="store_true", help="also count how many candidates exactness needs")
+    parser.add_argument("--backbone", default="", help="with --certify: a trained backbone.keras to embed with too")
+    args = parser.parse_args()
+    times = interleaved_times(parts(args), args.rounds)
     scores_mb = args.queries * args.centers * 4 / 1e6
     print(f"{args.queries} queries x {args.centers} centers x {args.dim}, k = {args.k}; median and interquartile "
           f"range of {args.rounds} interleaved rounds of 5 calls; the float32 scores are {scores_mb:.1f} MB")
