@@ -17,7 +17,7 @@ from keras_nngk.continual import methods
 from keras_nngk.continual.benchmarks import check_tasks
 from keras_nngk.continual.metrics import accuracy_matrix_summary
 from keras_nngk.training import center_sync
-from keras_nngk.utils import pipelines
+from keras_nngk.utils import interrupts, pipelines
 
 
 class ContinualTrainer:
@@ -163,6 +163,7 @@ class ContinualTrainer:
                 loss = self._train_step(tf.constant(x, tf.float32), tf.constant(ids, tf.int32),
                                         tf.constant(y, tf.int64))
                 progress.update(step + 1, [("loss", float(loss))])
+                interrupts.raise_if_interrupted()  # A Ctrl-C that TensorFlow swallowed during the step.
 
     def head_predict(self, embeddings, sample_ids=None, batch_size=1024):
         """The head's probabilities for embeddings, in batches (with sample ids: leave-one-out)."""

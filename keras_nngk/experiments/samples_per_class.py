@@ -19,7 +19,7 @@ from keras_nngk import backbones, layers, metrics, models, plots
 from keras_nngk import data as data_lib
 from keras_nngk.experiments.common import mean_spread
 from keras_nngk.training import center_sync, sparse_adam
-from keras_nngk.utils import pipelines
+from keras_nngk.utils import interrupts, pipelines
 from keras_nngk.utils.checks import check_positive_float, check_positive_int
 from keras_nngk.utils.files import write_json_atomically
 
@@ -179,6 +179,7 @@ def _train_head(head, x, y, x_val, y_val, config, seed, num_classes):
         batch_images = x[batch] if augment is None else augment(x[batch])
         ids = np.full(len(batch), -1, np.int32) if config.self_positive else batch.astype(np.int32)
         train_step(tf.constant(batch_images, tf.float32), tf.constant(ids), tf.constant(y[batch]))
+        interrupts.raise_if_interrupted()  # A Ctrl-C that TensorFlow swallowed during the step.
         if head == "nngk" and step % refresh_every == 0:
             refresh()
         if step % config.eval_every == 0 or step == config.steps:

@@ -87,6 +87,33 @@ def test_training_step_is_traced_once_per_batch_shape(digits_tasks):
     assert len(trainer.optimizer.variables) == slots
 
 
+def test_a_swallowed_ctrl_c_stops_the_epoch_after_its_step(digits_tasks, monkeypatch):
+    """`interrupts.raise_if_interrupted` after each step: a Ctrl-C that TensorFlow swallowed during the first step
+    stops the epoch there."""
+    from keras_nngk.utils import interrupts  # pylint: disable=import-outside-toplevel
+    tasks, num_classes, image_shape = digits_tasks
+    trainer = continual.ContinualTrainer(continual.ContinualConfig(method="finetune", **TINY), num_classes,
+                                         image_shape, verbose=0)
+    trainer.prepare(tasks[:1])
+    steps = []
+    original = trainer._train_step  # pylint: disable=protected-access
+
+    def step_pressing_ctrl_c(*args):
+        steps.append(1)
+        interrupts._interrupted.set()  # pylint: disable=protected-access  (what the handler notes)
+        return original(*args)
+
+    monkeypatch.setattr(trainer, "_train_step", step_pressing_ctrl_c)
+    count = 96
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            trainer.run_epochs(1, tasks[0].x_train[:count], tasks[0].y_train[:count].astype(np.int64),
+                               np.arange(count), "task 1")
+    finally:
+        interrupts._interrupted.clear()  # pylint: disable=protected-access
+    assert steps == [1]
+
+
 @pytest.mark.slow
 def test_add_drop_keeps_budget_and_reports_surgery(digits_tasks):
     tasks, num_classes, image_shape = digits_tasks
