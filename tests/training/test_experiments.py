@@ -273,3 +273,28 @@ def test_compiled_train_step_updates_as_train_on_batch_does(head):
     assert any(not np.array_equal(a, b) for a, b in zip(before, after))  # It trained.
     for expected, got in zip(keras_model.get_weights(), after):
         np.testing.assert_array_equal(got, expected)
+
+
+def test_weight_decay_shrinks_the_network_weights_and_not_the_heads_own():
+    """With zero gradients Adam moves nothing, so one step shows the decay alone: w * (1 - lr * decay), by hand."""
+    import tensorflow as tf  # pylint: disable=import-outside-toplevel
+
+    from keras_nngk import backbones, models  # pylint: disable=import-outside-toplevel
+    make_optimizer = importlib.import_module("keras_nngk.experiments.samples_per_class").make_optimizer
+    config = experiments.FewShotConfig(learning_rate=0.01, weight_decay=0.5)
+    backbone = backbones.get("small_conv", (8, 8, 1), 4, pooling="flatten")
+    built = models.nngk_classifier(backbone, 3, head="nngk", capacity=6, num_neighbours=3, sigma=0.5)
+    optimizer = make_optimizer(config, built.center_head)
+    variables = backbone.trainable_variables + built.center_head.trainable_variables
+    before = [v.numpy().copy() for v in variables]
+    optimizer.apply_gradients([(tf.zeros_like(v), v) for v in variables])
+    decayed = len(backbone.trainable_variables)
+    for value, old in zip(variables[:decayed], before[:decayed]):
+        np.testing.assert_allclose(value.numpy(), old * (1 - 0.01 * 0.5), rtol=1e-6)
+    for value, old in zip(variables[decayed:], before[decayed:]):  # Kernel width, per-center weights.
+        np.testing.assert_array_equal(value.numpy(), old)
+    assert len(variables) > decayed
+    plain = make_optimizer(experiments.FewShotConfig(learning_rate=0.01))
+    assert plain.weight_decay is None  # 0: Keras' Adam as before, bit for bit.
+    with pytest.raises(ValueError, match="`weight_decay` must be a non-negative number"):
+        experiments.FewShotConfig(weight_decay=-0.1).validate()

@@ -23,6 +23,8 @@ flags.DEFINE_list("heads", ["dense", "knn", "nngk", "impostor"], "heads to compa
 flags.DEFINE_list("seeds", ["0", "1", "2"], "seeds")
 flags.DEFINE_integer("steps", 600, "optimizer steps per run, the same at every n")
 flags.DEFINE_float("learning_rate", 1e-3, "Adam learning rate of every head")
+flags.DEFINE_float("weight_decay", 0.0, "decoupled weight decay (AdamW) of every head's backbone and classifier "
+                   "weights per step; not the centers, kernel width or per-center weights")
 flags.DEFINE_integer("eval_every", 50, "validation every this many steps; the best step is kept")
 flags.DEFINE_integer("max_test", 0, "evaluate on the first this many test images (0: all)")
 flags.DEFINE_string("augment", "none", "training-batch augmentation for every head: none, or e.g. shift,flip")
@@ -58,7 +60,8 @@ def main(argv):
     config = experiments.FewShotConfig(
         dataset=FLAGS.dataset, examples_per_class=tuple(int(n) for n in FLAGS.examples_per_class),
         heads=tuple(FLAGS.heads), seeds=tuple(int(s) for s in FLAGS.seeds), steps=FLAGS.steps,
-        learning_rate=FLAGS.learning_rate, eval_every=FLAGS.eval_every, max_test=FLAGS.max_test, augment=FLAGS.augment,
+        learning_rate=FLAGS.learning_rate, weight_decay=FLAGS.weight_decay, eval_every=FLAGS.eval_every,
+        max_test=FLAGS.max_test, augment=FLAGS.augment,
         pooling=FLAGS.pooling, embedding_dim=FLAGS.embedding_dim,
         sigma=FLAGS.sigma, learn_sigma=FLAGS.learn_sigma, sigma_rule=FLAGS.sigma_rule, sigma_scale=FLAGS.sigma_scale,
         num_neighbours=FLAGS.num_neighbours,
