@@ -400,7 +400,8 @@ class HeadLogs(keras.callbacks.Callback):
 
 
 class Interruptible(keras.callbacks.Callback):
-    """Raises a Ctrl-C that TensorFlow swallowed at the next batch or epoch end (`keras_nngk.utils.interrupts`).
+    """Raises a Ctrl-C that TensorFlow swallowed at the next training batch or epoch end
+    (`keras_nngk.utils.interrupts`).
 
     A no-op unless the entry point runs within `interrupts.remembered()`, as every `trainers` command does.
     """
@@ -410,12 +411,6 @@ class Interruptible(keras.callbacks.Callback):
         self._supports_tf_logs = True  # Keras then passes the batch logs as they are, without a sync to NumPy.
 
     def on_train_batch_end(self, batch, logs=None):
-        interrupts.raise_if_interrupted()
-
-    def on_test_batch_end(self, batch, logs=None):
-        interrupts.raise_if_interrupted()
-
-    def on_predict_batch_end(self, batch, logs=None):
         interrupts.raise_if_interrupted()
 
     def on_epoch_end(self, epoch, logs=None):
