@@ -37,7 +37,9 @@ _HELP = {
     "embedding_dim": "model: embedding dimension d",
     "l2_normalize": "model: L2-normalise the embeddings",
     "retrieval_features": "evaluation: retrieval compares pooled (the L2-normalised features under the embedding "
-                          "projection, which transfer better to unseen classes) | embedding (the head's own space)",
+                          "projection, which transfer better to unseen classes) | map (the feature map under that "
+                          "pooling, flattened and L2-normalised: it keeps where features are) | embedding (the "
+                          "head's own space)",
     "pooling": "model: small_conv's embedding: avg (global average pooling) | flatten (a linear map of the whole last "
                "feature map, which keeps where features are)",
     "augment": "data: training-batch augmentation: auto (the data set's default: crops and flips for colour and "

@@ -56,16 +56,37 @@ def embedding_head(features, embedding_dim, l2_normalize):
     return embeddings
 
 
-RETRIEVAL_FEATURES = ("embedding", "pooled")
+RETRIEVAL_FEATURES = ("embedding", "pooled", "map")
+
+
+def _feature_map(backbone, projection):
+    """The 4-D feature map that the backbone pools into its projection's input (a tensor of `backbone`'s graph)."""
+    node = projection._inbound_nodes[0]  # pylint: disable=protected-access
+    pooling = node.inbound_layers
+    if isinstance(pooling, (keras.layers.GlobalAveragePooling2D, keras.layers.GlobalMaxPooling2D,
+                            keras.layers.Flatten)):
+        return pooling.input
+    if isinstance(pooling, keras.Model) and isinstance(
+            pooling.layers[-1], (keras.layers.GlobalAveragePooling2D, keras.layers.GlobalMaxPooling2D)):
+        # A keras.applications network built with pooling="avg", nested in the backbone: call its layers up to the
+        # pooling on the nested network's own input tensor in the backbone's graph.
+        inner = keras.Model(pooling.input, pooling.layers[-1].input, name=f"{pooling.name}_map")
+        return inner(node.parent_nodes[0].call_args[0])
+    raise ValueError(f"retrieval_features='map' needs a backbone whose projection ('embedding') reads a pooled or "
+                     f"flattened feature map; {backbone.name!r} feeds it from {type(pooling).__name__}. Use "
+                     f"retrieval_features='pooled' or 'embedding'.")
 
 
 def retrieval_network(backbone, features="embedding"):
-    """The model whose outputs are compared in retrieval: the embedding, or the pooled features under it.
+    """The model whose outputs are compared in retrieval: the embedding, or the features under it.
 
     "pooled" is the input of the backbone's `embedding` projection (global average pooling, or the flattened map),
     L2-normalised: the representation below the projection that a metric-learning loss trains through. Features
     below the last projection carry more of what the training classes did not need, and transfer better to unseen
-    classes (the projection-head finding of SimCLR; measured here in README "Embedding quality").
+    classes (the projection-head finding of SimCLR; measured here in README "Embedding quality"). "map" is the
+    feature map under that pooling, flattened and L2-normalised: it also keeps where on the image each feature is,
+    which global pooling discards and which aligned images (Fashion-MNIST, digits) share between classes, as raw
+    pixels do (README "Embedding quality"); it has `H * W` times the pooled size (6,272 for small_conv at 28 x 28).
 
     Args:
         backbone: a model built by `keras_nngk.backbones.get` (its projection is the layer named "embedding").
@@ -79,8 +100,12 @@ def retrieval_network(backbone, features="embedding"):
     try:
         projection = backbone.get_layer("embedding")
     except ValueError:
-        raise ValueError(f"retrieval_features='pooled' needs a backbone whose projection is the layer named "
+        raise ValueError(f"retrieval_features={features!r} needs a backbone whose projection is the layer named "
                          f"'embedding' (keras_nngk.backbones); {backbone.name!r} has none. Use "
                          f"retrieval_features='embedding'.") from None
+    if features == "map":
+        flat = keras.layers.Flatten(name="map_flatten")(_feature_map(backbone, projection))
+        flat = keras.layers.UnitNormalization(axis=-1, name="map_l2_normalize")(flat)
+        return keras.Model(backbone.input, flat, name=f"{backbone.name}_map")
     pooled = keras.layers.UnitNormalization(axis=-1, name="pooled_l2_normalize")(projection.input)
     return keras.Model(backbone.input, pooled, name=f"{backbone.name}_pooled")

@@ -98,8 +98,43 @@ def test_retrieval_network_gives_the_normalised_features_under_the_projection(po
     expected = features.mean(axis=(1, 2)) if pooling == "avg" else features.reshape(3, -1)
     expected /= np.linalg.norm(expected, axis=1, keepdims=True)
     np.testing.assert_allclose(pooled, expected, rtol=1e-4, atol=1e-6)
-    with pytest.raises(ValueError, match="valid: embedding, pooled"):
+    with pytest.raises(ValueError, match="valid: embedding, pooled, map"):
         backbones.retrieval_network(model, "logits")
     plain = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2, name="head")])
     with pytest.raises(ValueError, match="projection is the layer named 'embedding'"):
         backbones.retrieval_network(plain, "pooled")
+
+
+@pytest.mark.parametrize("pooling", ["avg", "flatten"])
+def test_retrieval_map_is_the_normalised_feature_map_under_the_pooling(pooling, rng):
+    model = backbones.get("small_conv", input_shape=(28, 28, 1), embedding_dim=8, pooling=pooling)
+    x = rng.uniform(size=(3, 28, 28, 1)).astype(np.float32)
+    found = backbones.retrieval_network(model, "map").predict(x, verbose=0)
+    expected = keras.Model(model.input, model.get_layer("relu3").output).predict(x, verbose=0).reshape(3, -1)
+    expected /= np.linalg.norm(expected, axis=1, keepdims=True)
+    assert found.shape == (3, 7 * 7 * 128)
+    np.testing.assert_allclose(found, expected, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("name,shape", [("squeezenet", (64, 64, 3)),
+                                        pytest.param("resnet50", (64, 64, 3), marks=pytest.mark.slow)])
+def test_retrieval_map_averages_to_the_pooled_features(name, shape, rng):
+    """For backbones that average-pool (resnet50's pooling sits inside the nested keras.applications network), the
+    map's mean over positions is the pooled vector: normalised, the "pooled" read-out."""
+    model = backbones.get(name, input_shape=shape, embedding_dim=8)
+    x = rng.uniform(size=(2,) + shape).astype(np.float32)
+    pooled = backbones.retrieval_network(model, "pooled").predict(x, verbose=0)
+    found = backbones.retrieval_network(model, "map").predict(x, verbose=0)
+    channels = pooled.shape[1]
+    assert found.shape[1] % channels == 0 and found.shape[1] > channels  # H * W positions of the pooled channels.
+    np.testing.assert_allclose(np.linalg.norm(found, axis=1), 1.0, rtol=1e-5)
+    mean = found.reshape(2, -1, channels).mean(axis=1)
+    np.testing.assert_allclose(mean / np.linalg.norm(mean, axis=1, keepdims=True), pooled, rtol=1e-3, atol=1e-5)
+
+
+def test_retrieval_map_needs_a_pooled_feature_map():
+    images = keras.Input((4, 4, 1))
+    vector = keras.layers.Dense(3)(keras.layers.Reshape((16,))(images))
+    model = keras.Model(images, keras.layers.Dense(2, name="embedding")(vector))
+    with pytest.raises(ValueError, match="retrieval_features='map' needs a backbone whose projection"):
+        backbones.retrieval_network(model, "map")

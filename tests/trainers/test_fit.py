@@ -171,6 +171,15 @@ def test_retrieval_on_pooled_features(tmp_path):
     again = kn.training.fit(_tiny(task="retrieval", retrieval_features="embedding"), str(tmp_path), verbose=0)
     assert again["initial_epoch"] == 1 and again["retrieval_features"] == "embedding"
     assert again["recall@1"] == results["embedding_recall@1"]
+    # "map": the last feature map under the pooling, flattened and normalised.
+    mapped = kn.training.fit(_tiny(task="retrieval", retrieval_features="map"), str(tmp_path), verbose=0)
+    features = keras.Model(backbone.input, backbone.get_layer("relu3").output).predict(images, verbose=0)
+    features = features.reshape(len(features), -1).astype(np.float64)
+    features /= np.linalg.norm(features, axis=1, keepdims=True)
+    distances = ((features[:, None] - features[None]) ** 2).sum(-1)
+    np.fill_diagonal(distances, np.inf)
+    assert mapped["retrieval_features"] == "map" and mapped["initial_epoch"] == 1
+    assert mapped["recall@1"] == pytest.approx(np.mean(labels[distances.argmin(1)] == labels), abs=1.5 / len(labels))
 
 
 @pytest.mark.slow
