@@ -42,7 +42,9 @@ class Config:
     pooling: str = "avg"  # small_conv: "avg" (global average pooling) or "flatten" (the spatial feature map).
     augment: str = "auto"  # Training batches: "auto" (the data set's default), "none", or e.g. "shift,flip".
     l2_normalize: bool = True
-    retrieval_features: str = "pooled"  # Retrieval: compare the "pooled" features under the embedding, or "embedding"s.
+    # Retrieval: compare the "pooled" features under the embedding, the feature "map" under the pooling (the
+    # small aligned sets' preset), or the "embedding"s.
+    retrieval_features: str = "pooled"
     image_size: Optional[int] = None
     examples_per_class: Optional[int] = None
     validation_split: float = 0.0  # > 0: evaluate on this held-out fraction of the training set, not the test set.
@@ -293,11 +295,16 @@ LEGACY_VALUES = {"lookup_prototypes": 0, "exit_loss_weight": 0.0, "threshold_spl
 _FINE_GRAINED = {"task": "retrieval", "backbone": "resnet50", "embedding_dim": 512, "image_size": 224,
                  "batch_size": 64, "epochs": 50, "learning_rate": 1e-4, "refresh_every": 2}
 
+# The small grayscale sets hold aligned images (centred digits, clothes), on which where a feature sits tells classes
+# apart: their retrieval reads the feature map itself, not its global average (README "Embedding quality": +2.4 to
+# +6.3 R@1 for NNGK on four unseen-class splits of Fashion-MNIST, MNIST-5k and digits, raw pixels beaten on all).
+_ALIGNED = {"retrieval_features": "map"}
+
 PRESETS = {
-    "mnist5k": {"epochs": 5},
-    "digits": {"epochs": 20, "batch_size": 64},
-    "fashion_mnist": {"epochs": 10},
-    "mnist": {"epochs": 5},
+    "mnist5k": {"epochs": 5, **_ALIGNED},
+    "digits": {"epochs": 20, "batch_size": 64, **_ALIGNED},
+    "fashion_mnist": {"epochs": 10, **_ALIGNED},
+    "mnist": {"epochs": 5, **_ALIGNED},
     "cifar10": {"epochs": 30},
     "cifar100": {"epochs": 30, "embedding_dim": 128},
     "cars196": dict(_FINE_GRAINED),

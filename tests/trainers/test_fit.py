@@ -147,6 +147,15 @@ def test_retrieval_task_reports_recall(tmp_path):
     assert os.path.exists(tmp_path / "recall_at_k.png")
 
 
+def test_aligned_sets_retrieve_on_the_feature_map_and_the_others_on_pooled_features():
+    """The small grayscale sets' preset reads the feature map (README "Embedding quality"); a flag overrides it."""
+    for dataset in ("fashion_mnist", "mnist", "mnist5k", "digits"):
+        assert kn.training.Config.for_dataset(dataset).retrieval_features == "map"
+    for dataset in ("cifar10", "cifar100", "cars196", "caltech_birds2011"):
+        assert kn.training.Config.for_dataset(dataset).retrieval_features == "pooled"
+    assert kn.training.Config.for_dataset("fashion_mnist", retrieval_features="pooled").retrieval_features == "pooled"
+
+
 @pytest.mark.slow
 def test_retrieval_on_pooled_features(tmp_path):
     """--retrieval_features=pooled: Recall@K of the normalised features under the projection, recomputed here from
