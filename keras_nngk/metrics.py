@@ -1,5 +1,5 @@
 """Evaluation metrics on embeddings and predictions: Recall@K, MAP@R and R-precision (leave-one-out), accuracy,
-kNN accuracy."""
+kNN accuracy, and how tightly the classes of a set of embeddings have gathered (class spread)."""
 
 import time
 
@@ -79,6 +79,35 @@ def recall_at_k(embeddings, labels, ks=(1, 2, 4, 8)):
         raise ValueError(f"Recall@{largest} needs more than {largest} embeddings. Received: {len(labels)}")
     hits = labels[_neighbours_leaving_one_out(embeddings, labels, largest)] == labels[:, None]
     return {int(k): float(np.mean(hits[:, :k].any(axis=1))) for k in ks}
+
+
+def class_spread(embeddings, labels):
+    """Mean squared distance between two embeddings of one class over that between two of different classes.
+
+    Over all pairs of distinct embeddings; 0 when every class has collapsed onto one point, about 1 when a class is
+    no tighter than the whole set. Training sets drift towards 0 as a network fits them (the within-class
+    variability collapse of Papyan, Han and Donoho 2020); held-out images of the same classes show what the fit left
+    for new images. O(N d): the pair sums come from per-class sums, `sum_{i,j} |x_i - x_j|^2 = 2 n sum_i |x_i|^2 -
+    2 |sum_i x_i|^2`.
+    """
+    embeddings, labels = _checked(embeddings, labels)
+    embeddings = embeddings.reshape(len(labels), -1).astype(np.float64)
+    classes, inverse, counts = np.unique(labels, return_inverse=True, return_counts=True)
+    if len(classes) < 2 or counts.max() < 2:
+        raise ValueError("The class spread needs two classes and a class with at least two embeddings. Received: "
+                         f"{len(classes)} classes, the largest with {int(counts.max(initial=0))} embeddings")
+    norms = np.sum(embeddings ** 2, axis=1)
+    sums = np.zeros((len(classes), embeddings.shape[1]))
+    np.add.at(sums, inverse, embeddings)
+    class_norms = np.bincount(inverse, weights=norms)
+    within = np.sum(2 * counts * class_norms - 2 * np.sum(sums ** 2, axis=1))  # Ordered pairs; i = j adds 0.
+    total = 2 * len(labels) * norms.sum() - 2 * np.sum(embeddings.sum(axis=0) ** 2)
+    within_pairs = np.sum(counts * (counts - 1))
+    between_pairs = len(labels) ** 2 - np.sum(counts ** 2)
+    between = max(total - within, 0.0) / between_pairs
+    if between == 0.0:
+        raise ValueError("The class spread is undefined when every embedding is the same point.")
+    return float(max(within, 0.0) / within_pairs / between)
 
 
 def accuracy(probabilities, labels):

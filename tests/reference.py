@@ -172,6 +172,17 @@ def map_at_r(embeddings, labels):
     return float(np.mean(average_precisions)), float(np.mean(r_precisions))
 
 
+def class_spread(embeddings, labels):
+    """Mean squared distance over same-class pairs of distinct embeddings over the mean over different-class pairs,
+    by a loop over the pairs."""
+    same, different = [], []
+    for i in range(len(labels)):
+        for j in range(len(labels)):
+            if i != j:
+                (same if labels[i] == labels[j] else different).append(np.sum((embeddings[i] - embeddings[j]) ** 2))
+    return float(np.mean(same) / np.mean(different))
+
+
 def class_statistics(features, labels, num_classes):
     """Batch twin of the streaming statistics: counts, class means and the pooled within-class scatter."""
     features = np.asarray(features, np.float64)

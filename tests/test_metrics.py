@@ -82,3 +82,22 @@ def test_auroc_by_hand():
     assert metrics.auroc([0.9, 0.8, 0.4, 0.4, 0.1], [True, False, True, False, False]) == pytest.approx(0.75)
     assert metrics.auroc([1, 2, 3], [False, True, True]) == 1.0
     assert np.isnan(metrics.auroc([1, 2], [True, True]))
+
+
+def test_class_spread_matches_reference_and_hand_computed(rng):
+    embeddings = rng.normal(size=(30, 4)).astype(np.float32)
+    labels = rng.integers(0, 3, 30)
+    assert metrics.class_spread(embeddings, labels) == pytest.approx(reference.class_spread(embeddings, labels),
+                                                                     rel=1e-5)
+    # 1-D points 0, 1 (class 0) and 3 (class 1): within 1; between (9 + 4) / 2 = 6.5.
+    assert metrics.class_spread(np.array([[0.0], [1.0], [3.0]]), [0, 0, 1]) == pytest.approx(1 / 6.5)
+    # Each class collapsed onto one point: 0. Classes no tighter than the whole set: about 1.
+    assert metrics.class_spread(np.repeat(np.eye(3), 4, axis=0), np.repeat(np.arange(3), 4)) == pytest.approx(0.0)
+    mixed = metrics.class_spread(rng.normal(size=(3000, 8)), rng.integers(0, 5, 3000))
+    assert mixed == pytest.approx(1.0, abs=0.03)
+    with pytest.raises(ValueError, match="needs two classes"):
+        metrics.class_spread(np.zeros((4, 2)) + np.arange(4)[:, None], [0, 0, 0, 0])
+    with pytest.raises(ValueError, match="largest with 1 embeddings"):
+        metrics.class_spread(np.eye(3), [0, 1, 2])
+    with pytest.raises(ValueError, match="every embedding is the same point"):
+        metrics.class_spread(np.ones((4, 2)), [0, 0, 1, 1])

@@ -205,6 +205,24 @@ def _train_head(head, x, y, x_val, y_val, config, seed, num_classes):
     return built.inference_model, best[2], best[0]
 
 
+def embedding_model(model):
+    """The backbone inside an inference model of `models.nngk_classifier` (image -> backbone -> head)."""
+    return next(layer for layer in model.layers if isinstance(layer, keras.Model))
+
+
+def class_spreads(backbone, x, y, x_val, y_val):
+    """`metrics.class_spread` of the training subset and of the validation images, embedded by `backbone` (None: raw
+    pixels); None where a set has no class with two images (n = 1)."""
+
+    def spread(images, labels):
+        features = images.reshape(len(images), -1) if backbone is None else pipelines.predict(backbone, images, 512)
+        if np.bincount(labels).max() < 2:
+            return None
+        return round(metrics.class_spread(features, labels), 5)
+
+    return {"train_class_spread": spread(x, y), "validation_class_spread": spread(x_val, y_val)}
+
+
 def pixel_knn_accuracy(x_train, y_train, x_test, y_test, k=1):
     """kNN majority vote on raw pixels: the floor every learned head should clear."""
     return metrics.knn_accuracy(x_train.reshape(len(x_train), -1), y_train, x_test.reshape(len(x_test), -1), y_test,
@@ -254,36 +272,43 @@ def samples_per_class(config, workdir, verbose=1):
         x_val, y_val = arrays.x_train[validation], arrays.y_train[validation]
         label = "all" if n == 0 else n
         rows.append({"n": label, "seed": seed, "head": "pixels_1nn", "test_accuracy":
-                     pixel_knn_accuracy(x, y, x_test, y_test, 1)})
+                     pixel_knn_accuracy(x, y, x_test, y_test, 1), **class_spreads(None, x, y, x_val, y_val)})
         for head in config.heads:
             start = time.time()
             model, best_step, val_accuracy = _train_head(head, x, y, x_val, y_val, config, seed, num_classes)
             accuracy = metrics.accuracy(pipelines.predict(model, x_test, batch_size=512), y_test)
+            spreads = class_spreads(embedding_model(model), x, y, x_val, y_val)
             rows.append({"n": label, "seed": seed, "head": head, "test_accuracy": accuracy,
-                         "validation_accuracy": val_accuracy, "best_step": best_step,
+                         "validation_accuracy": val_accuracy, "best_step": best_step, **spreads,
                          "seconds": round(time.time() - start, 1)})
-            logging.info("n=%s seed=%d %s: %.4f (best step %d)", label, seed, head, accuracy, best_step)
+            logging.info("n=%s seed=%d %s: %.4f (best step %d; class spread %s on the subset, %s on validation)",
+                         label, seed, head, accuracy, best_step, spreads["train_class_spread"],
+                         spreads["validation_class_spread"])
             done += 1
             progress.update(done)
     table = summarise(rows)
-    results = {"dataset": config.dataset, "config": dataclasses.asdict(config), "runs": rows, "table": table}
+    results = {"dataset": config.dataset, "config": dataclasses.asdict(config), "runs": rows, "table": table,
+               "class_spread": {part: summarise(rows, f"{part}_class_spread") for part in ("train", "validation")}}
     write_json_atomically(os.path.join(workdir, "samples_per_class.json"), results)
     plots.plot_samples_per_class(table, os.path.join(workdir, "samples_per_class.png"), config.dataset)
     return results
 
 
-def summarise(rows):
-    """`{head: {n: [mean, std, count]}}` over seeds."""
+def summarise(rows, key="test_accuracy"):
+    """`{head: {n: [mean, std, count]}}` of `key` over seeds (rows without a value for it left out)."""
     groups = {}
     for row in rows:
-        groups.setdefault(row["head"], {}).setdefault(str(row["n"]), []).append(row["test_accuracy"])
+        if row.get(key) is not None:
+            groups.setdefault(row["head"], {}).setdefault(str(row["n"]), []).append(row[key])
     return mean_spread(groups)
 
 
-def format_samples_table(table):
-    columns = list(next(iter(table.values())).keys())
+def format_samples_table(table, scale=100, digits=1):
+    """A Markdown table of `summarise`'s means ± stds, one row per head (accuracy in %: `scale` 100)."""
+    columns = list(dict.fromkeys(n for by_n in table.values() for n in by_n))
     lines = ["| head | " + " | ".join(f"n={n}" for n in columns) + " |", "|---" * (len(columns) + 1) + "|"]
     for head, by_n in table.items():
-        cells = [f"{100 * by_n[n][0]:.1f} ± {100 * by_n[n][1]:.1f}" if n in by_n else "" for n in columns]
+        cells = [f"{scale * by_n[n][0]:.{digits}f} ± {scale * by_n[n][1]:.{digits}f}" if n in by_n else ""
+                 for n in columns]
         lines.append(f"| {head} | " + " | ".join(cells) + " |")
     return "\n".join(lines)

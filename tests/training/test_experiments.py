@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from keras_nngk import experiments
+from tests import reference
 from tests.trainers.test_fit import run_entry
 
 
@@ -47,6 +48,19 @@ def test_samples_per_class_tiny(tmp_path):
     assert results["table"]["nngk"]["20"][0] > 0.5
     saved = json.load(open(os.path.join(str(tmp_path), "samples_per_class.json")))
     assert saved["table"] == results["table"]
+    # The class spread of every run, and over seeds; raw pixels' spread of the subset is exact.
+    assert set(saved["class_spread"]["train"]) == heads and set(saved["class_spread"]["validation"]) == heads
+    for row in results["runs"]:
+        assert row["train_class_spread"] > 0 and row["validation_class_spread"] > 0
+    first = results["runs"][0]
+    assert first["head"] == "pixels_1nn" and first["n"] == 3
+    from keras_nngk import data as data_lib  # pylint: disable=g-import-not-at-top
+    arrays = data_lib.load_arrays("digits")
+    validation = data_lib.splits.few_shot_indices(arrays.y_train, 5, seed=1000)
+    rest = np.setdiff1d(np.arange(len(arrays.y_train)), validation)
+    chosen = rest[data_lib.splits.few_shot_indices(arrays.y_train[rest], 3, 0)]
+    expected = reference.class_spread(arrays.x_train[chosen].reshape(len(chosen), -1), arrays.y_train[chosen])
+    assert first["train_class_spread"] == pytest.approx(expected, abs=1e-5)
     assert os.path.exists(os.path.join(str(tmp_path), "samples_per_class.png"))
 
 
@@ -298,3 +312,24 @@ def test_weight_decay_shrinks_the_network_weights_and_not_the_heads_own():
     assert plain.weight_decay is None  # 0: Keras' Adam as before, bit for bit.
     with pytest.raises(ValueError, match="`weight_decay` must be a non-negative number"):
         experiments.FewShotConfig(weight_decay=-0.1).validate()
+
+
+def test_class_spreads_embed_with_the_backbone_inside_the_inference_model(rng):
+    """`class_spreads` reads the backbone of an inference model (image -> backbone -> head), leaves out a set
+    whose classes have one image each, and on raw pixels flattens them."""
+    import tf_keras as keras  # pylint: disable=g-import-not-at-top
+
+    from keras_nngk import models  # pylint: disable=g-import-not-at-top
+    module = importlib.import_module("keras_nngk.experiments.samples_per_class")
+    keras.utils.set_random_seed(0)
+    images = keras.Input((4, 4, 1))
+    backbone = keras.Model(images, keras.layers.Dense(3)(keras.layers.Flatten()(images)), name="tiny")
+    built = models.nngk_classifier(backbone, 3, head="dense")
+    assert module.embedding_model(built.inference_model) is backbone
+    x, y = rng.normal(size=(12, 4, 4, 1)).astype(np.float32), np.repeat(np.arange(3), 4)
+    spreads = module.class_spreads(backbone, x, y, x[::4], y[::4])
+    embedded = backbone.predict(x, verbose=0)
+    assert spreads["train_class_spread"] == pytest.approx(reference.class_spread(embedded, y), abs=1e-5)
+    assert spreads["validation_class_spread"] is None  # One image per class.
+    pixels = module.class_spreads(None, x, y, x, y)
+    assert pixels["validation_class_spread"] == pytest.approx(reference.class_spread(x.reshape(12, -1), y), abs=1e-5)

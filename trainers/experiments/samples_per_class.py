@@ -72,6 +72,11 @@ def main(argv):
     workdir = FLAGS.workdir or os.path.join("saved_models", f"samples_per_class-{FLAGS.dataset}-{stamp}")
     results = experiments.samples_per_class(config, workdir, verbose=FLAGS.verbose)
     print(experiments.format_samples_table(results["table"]))
+    for part, where in (("train", "the training subset"), ("validation", "the validation images")):
+        if results["class_spread"][part]:
+            print(f"\nClass spread of {where} (within-class over between-class mean squared distance; 0: "
+                  "collapsed):")
+            print(experiments.format_samples_table(results["class_spread"][part], scale=1, digits=3))
     print(f"Written to {workdir}")
 
 
