@@ -344,6 +344,39 @@ def test_faiss_search_in_layer_matches_exact(problem, name):
     np.testing.assert_allclose(through_faiss(queries).numpy(), exact(queries).numpy(), rtol=1e-6)
 
 
+def test_faiss_index_follows_centers_replaced_by_set_weights_load_weights_and_restore(problem, rng, tmp_path):
+    """`model.set_weights`, `model.load_weights` and a checkpoint's restore replace the centers without the layer
+    knowing; the next faiss search notices and answers from the restored centers, as the exact search does."""
+    centers, labels, queries = problem
+    head = kn.layers.NNGKClassifier(NUM_CLASSES, num_neighbours=7, sigma=0.6, capacity=70, search="faiss-flat")
+    inputs = keras.Input((8,))
+    model = keras.Model(inputs, head(inputs))
+    head.assign_centers(centers, labels)
+    saved = model.get_weights()
+    checkpoint = tf.train.Checkpoint(model=model)
+    path = checkpoint.save(str(tmp_path / "ckpt"))
+    model.save_weights(str(tmp_path / "weights"))
+    expected = reference.nngk_classifier(queries, centers, reference.one_hot(labels, NUM_CLASSES), 7, 0.6)
+    np.testing.assert_allclose(model.predict(queries, verbose=0), expected, rtol=1e-5, atol=1e-6)
+    for restore in (lambda: model.set_weights(saved), lambda: checkpoint.restore(path).assert_consumed(),
+                    lambda: model.load_weights(str(tmp_path / "weights"))):
+        other = rng.normal(size=centers.shape).astype(np.float32)
+        head.assign_centers(other, labels[::-1])  # The index now holds these...
+        restore()  # ...and the variables the first centers again.
+        np.testing.assert_allclose(model.predict(queries, verbose=0), expected, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(head(queries).numpy(), expected, rtol=1e-5, atol=1e-6)
+    # Centers moved between slots (the same rows, another mask) are noticed too.
+    head.assign_centers(centers, labels)
+    moved = model.get_weights()
+    order = rng.permutation(70)
+    per_slot = ("centers", "center_labels", "center_mask", "center_sample_ids", "log_weights")
+    for index, weight in enumerate(model.weights):
+        if weight.name.split("/")[-1].split(":")[0] in per_slot:
+            moved[index] = moved[index][order]
+    model.set_weights(moved)
+    np.testing.assert_allclose(head(queries).numpy(), expected, rtol=1e-5, atol=1e-6)
+
+
 def test_bad_input_errors(problem):
     centers, labels, queries = problem
     with pytest.raises(ValueError, match="num_neighbours=0"):
