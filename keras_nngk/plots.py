@@ -108,7 +108,8 @@ def plot_samples_per_class(table, path, dataset):
         axis.fill_between(xs, means - spreads, means + spreads, alpha=0.15, color=line[0].get_color())
         if "all" in by_n:
             axis.axhline(100 * by_n["all"][0], color=line[0].get_color(), linestyle=":", linewidth=1)
-    axis.set_xscale("log")
+    if any(n != "all" for by_n in table.values() for n in by_n):  # Only "all": the dotted lines alone, no log axis.
+        axis.set_xscale("log")
     axis.set(xlabel="training images per class (dotted: all)", ylabel="test accuracy (%)",
              title=f"{dataset}: accuracy against samples per class")
     axis.legend(fontsize=8)

@@ -333,3 +333,13 @@ def test_class_spreads_embed_with_the_backbone_inside_the_inference_model(rng):
     assert spreads["validation_class_spread"] is None  # One image per class.
     pixels = module.class_spreads(None, x, y, x, y)
     assert pixels["validation_class_spread"] == pytest.approx(reference.class_spread(x.reshape(12, -1), y), abs=1e-5)
+
+
+def test_samples_per_class_plot_with_every_image_alone(tmp_path):
+    """`--examples_per_class=0` alone (every image, no n to put on the log axis) still writes its plot."""
+    from keras_nngk import plots  # pylint: disable=g-import-not-at-top
+    for name, table in (("all", {"nngk": {"all": [0.9, 0.01, 3]}, "dense": {"all": [0.91, 0.0, 3]}}),
+                        ("mixed", {"nngk": {"6": [0.6, 0.02, 3], "all": [0.9, 0.01, 3]}})):
+        path = plots.plot_samples_per_class(table, str(tmp_path / f"{name}.png"), "digits")
+        with open(path, "rb") as handle:
+            assert handle.read(8) == b"\x89PNG\r\n\x1a\n"
