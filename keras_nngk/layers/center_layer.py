@@ -338,8 +338,8 @@ class CenterLayer(training_writes.TrainingWrites, candidate_lists.CandidateLists
         """A few center rows and the mask (NumPy, read eagerly): what a faiss index was built from, compared at every
         search. The library's own changes of the centers rebuild the index; this notices the others, which replace
         the centers whole (`model.set_weights` or `load_weights`, `tf.train.Checkpoint.restore`: the weights of
-        another step differ in every row) or move centers between slots (another mask). About 0.2 ms a search at
-        60,000 centers."""
+        another step differ in every row) or move centers between slots (another mask). It reads 16 rows and the
+        mask, not the whole centers."""
         count = self.FINGERPRINT_ROWS
         rows = np.unique(np.concatenate([np.arange(min(count, self.capacity)),
                                          np.linspace(0, self.capacity - 1, count).astype(np.int64)]))
