@@ -334,16 +334,48 @@ class CenterLayer(training_writes.TrainingWrites, candidate_lists.CandidateLists
     # Center rows the fingerprint reads: the first slots (those a refresh fills first) and slots spread over the rest.
     FINGERPRINT_ROWS = 8
 
+    def _fingerprint_rows(self):
+        count = self.FINGERPRINT_ROWS
+        return np.unique(np.concatenate([np.arange(min(count, self.capacity)),
+                                         np.linspace(0, self.capacity - 1, count).astype(np.int64)]))
+
     def _fingerprint(self):
         """A few center rows and the mask (NumPy, read eagerly): what a faiss index was built from, compared at every
         search. The library's own changes of the centers rebuild the index; this notices the others, which replace
         the centers whole (`model.set_weights` or `load_weights`, `tf.train.Checkpoint.restore`: the weights of
         another step differ in every row) or move centers between slots (another mask). It reads 16 rows and the
         mask, not the whole centers."""
-        count = self.FINGERPRINT_ROWS
-        rows = np.unique(np.concatenate([np.arange(min(count, self.capacity)),
-                                         np.linspace(0, self.capacity - 1, count).astype(np.int64)]))
-        return tf.gather(self.centers, rows).numpy(), self.center_mask.numpy()
+        return tf.gather(self.centers, self._fingerprint_rows()).numpy(), self.center_mask.numpy()
+
+    def rebuild_index_if_replaced(self):
+        """Rebuilds what follows the centers (`rebuild_index`) if the centers were replaced behind the layer's back;
+        returns whether it did.
+
+        While the training pass writes the centers, the caches of the steps' exact search and a faiss index follow
+        the writes and are not checked at each search. A restore by other means in the meantime (Keras'
+        `BackupAndRestore` resuming a run, a callback calling `model.set_weights`) would leave them describing the
+        old centers: the steps would rank neighbours by stale values until the epoch's end. `CenterRefresh` calls
+        this at every epoch's start. It compares 16 rows (`_fingerprint`), not the whole centers.
+        """
+        if not self.built:
+            return False
+        stale = False
+        if self._norm_cache_in_use():
+            rows = self._fingerprint_rows()
+            centers = tf.gather(self.centers, rows)
+            stale = not np.array_equal(tf.gather(self._norm_cache, rows).numpy(),
+                                       tf.reduce_sum(tf.square(centers), axis=-1).numpy())
+            if not stale and self._transposed_cache is not None and self.capacity <= self.chunk_size:
+                transposed = tf.reshape(self._transposed_cache, [self.embedding_dim, self.capacity])
+                stale = not np.array_equal(tf.gather(transposed, rows, axis=1).numpy(), centers.numpy().T)
+        elif self._index is not None and self._index_fingerprint is not None:
+            stale = not all(np.array_equal(now, built)
+                            for now, built in zip(self._fingerprint(), self._index_fingerprint))
+        if stale:
+            logging.info("The centers of %s were replaced outside the layer (e.g. a restore): rebuilding what follows "
+                         "them.", self.name)
+            self.rebuild_index()
+        return stale
 
     def _index_is_current(self):
         """Whether the faiss index was built from the centers the variables hold (`_fingerprint`). While the training

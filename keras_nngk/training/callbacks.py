@@ -176,6 +176,8 @@ class CenterRefresh(keras.callbacks.Callback):
             self._start_refresh_pending = False
             if epoch == 0:
                 self.refresh()
+        if self.mode == "training":  # After every callback's on_train_begin, where Keras' BackupAndRestore restores.
+            self.head.rebuild_index_if_replaced()
         built_at = self.head.candidate_lists_epoch
         if self.candidates and (self._lists_stale or built_at < 0 or epoch - built_at >= self.candidates_every):
             self.head.rebuild_candidate_lists(epoch)

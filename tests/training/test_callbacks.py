@@ -258,6 +258,51 @@ def test_training_writes_keep_the_centers_norms_and_change_no_result(tmp_path):
         np.testing.assert_array_equal(cached, uncached)
 
 
+class _Interrupt(keras.callbacks.Callback):
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch == 1:
+            raise KeyboardInterrupt
+
+
+class _CheckIndex(keras.callbacks.Callback):
+    """At each epoch's first step: the faiss index holds the centers the variables hold."""
+
+    def __init__(self, head):
+        super().__init__()
+        self.head, self.checked = head, 0
+
+    def on_train_batch_begin(self, batch, logs=None):
+        if batch == 0:
+            np.testing.assert_array_equal(self.head._index.vectors,  # pylint: disable=protected-access
+                                          self.head.centers.numpy())
+            self.checked += 1
+
+
+@pytest.mark.parametrize("search", ["exact", "faiss-flat"])
+def test_training_writes_follow_centers_restored_by_keras_backup_and_restore(tmp_path, search):
+    """A run interrupted after 2 of 4 epochs resumes with Keras' BackupAndRestore placed after CenterRefresh: the
+    restore replaces the centers after CenterRefresh turned the writes on (its on_train_begin), so what follows the
+    centers (the exact search's norms and transposed copy, a faiss index) must be rebuilt before the first step;
+    nothing is rebuilt in a run without a restore."""
+    backup = str(tmp_path / "backup")
+
+    def run(callbacks):
+        keras.utils.set_random_seed(0)
+        x, y, backbone, head, train_model = _setup(np.random.default_rng(0), search)
+        refresh = kn.callbacks.CenterRefresh(head, backbone, x, y, verbose=0, mode="training",
+                                             refresh_on_train_end=False)
+        check = _CheckNormCache(head) if search == "exact" else _CheckIndex(head)
+        train_model.fit([x, np.arange(len(x))], y, epochs=4, batch_size=32, shuffle=False, verbose=0,
+                        callbacks=[refresh, keras.callbacks.BackupAndRestore(backup)] + callbacks(check))
+        return head, check
+
+    with pytest.raises(KeyboardInterrupt):
+        run(lambda check: [_Interrupt()])
+    head, check = run(lambda check: [check])  # Resumes at epoch 2.
+    assert check.checked == (16 if search == "exact" else 2)
+    assert not head.rebuild_index_if_replaced()  # Nothing replaced since the last epoch's rebuild.
+
+
 def test_training_refresh_mode_refreshes_at_start_and_end_only_and_learns(rng):
     x, y, backbone, head, train_model = _setup(rng)
     train_model.compile(keras.optimizers.Adam(1e-2), "sparse_categorical_crossentropy", jit_compile=False)
