@@ -369,8 +369,7 @@ class CenterLayer(training_writes.TrainingWrites, candidate_lists.CandidateLists
                 transposed = tf.reshape(self._transposed_cache, [self.embedding_dim, self.capacity])
                 stale = not np.array_equal(tf.gather(transposed, rows, axis=1).numpy(), centers.numpy().T)
         elif self._index is not None and self._index_fingerprint is not None:
-            stale = not all(np.array_equal(now, built)
-                            for now, built in zip(self._fingerprint(), self._index_fingerprint))
+            stale = not self._index_matches_centers()
         if stale:
             logging.info("The centers of %s were replaced outside the layer (e.g. a restore): rebuilding what follows "
                          "them.", self.name)
@@ -385,6 +384,9 @@ class CenterLayer(training_writes.TrainingWrites, candidate_lists.CandidateLists
             return False
         if self._write_training_centers or self.centers_trainable:
             return True
+        return self._index_matches_centers()
+
+    def _index_matches_centers(self):
         return all(np.array_equal(now, built) for now, built in zip(self._fingerprint(), self._index_fingerprint))
 
     @property
