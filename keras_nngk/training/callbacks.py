@@ -349,25 +349,41 @@ class HeldOutMetrics(keras.callbacks.Callback):
     `val_recall@1` of `model`'s embeddings. Place it after `CenterRefresh` (so the
     centers are the epoch's) and before `HistoryLog` and `TensorBoard`.
 
+    With `recalibration`, BatchNorm is recalibrated before each pass, as it is before the model is saved: the
+    running statistics that training leaves lag the weights, and read with them the held-out accuracy swings far
+    below what the network would score (README, "Training runs"). Training does not read those statistics
+    (BatchNorm normalises by the batch's in training mode) and the final recalibration starts from scratch, so the
+    trained model is the same (bit for bit for networks without dropout, whose masks the recalibration's
+    training-mode passes would draw).
+
     Args:
         model: the inference model (images -> probabilities) or, for retrieval, the backbone.
         images: a dataset of image batches, in the order of `labels`.
         labels: class ids.
         every: epochs between passes.
         task: "classification" or "retrieval".
+        recalibration: a `BatchNormRecalibration` to run before each pass, or None.
+        center_refresh: the run's `CenterRefresh`, if any: an epoch whose centers it refreshed (which recalibrates
+            first) is not recalibrated again.
     """
 
-    def __init__(self, model, images, labels, every=1, task="classification"):
+    def __init__(self, model, images, labels, every=1, task="classification", recalibration=None,
+                 center_refresh=None):
         super().__init__()
         self.network = model
         self.images = images
         self.labels = np.asarray(labels)
         self.every = every
         self.task = task
+        self.recalibration = recalibration
+        self.center_refresh = center_refresh
 
     def on_epoch_end(self, epoch, logs=None):
         if logs is None or not self.every or (epoch + 1) % self.every:
             return
+        refreshed = self.center_refresh is not None and self.center_refresh.refreshed_after_last_epoch
+        if self.recalibration is not None and not refreshed:
+            self.recalibration.recalibrate()
         from keras_nngk import metrics  # pylint: disable=g-import-not-at-top
         outputs = pipelines.predict(self.network, self.images)
         if self.task == "retrieval":

@@ -274,7 +274,8 @@ def _fit(config, output_dir, data, strategy, verbose, threshold_data=None):
         held_out_model = (backbones.retrieval_network(built.backbone, config.retrieval_features)
                           if config.task == "retrieval" else built.inference_model)
         run_callbacks.append(callbacks_lib.HeldOutMetrics(held_out_model, image_batches(data.test),
-                                                          labels_of(data.test), config.eval_every, config.task))
+                                                          labels_of(data.test), config.eval_every, config.task,
+                                                          recalibration, refresh))
     history_log = callbacks_lib.HistoryLog(os.path.join(output_dir, HISTORY_FILE), initial_epoch)
     run_callbacks.append(history_log)  # Before the checkpoint: an epoch's history is on disk before its checkpoint.
     run_callbacks.append(callbacks_lib.EpochCheckpoint(manager, epoch))

@@ -258,6 +258,69 @@ def test_training_writes_keep_the_centers_norms_and_change_no_result(tmp_path):
         np.testing.assert_array_equal(cached, uncached)
 
 
+class _StubRecalibration:
+    def __init__(self):
+        self.calls = 0
+
+    def recalibrate(self):
+        self.calls += 1
+
+
+class _StubRefresh:
+    refreshed_after_last_epoch = True
+
+
+def test_held_out_metrics_read_the_network_after_a_batchnorm_recalibration(rng):
+    """The held-out pass runs on the network as it is saved, BatchNorm recalibrated over the recalibration batches
+    (the running statistics training leaves lag the weights); not recalibrated again after a center refresh, which
+    recalibrated already."""
+    from tests import reference
+    x, clusters = clustered(rng, 240, 10, num_clusters=6, spread=0.6)
+    y = clusters % 3
+    model = keras.Sequential([keras.Input((10,)), keras.layers.Dense(16), keras.layers.BatchNormalization(),
+                              keras.layers.ReLU(), keras.layers.Dense(3, activation="softmax")])
+    model.compile(keras.optimizers.Adam(1e-2), "sparse_categorical_crossentropy")
+    batches = tf.data.Dataset.from_tensor_slices(x).batch(32)
+    recalibration = kn.callbacks.BatchNormRecalibration(model, batches, num_batches=4)
+    held_out = kn.callbacks.HeldOutMetrics(model, batches, y, recalibration=recalibration)
+    readings = []
+
+    class Reference(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            statistics = [variable.numpy() for variable in model.non_trainable_weights]
+            kn.training.center_sync.recalibrate_batchnorm(model, batches, 4)  # From scratch: the same statistics.
+            for variable, value in zip(model.non_trainable_weights, statistics):
+                np.testing.assert_array_equal(variable.numpy(), value)
+            probabilities = np.clip(model.predict(x, verbose=0), 1e-7, 1.0)
+            readings.append((logs["val_loss"], reference.cross_entropy(probabilities, y)))
+
+    model.fit(x, y, epochs=2, batch_size=32, callbacks=[held_out, Reference()], verbose=0)
+    for reported, expected in readings:
+        assert reported == pytest.approx(expected, rel=1e-5)
+    stub = _StubRecalibration()
+    for center_refresh, calls in ((None, 1), (_StubRefresh(), 0)):
+        stub.calls = 0
+        kn.callbacks.HeldOutMetrics(model, batches, y, recalibration=stub,
+                                    center_refresh=center_refresh).on_epoch_end(0, {})
+        assert stub.calls == calls
+
+
+@pytest.mark.slow  # Four short runs (about 23 s).
+def test_held_out_passes_leave_the_trained_model_unchanged(tmp_path):
+    """The held-out pass after every epoch (BatchNorm recalibrated first) leaves training as it is without one: the
+    same weights and test accuracy, bit for bit, for the NNGK head (centers written by the training steps) and the
+    dense head."""
+    for head in ("nngk", "dense"):
+        weights = []
+        for eval_every in (1, 0):
+            config = kn.training.Config.for_dataset("digits", head=head, epochs=2, eval_every=eval_every)
+            kn.training.fit(config, str(tmp_path / f"{head}-{eval_every}"), verbose=0)
+            model = kn.utils.load_model(str(tmp_path / f"{head}-{eval_every}" / "model.keras"))
+            weights.append(model.get_weights())
+        for with_passes, without in zip(*weights):
+            np.testing.assert_array_equal(with_passes, without)
+
+
 class _Interrupt(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         if epoch == 1:
