@@ -363,11 +363,13 @@ class CenterLayer(training_writes.TrainingWrites, candidate_lists.CandidateLists
         if self._norm_cache_in_use():
             rows = self._fingerprint_rows()
             centers = tf.gather(self.centers, rows)
-            stale = not np.array_equal(tf.gather(self._norm_cache, rows).numpy(),
+            # Dense reads of the caches: a gather from a variable would put it in copy-on-read mode (see
+            # `_neighbours`), and every later step's read would copy it.
+            stale = not np.array_equal(self._norm_cache.numpy()[rows],
                                        tf.reduce_sum(tf.square(centers), axis=-1).numpy())
             if not stale and self._transposed_cache is not None and self.capacity <= self.chunk_size:
-                transposed = tf.reshape(self._transposed_cache, [self.embedding_dim, self.capacity])
-                stale = not np.array_equal(tf.gather(transposed, rows, axis=1).numpy(), centers.numpy().T)
+                transposed = self._transposed_cache.numpy().reshape(self.embedding_dim, self.capacity)
+                stale = not np.array_equal(transposed[:, rows], centers.numpy().T)
         elif self._index is not None and self._index_fingerprint is not None:
             stale = not self._index_matches_centers()
         if stale:
