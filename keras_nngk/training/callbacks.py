@@ -34,7 +34,8 @@ class CenterRefresh(keras.callbacks.Callback):
     - "initial" (fixed and loose impostors): once, from the initial network, when
       the head holds no centers yet (a resumed run keeps its own); at the end of
       training BatchNorm is recalibrated, the centers stay;
-    - "final" (the kNN baseline, which trains nothing): once, at the end of training.
+    - "final" (the kNN baseline, which trains nothing): once, after the last epoch (at the end of training when
+      the number of epochs is not known or training stopped early).
 
     `mode` chooses how periodic centers follow the network between those points:
 
@@ -199,12 +200,14 @@ class CenterRefresh(keras.callbacks.Callback):
             self._sample_ids_checked = self._check_sample_ids()
         if self.candidates and logs is not None:
             logs["candidate_recall"] = self.head.candidate_recall()
-        if self.mode == "training":
-            last = self.refresh_on_train_end and (self.params or {}).get("epochs") == epoch + 1
+        # The final centers after the last epoch rather than at the end of training, so that this epoch's held-out
+        # metrics are those of the saved model (with the number of epochs unknown, at the end of training).
+        last = self.refresh_on_train_end and (self.params or {}).get("epochs") == epoch + 1
+        if self.mode == "training" or self.schedule == "final":
             self._refreshed_after_last_epoch = last
-            if last:  # The final centers now, so that this epoch's held-out metrics are those of the saved model.
+            if last:
                 self.refresh()
-            else:
+            elif self.mode == "training":
                 self.head.rebuild_index()  # A faiss index follows the written centers (nothing to do for "exact").
             return
         if self.every_n_epochs is None:
@@ -233,7 +236,7 @@ class CenterRefresh(keras.callbacks.Callback):
             if self.refresh_on_train_end:
                 self.sync.recalibrate()  # The centers stay; the network's statistics are brought up to date.
             return
-        if self.schedule == "final" or not self._refreshed_after_last_epoch:
+        if not self._refreshed_after_last_epoch:
             self.refresh()
 
 
@@ -364,7 +367,7 @@ class HeldOutMetrics(keras.callbacks.Callback):
         task: "classification" or "retrieval".
         recalibration: a `BatchNormRecalibration` to run before each pass, or None.
         center_refresh: the run's `CenterRefresh`, if any: an epoch whose centers it refreshed (which recalibrates
-            first) is not recalibrated again.
+            first) is not recalibrated again, and an epoch after which its head holds no centers yet is not read.
     """
 
     def __init__(self, model, images, labels, every=1, task="classification", recalibration=None,
@@ -381,6 +384,8 @@ class HeldOutMetrics(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         if logs is None or not self.every or (epoch + 1) % self.every:
             return
+        if self.center_refresh is not None and self.center_refresh.head.num_centers == 0:
+            return  # Nothing to read yet (the kNN baseline's centers come after the last epoch): no chance-level row.
         refreshed = self.center_refresh is not None and self.center_refresh.refreshed_after_last_epoch
         if self.recalibration is not None and not refreshed:
             self.recalibration.recalibrate()

@@ -1,5 +1,7 @@
 """CenterRefresh inside plain model.fit, with leave-one-out through a sample-id input."""
 
+import types
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -267,7 +269,9 @@ class _StubRecalibration:
 
 
 class _StubRefresh:
-    refreshed_after_last_epoch = True
+    def __init__(self, num_centers=10):
+        self.head = types.SimpleNamespace(num_centers=num_centers)
+        self.refreshed_after_last_epoch = True
 
 
 def test_held_out_metrics_read_the_network_after_a_batchnorm_recalibration(rng):
@@ -298,20 +302,22 @@ def test_held_out_metrics_read_the_network_after_a_batchnorm_recalibration(rng):
     for reported, expected in readings:
         assert reported == pytest.approx(expected, rel=1e-5)
     stub = _StubRecalibration()
-    for center_refresh, calls in ((None, 1), (_StubRefresh(), 0)):
-        stub.calls = 0
+    for center_refresh, calls in ((None, 1), (_StubRefresh(), 0), (_StubRefresh(num_centers=0), 0)):
+        stub.calls, logs = 0, {}
         kn.callbacks.HeldOutMetrics(model, batches, y, recalibration=stub,
-                                    center_refresh=center_refresh).on_epoch_end(0, {})
+                                    center_refresh=center_refresh).on_epoch_end(0, logs)
         assert stub.calls == calls
+        assert ("val_accuracy" in logs) == (center_refresh is None or center_refresh.head.num_centers > 0)
 
 
-@pytest.mark.slow  # Four short runs (about 23 s).
+@pytest.mark.slow  # Six short runs (about 35 s).
 def test_held_out_passes_leave_the_trained_model_unchanged(tmp_path):
     """The held-out pass after every epoch (BatchNorm recalibrated first) leaves training as it is without one: the
     same weights and test accuracy, bit for bit, for the NNGK head (centers written by the training steps) and the
-    dense head; the last pass reads the model as saved (the dense head's read it before its final recalibration)."""
+    dense head; the last pass reads the model as saved (the dense head's read it before its final recalibration, the
+    kNN baseline's an empty head: chance)."""
     import json
-    for head in ("nngk", "dense"):
+    for head in ("nngk", "dense", "knn"):
         weights = []
         for eval_every in (1, 0):
             config = kn.training.Config.for_dataset("digits", head=head, epochs=2, eval_every=eval_every)
@@ -319,6 +325,8 @@ def test_held_out_passes_leave_the_trained_model_unchanged(tmp_path):
             if eval_every:
                 history = json.load(open(tmp_path / f"{head}-{eval_every}" / "history.json"))["epochs"]
                 assert history[-1]["val_accuracy"] == pytest.approx(results["test_accuracy"], abs=1e-12)
+                # The kNN baseline has no centers before its final refresh: no chance-level reading before it.
+                assert ("val_accuracy" in history[0]) == (head != "knn")
             model = kn.utils.load_model(str(tmp_path / f"{head}-{eval_every}" / "model.keras"))
             weights.append(model.get_weights())
         for with_passes, without in zip(*weights):
