@@ -367,7 +367,8 @@ class HeldOutMetrics(keras.callbacks.Callback):
         task: "classification" or "retrieval".
         recalibration: a `BatchNormRecalibration` to run before each pass, or None.
         center_refresh: the run's `CenterRefresh`, if any: an epoch whose centers it refreshed (which recalibrates
-            first) is not recalibrated again, and an epoch after which its head holds no centers yet is not read.
+            first) is not recalibrated again, and (classification) an epoch after which its head holds no centers
+            yet is not read.
     """
 
     def __init__(self, model, images, labels, every=1, task="classification", recalibration=None,
@@ -384,7 +385,8 @@ class HeldOutMetrics(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         if logs is None or not self.every or (epoch + 1) % self.every:
             return
-        if self.center_refresh is not None and self.center_refresh.head.num_centers == 0:
+        empty = self.center_refresh is not None and not self.center_refresh.head.num_centers
+        if empty and self.task == "classification":
             return  # Nothing to read yet (the kNN baseline's centers come after the last epoch): no chance-level row.
         refreshed = self.center_refresh is not None and self.center_refresh.refreshed_after_last_epoch
         if self.recalibration is not None and not refreshed:

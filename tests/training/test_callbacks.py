@@ -308,6 +308,10 @@ def test_held_out_metrics_read_the_network_after_a_batchnorm_recalibration(rng):
                                     center_refresh=center_refresh).on_epoch_end(0, logs)
         assert stub.calls == calls
         assert ("val_accuracy" in logs) == (center_refresh is None or center_refresh.head.num_centers > 0)
+    logs = {}  # Retrieval reads the network's outputs, not the head's centers: read while the head is empty.
+    kn.callbacks.HeldOutMetrics(model, batches, y, task="retrieval", center_refresh=_StubRefresh(num_centers=0)
+                                ).on_epoch_end(0, logs)
+    assert "val_recall@1" in logs
 
 
 @pytest.mark.slow  # Six short runs (about 35 s).
