@@ -1,7 +1,9 @@
 """Keras callbacks that keep nearest-neighbour heads' centers in step with the network."""
 
+import hashlib
 import json
 import os
+import sys
 
 import numpy as np
 import tf_keras as keras
@@ -30,7 +32,11 @@ class CenterRefresh(keras.callbacks.Callback):
     - "periodic" (NNGK, tied impostors, the biased network's lookup): at the start
       of training (unless `refresh_on_train_begin=False`), after every
       `every_n_epochs` epochs, and at the end of training when the last epoch did
-      not refresh, so the model is evaluated and exported with current centers;
+      not refresh or the weights changed since the last refresh (a callback listed
+      before this one restored them, e.g. Keras' `EarlyStopping` with
+      `restore_best_weights=True`; listed after it, that restore would come last,
+      and a warning says so), so the model is evaluated and exported with current
+      centers;
     - "initial" (fixed and loose impostors): once, from the initial network, when
       the head holds no centers yet (a resumed run keeps its own); at the end of
       training BatchNorm is recalibrated, the centers stay;
@@ -120,6 +126,7 @@ class CenterRefresh(keras.callbacks.Callback):
             recalibration_batches=100 if recalibration is None else recalibration.num_batches,
             recalibration_network=None if recalibration is None else recalibration.network)
         self._refreshed_after_last_epoch = False
+        self._state_at_refresh = None  # `_network_state()` after the last refresh.
         self._sample_ids_checked = False
         self._start_refresh_pending = False
         self.candidates = check_non_negative_int("candidates", candidates)
@@ -142,6 +149,19 @@ class CenterRefresh(keras.callbacks.Callback):
         """Recalibrates BatchNorm, embeds the training inputs with the current network and stores them as centers."""
         self.sync.assign(self.x, self.labels, self.sample_ids)
         self._lists_stale = True
+        self._state_at_refresh = self._network_state()
+
+    def _network_state(self):
+        """A digest of the network's and the head's weights (BatchNorm statistics and centers included).
+
+        What the last refresh made consistent: a callback that restores weights afterwards (Keras' `EarlyStopping`
+        with `restore_best_weights=True` does so in its `on_train_end`) changes it, and the end of training then
+        refreshes again instead of leaving the restored network with centers and statistics of another epoch.
+        """
+        digest = hashlib.blake2b(digest_size=16)
+        for variable in list(self.embedding_model.weights) + list(self.head.weights):
+            digest.update(np.ascontiguousarray(variable.numpy()).data)
+        return digest.digest()
 
     def _check_sample_ids(self):
         """Warns (once per training) when the trained model cannot feed the head sample ids; True once checked."""
@@ -157,6 +177,7 @@ class CenterRefresh(keras.callbacks.Callback):
 
     def on_train_begin(self, logs=None):
         self._sample_ids_checked = self._check_sample_ids()
+        warn_about_later_restores(self)
         if self.schedule == "final":
             return
         empty = not self.head.built or self.head.num_centers == 0
@@ -236,7 +257,7 @@ class CenterRefresh(keras.callbacks.Callback):
             if self.refresh_on_train_end:
                 self.sync.recalibrate()  # The centers stay; the network's statistics are brought up to date.
             return
-        if not self._refreshed_after_last_epoch:
+        if not self._refreshed_after_last_epoch or self._state_at_refresh != self._network_state():
             self.refresh()
 
 
@@ -265,9 +286,48 @@ class BatchNormRecalibration(keras.callbacks.Callback):
     def recalibrate(self):
         return center_sync.recalibrate_batchnorm(self.network, self.images, self.num_batches)
 
+    def on_train_begin(self, logs=None):
+        warn_about_later_restores(self)
+
     def on_train_end(self, logs=None):
         if self.recalibrate() and self.center_refresh is not None:
             self.center_refresh.mark_stale()
+
+
+def _callbacks_after(callback):
+    """The callbacks that `model.fit` runs after `callback`, or () when the caller is not a Keras `CallbackList`.
+
+    Keras gives a callback no reference to the others; the `CallbackList` calling one of its hooks is the caller's
+    `self`, found on the stack (a few frames up at most).
+    """
+    frame = sys._getframe(1)  # pylint: disable=protected-access
+    for _ in range(4):
+        frame = frame.f_back
+        if frame is None:
+            return ()
+        owner = frame.f_locals.get("self")
+        if isinstance(owner, keras.callbacks.CallbackList):
+            callbacks = list(owner.callbacks)
+            return tuple(callbacks[callbacks.index(callback) + 1:]) if callback in callbacks else ()
+    return ()
+
+
+def warn_about_later_restores(callback):
+    """Warns when an `EarlyStopping(restore_best_weights=True)` follows `callback` in `model.fit`'s callbacks.
+
+    It restores the best epoch's weights in its `on_train_end`, after this callback's end-of-training refresh or
+    recalibration, so the model would keep that epoch's running BatchNorm statistics and (with a head) the centers it
+    held then, which do not match its network. Listed before, its restore comes first and this callback brings the
+    restored network up to date.
+    """
+    for later in _callbacks_after(callback):
+        if isinstance(later, keras.callbacks.EarlyStopping) and later.restore_best_weights:
+            logging.warning("EarlyStopping(restore_best_weights=True) comes after %s in `callbacks`: it restores "
+                            "weights after %s has brought centers and BatchNorm statistics up to date, so the model "
+                            "would end with those of another epoch. List it before %s.", type(callback).__name__,
+                            type(callback).__name__, type(callback).__name__)
+            return True
+    return False
 
 
 all_layers = center_sync.all_layers

@@ -498,3 +498,47 @@ def test_epoch_tensorboard_writes_epoch_curves_only_even_with_a_progress_bar(tmp
     assert {"epoch_loss"} <= tags and graphs == 0
     keras_tags, keras_graphs = tags_of(str(tmp_path / "keras"), keras.callbacks.TensorBoard)
     assert keras_graphs == 1 and tags == keras_tags - {"keras"}  # The same curves; "keras": the model's config text.
+
+
+@pytest.mark.parametrize("mode", ["embed", "training"])
+def test_weights_restored_by_an_early_stopping_listed_first_get_fresh_centers_and_statistics(rng, mode):
+    x, y, backbone, head, train_model = _batchnorm_setup(rng)
+    train_model.compile(keras.optimizers.Adam(1e-2), "sparse_categorical_crossentropy", jit_compile=False)
+    images = tf.data.Dataset.from_tensor_slices(x).batch(32)
+    recalibration = kn.callbacks.BatchNormRecalibration(backbone, images, num_batches=3)
+    refresh = kn.callbacks.CenterRefresh(head, backbone, x, y, verbose=0, mode=mode, recalibration=recalibration)
+    # Keeps the weights of every epoch's end as it sees them: before CenterRefresh's refresh of that epoch.
+    stopping = keras.callbacks.EarlyStopping(monitor="loss", patience=10, restore_best_weights=True)
+    train_model.fit({"image": x, "sample_id": np.arange(len(x))}, y, epochs=3, batch_size=32,
+                    callbacks=[stopping, refresh], verbose=0)
+    assert stopping.best_weights is not None
+    # The end of training refreshed again after the restore: the centers are the restored network's embeddings,
+    # with BatchNorm statistics recalibrated on its training images (without the check: the centers of the epoch
+    # before, and the best epoch's running statistics).
+    restored = keras.models.clone_model(backbone)
+    restored.set_weights(backbone.get_weights())
+    kn.training.center_sync.recalibrate_batchnorm(restored, images, 3)
+    for trained, fresh in zip(backbone.layers[1].non_trainable_weights, restored.layers[1].non_trainable_weights):
+        np.testing.assert_allclose(trained.numpy(), fresh.numpy(), rtol=1e-5, atol=1e-6)  # Moving mean, variance.
+    np.testing.assert_allclose(head.centers.numpy(), backbone.predict(x, verbose=0), rtol=1e-5, atol=1e-5)
+
+
+def test_an_early_stopping_that_restores_after_the_end_of_training_refresh_is_warned(rng, caplog):
+    x, y, backbone, head, train_model = _setup(rng)
+    refresh = kn.callbacks.CenterRefresh(head, backbone, x, y, verbose=0)
+    recalibration = kn.callbacks.BatchNormRecalibration(backbone, tf.data.Dataset.from_tensor_slices(x).batch(32), 2)
+
+    def fit(callbacks):
+        caplog.clear()
+        with caplog.at_level("WARNING"):
+            train_model.fit([x, np.arange(len(x))], y, epochs=1, batch_size=64, callbacks=callbacks, verbose=0)
+        return [record.getMessage() for record in caplog.records if "restore_best_weights" in record.getMessage()]
+
+    restoring = keras.callbacks.EarlyStopping(monitor="loss", restore_best_weights=True)
+    assert fit([refresh, restoring]) == [
+        "EarlyStopping(restore_best_weights=True) comes after CenterRefresh in `callbacks`: it restores weights after "
+        "CenterRefresh has brought centers and BatchNorm statistics up to date, so the model would end with those of "
+        "another epoch. List it before CenterRefresh."]
+    assert len(fit([recalibration, restoring, refresh])) == 1  # BatchNormRecalibration's, not CenterRefresh's.
+    assert fit([restoring, recalibration, refresh]) == []
+    assert fit([refresh, keras.callbacks.EarlyStopping(monitor="loss")]) == []  # Restores nothing.
