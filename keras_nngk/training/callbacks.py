@@ -127,6 +127,9 @@ class CenterRefresh(keras.callbacks.Callback):
             recalibration_network=None if recalibration is None else recalibration.network)
         self._refreshed_after_last_epoch = False
         self._state_at_refresh = None  # `_network_state()` after the last refresh.
+        self._fitting = False  # Between `on_train_begin` and `on_train_end`.
+        self._epoch = -1  # The epoch running, from `on_epoch_begin`.
+        self._prepared_epoch = -1  # The epoch whose end-of-epoch work ran before Keras' validation pass.
         self._sample_ids_checked = False
         self._start_refresh_pending = False
         self.candidates = check_non_negative_int("candidates", candidates)
@@ -178,6 +181,7 @@ class CenterRefresh(keras.callbacks.Callback):
     def on_train_begin(self, logs=None):
         self._sample_ids_checked = self._check_sample_ids()
         warn_about_later_restores(self)
+        self._fitting, self._prepared_epoch = True, -1
         if self.schedule == "final":
             return
         empty = not self.head.built or self.head.num_centers == 0
@@ -194,6 +198,7 @@ class CenterRefresh(keras.callbacks.Callback):
             self._set_training_writes(True)
 
     def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = epoch
         if self._start_refresh_pending:
             self._start_refresh_pending = False
             if epoch == 0:
@@ -216,26 +221,44 @@ class CenterRefresh(keras.callbacks.Callback):
             if on:
                 self.model.make_train_function(force=True)
 
+    def _refresh_due_after(self, epoch):
+        """Whether the centers are refreshed at the end of `epoch`."""
+        if self.mode == "training" or self.schedule == "final":
+            # The final centers after the last epoch rather than at the end of training, so that this epoch's
+            # held-out metrics are those of the saved model (with the number of epochs unknown, at the end of
+            # training).
+            return self.refresh_on_train_end and (self.params or {}).get("epochs") == epoch + 1
+        return self.every_n_epochs is not None and (epoch + 1) % self.every_n_epochs == 0
+
+    def _end_epoch(self, epoch):
+        """The end-of-epoch work on the centers: the due refresh, or a faiss index brought up to the written ones."""
+        if self._refresh_due_after(epoch):
+            self.refresh()
+        elif self.mode == "training":
+            self.head.rebuild_index()  # A faiss index follows the written centers (nothing to do for "exact").
+
+    def on_test_begin(self, logs=None):
+        """Before Keras' validation pass inside `model.fit` (`validation_data`), which comes after the epoch's last
+        step and before `on_epoch_end`: does the end-of-epoch work then, so that the pass and every callback's
+        `on_epoch_end` (EarlyStopping, ModelCheckpoint) see this epoch's centers, and otherwise recalibrates
+        BatchNorm (with `recalibration`, unless `before_validation=False`): the running statistics lag the weights
+        and the pass would read a network other than the one saved."""
+        if not self._fitting or self._prepared_epoch == self._epoch:
+            return
+        self._prepared_epoch = self._epoch
+        self._end_epoch(self._epoch)
+        if (not self._refresh_due_after(self._epoch) and self.recalibration is not None
+                and getattr(self.recalibration, "before_validation", True)):
+            self.sync.recalibrate()
+
     def on_epoch_end(self, epoch, logs=None):
         if not self._sample_ids_checked:
             self._sample_ids_checked = self._check_sample_ids()
         if self.candidates and logs is not None:
             logs["candidate_recall"] = self.head.candidate_recall()
-        # The final centers after the last epoch rather than at the end of training, so that this epoch's held-out
-        # metrics are those of the saved model (with the number of epochs unknown, at the end of training).
-        last = self.refresh_on_train_end and (self.params or {}).get("epochs") == epoch + 1
-        if self.mode == "training" or self.schedule == "final":
-            self._refreshed_after_last_epoch = last
-            if last:
-                self.refresh()
-            elif self.mode == "training":
-                self.head.rebuild_index()  # A faiss index follows the written centers (nothing to do for "exact").
-            return
-        if self.every_n_epochs is None:
-            return
-        self._refreshed_after_last_epoch = (epoch + 1) % self.every_n_epochs == 0
-        if self._refreshed_after_last_epoch:
-            self.refresh()
+        self._refreshed_after_last_epoch = self._refresh_due_after(epoch)
+        if self._prepared_epoch != epoch:
+            self._end_epoch(epoch)
 
     @property
     def refreshed_after_last_epoch(self):
@@ -247,6 +270,7 @@ class CenterRefresh(keras.callbacks.Callback):
         self._refreshed_after_last_epoch = False
 
     def on_train_end(self, logs=None):
+        self._fitting = False
         if self.candidates:
             self.head.reserve_candidate_lists(0)
             if self.model is not None:
@@ -262,7 +286,8 @@ class CenterRefresh(keras.callbacks.Callback):
 
 
 class BatchNormRecalibration(keras.callbacks.Callback):
-    """At the end of training, re-estimates BatchNorm statistics as exact averages over training batches.
+    """At the end of training (and before `model.fit`'s validation passes), re-estimates BatchNorm statistics as
+    exact averages over training batches.
 
     For networks without stored centers (the dense head, the plain network); heads
     with centers get the same recalibration before each refresh from
@@ -274,22 +299,36 @@ class BatchNormRecalibration(keras.callbacks.Callback):
         num_batches: how many batches to average over.
         center_refresh: an optional `CenterRefresh` (placed after this callback) whose
             end-of-training refresh must then run on the recalibrated network.
+        before_validation: also recalibrate before each validation pass of `model.fit` (`validation_data`), whose
+            metrics otherwise read running statistics that lag the weights (with the small conv, tens of points
+            below what the network scores once recalibrated). Training never reads the running statistics, so it
+            is unchanged. With `center_refresh`, that callback does it
+            (it refreshes instead when its refresh is due), and for a `CenterRefresh` given this callback as its
+            `recalibration`, the flag decides whether it recalibrates before validation.
     """
 
-    def __init__(self, model, images, num_batches=100, center_refresh=None):
+    def __init__(self, model, images, num_batches=100, center_refresh=None, before_validation=True):
         super().__init__()
         self.network = model
         self.images = images
         self.num_batches = num_batches
         self.center_refresh = center_refresh
+        self.before_validation = before_validation
+        self._fitting = False
 
     def recalibrate(self):
         return center_sync.recalibrate_batchnorm(self.network, self.images, self.num_batches)
 
     def on_train_begin(self, logs=None):
         warn_about_later_restores(self)
+        self._fitting = True
+
+    def on_test_begin(self, logs=None):
+        if self._fitting and self.before_validation and self.center_refresh is None:
+            self.recalibrate()
 
     def on_train_end(self, logs=None):
+        self._fitting = False
         if self.recalibrate() and self.center_refresh is not None:
             self.center_refresh.mark_stale()
 

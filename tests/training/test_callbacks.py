@@ -542,3 +542,94 @@ def test_an_early_stopping_that_restores_after_the_end_of_training_refresh_is_wa
     assert len(fit([recalibration, restoring, refresh])) == 1  # BatchNormRecalibration's, not CenterRefresh's.
     assert fit([restoring, recalibration, refresh]) == []
     assert fit([refresh, keras.callbacks.EarlyStopping(monitor="loss")]) == []  # Restores nothing.
+
+
+@pytest.mark.slow  # Three short fits (about 4 s).
+def test_keras_validation_reads_a_recalibrated_dense_network_and_training_is_unchanged(rng):
+    """`model.fit(validation_data=...)` reads the network as it is saved: BatchNormRecalibration recalibrates before
+    each validation pass (val_loss equals NumPy's cross-entropy of a freshly recalibrated copy's outputs), and the
+    trained weights are those of a run without validation, bit for bit."""
+    from tests import reference
+    x, clusters = clustered(rng, 240, 10, num_clusters=6, spread=0.6)
+    y = clusters % 3
+    x_val, y_val = x[:64] + 0.1, y[:64]
+    batches = tf.data.Dataset.from_tensor_slices(x).batch(32)
+
+    def run(validate, before_validation=True):
+        keras.utils.set_random_seed(0)
+        model = keras.Sequential([keras.Input((10,)), keras.layers.Dense(16), keras.layers.BatchNormalization(),
+                                  keras.layers.ReLU(), keras.layers.Dense(3, activation="softmax")])
+        model.compile(keras.optimizers.Adam(1e-2), "sparse_categorical_crossentropy")
+        recalibration = kn.callbacks.BatchNormRecalibration(model, batches, 4, before_validation=before_validation)
+        readings = []
+
+        class Reference(keras.callbacks.Callback):
+            def on_epoch_end(self, epoch, logs=None):
+                if validate:
+                    copy = keras.models.clone_model(model)
+                    copy.set_weights(model.get_weights())
+                    kn.training.center_sync.recalibrate_batchnorm(copy, batches, 4)
+                    probabilities = np.clip(copy.predict(x_val, verbose=0), 1e-7, 1.0)
+                    readings.append((logs["val_loss"], reference.cross_entropy(probabilities, y_val)))
+
+        model.fit(x, y, epochs=3, batch_size=32, validation_data=(x_val, y_val) if validate else None,
+                  callbacks=[recalibration, Reference()], verbose=0)
+        return model.get_weights(), readings
+
+    weights, readings = run(validate=True)
+    assert len(readings) == 3
+    for reported, expected in readings:
+        assert reported == pytest.approx(expected, rel=1e-5)
+    for with_validation, without in zip(weights, run(validate=False)[0]):
+        np.testing.assert_array_equal(with_validation, without)
+    _, unrecalibrated = run(validate=True, before_validation=False)  # The running statistics: other readings.
+    assert all(reported != pytest.approx(expected, rel=1e-3) for reported, expected in unrecalibrated)
+
+
+@pytest.mark.slow  # Two short fits per mode (about 4 s).
+@pytest.mark.parametrize("mode", ["embed", "training"])
+def test_keras_validation_reads_the_epochs_centers_and_training_is_unchanged(rng, mode):
+    """With `validation_data`, CenterRefresh does its end-of-epoch refresh before Keras' validation pass (not after
+    it, in `on_epoch_end`), so the pass reads centers embedded by the epoch's network, and otherwise recalibrates
+    BatchNorm first; the trained weights and centers are those of a run without validation, bit for bit."""
+    from tests import reference
+    x_val = None
+
+    def run(validate):
+        nonlocal x_val
+        x, y, backbone, head, train_model = _batchnorm_setup(np.random.default_rng(0))
+        x_val, y_val = x[:40] + 0.1, y[:40]
+        train_model.compile(keras.optimizers.Adam(1e-2), "sparse_categorical_crossentropy", jit_compile=False)
+        batches = tf.data.Dataset.from_tensor_slices(x).batch(32)
+        recalibration = kn.callbacks.BatchNormRecalibration(backbone, batches, 3)
+        refresh = kn.callbacks.CenterRefresh(head, backbone, x, y, every_n_epochs=2, verbose=0, mode=mode,
+                                             recalibration=recalibration)
+        readings = []
+
+        class Reference(keras.callbacks.Callback):
+            def on_epoch_end(self, epoch, logs=None):
+                if not validate:
+                    return
+                copy = keras.models.clone_model(backbone)
+                copy.set_weights(backbone.get_weights())
+                kn.training.center_sync.recalibrate_batchnorm(copy, batches, 3)
+                due = epoch % 2 == 1 if mode == "embed" else epoch == 2
+                centers = copy.predict(x, verbose=0) if due else head.centers.numpy()
+                probabilities = reference.nngk_classifier(copy.predict(x_val, verbose=0), centers, np.eye(3)[y], 8,
+                                                       float(head.sigma), np.exp(head.log_weights.numpy()))
+                readings.append((epoch, logs["val_loss"],
+                                 reference.cross_entropy(np.clip(probabilities, 1e-7, 1), y_val)))
+
+        validation = ({"image": x_val, "sample_id": np.full(len(x_val), -1, np.int32)}, y_val)
+        train_model.fit({"image": x, "sample_id": np.arange(len(x))}, y, epochs=3, batch_size=32,
+                        validation_data=validation if validate else None, callbacks=[refresh, Reference()], verbose=0)
+        return train_model.get_weights() + [head.centers.numpy()], readings, refresh
+
+    weights, readings, refresh = run(validate=True)
+    assert [epoch for epoch, *_ in readings] == [0, 1, 2]
+    for _, reported, expected in readings:
+        assert reported == pytest.approx(expected, rel=1e-4)
+    # Embed: the start, after epoch 2, at the end (epoch 3 did not refresh); training: the start, after the last.
+    assert refresh.refresh_count == (3 if mode == "embed" else 2)
+    for with_validation, without in zip(weights, run(validate=False)[0]):
+        np.testing.assert_array_equal(with_validation, without)
