@@ -6,6 +6,7 @@ import os
 import sys
 
 import numpy as np
+import tensorflow as tf
 import tf_keras as keras
 from absl import logging
 
@@ -161,10 +162,7 @@ class CenterRefresh(keras.callbacks.Callback):
         with `restore_best_weights=True` does so in its `on_train_end`) changes it, and the end of training then
         refreshes again instead of leaving the restored network with centers and statistics of another epoch.
         """
-        digest = hashlib.blake2b(digest_size=16)
-        for variable in list(self.embedding_model.weights) + list(self.head.weights):
-            digest.update(np.ascontiguousarray(variable.numpy()).data)
-        return digest.digest()
+        return weights_digest(list(self.embedding_model.weights) + list(self.head.weights))
 
     def _check_sample_ids(self):
         """Warns (once per training) when the trained model cannot feed the head sample ids; True once checked."""
@@ -331,6 +329,30 @@ class BatchNormRecalibration(keras.callbacks.Callback):
         self._fitting = False
         if self.recalibrate() and self.center_refresh is not None:
             self.center_refresh.mark_stale()
+
+
+# Variables larger than this many elements are read by a few rows, not whole (see `weights_digest`).
+DIGEST_WHOLE_MAX = 1 << 20
+DIGEST_ROWS = 16
+
+
+def weights_digest(variables):
+    """A digest of `variables`' values that tells whether they were replaced (e.g. restored from another epoch).
+
+    Small variables are read whole; large ones (centers, their labels, wide kernels) by `DIGEST_ROWS` rows spread
+    over their first axis, gathered from one dense read: no copy of the whole table to the host, and no sparse read,
+    which would put the variable in copy-on-read mode (see `CenterLayer`). A restore of another epoch's weights
+    changes every row.
+    """
+    digest = hashlib.blake2b(digest_size=16)
+    for variable in variables:
+        if variable.shape.num_elements() <= DIGEST_WHOLE_MAX or not variable.shape.rank:
+            value = variable.numpy()
+        else:
+            rows = np.unique(np.linspace(0, variable.shape[0] - 1, DIGEST_ROWS).astype(np.int64))
+            value = tf.gather(variable.value(), rows).numpy()  # A gather from the read value, not the variable.
+        digest.update(np.ascontiguousarray(value).data)
+    return digest.digest()
 
 
 def _callbacks_after(callback):

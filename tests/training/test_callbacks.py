@@ -633,3 +633,23 @@ def test_keras_validation_reads_the_epochs_centers_and_training_is_unchanged(rng
     assert refresh.refresh_count == (3 if mode == "embed" else 2)
     for with_validation, without in zip(weights, run(validate=False)[0]):
         np.testing.assert_array_equal(with_validation, without)
+
+
+def test_weights_digest_changes_with_any_restored_variable_and_reads_large_ones_by_rows():
+    from keras_nngk.training import callbacks as callbacks_lib
+    rng = np.random.default_rng(0)
+    large = tf.Variable(rng.normal(size=(callbacks_lib.DIGEST_WHOLE_MAX // 8 + 7, 8)).astype("float32"))
+    small = tf.Variable(rng.normal(size=(3, 4)).astype("float32"))
+    digest = callbacks_lib.weights_digest([large, small])
+    assert callbacks_lib.weights_digest([large, small]) == digest  # The same values: the same digest.
+    for variable in (large, small):
+        saved = variable.numpy()
+        variable.assign(saved + 1e-4)  # Another epoch's weights differ in every row.
+        assert callbacks_lib.weights_digest([large, small]) != digest
+        variable.assign(saved)
+        assert callbacks_lib.weights_digest([large, small]) == digest
+    # A large variable is read by DIGEST_ROWS rows spread over it: a change elsewhere is not seen.
+    unread = large.numpy()
+    unread[1] += 1.0
+    large.assign(unread)
+    assert callbacks_lib.weights_digest([large, small]) == digest
