@@ -73,10 +73,12 @@ class CenterRefresh(keras.callbacks.Callback):
             start (centers fixed at the initial network, or trained as impostors).
         batch_size: batch size of the embedding pass (ignored for datasets).
         verbose: 1 shows a progress bar for the embedding pass, 0 is silent.
-        recalibration: optional `BatchNormRecalibration` (its network and batches are
-            used before every embedding pass), so that centers (computed in
-            inference mode) see the same BatchNorm statistics as the training-mode
-            queries they are compared with.
+        recalibration: a `BatchNormRecalibration` (its network and batches are used
+            before every embedding pass), so that centers (computed in inference
+            mode) see BatchNorm statistics of the network as it is, not running
+            statistics that lag its weights; "auto" (default): one over 100
+            batches of 128 of `x` (`auto_recalibration`) when `embedding_model`
+            has BatchNorm layers, none otherwise; None: no recalibration.
         schedule: "periodic", "initial" or "final"; default: the head's `center_schedule`.
         mode: "embed" or "training" (see above; "training" needs the "periodic" schedule).
         candidates: > 0: training steps rank only each sample's `candidates` nearest centers, listed
@@ -94,7 +96,7 @@ class CenterRefresh(keras.callbacks.Callback):
     """
 
     def __init__(self, head, embedding_model, x, labels, sample_ids=None, every_n_epochs=1, batch_size=256,
-                 verbose=1, refresh_on_train_begin=True, refresh_on_train_end=True, recalibration=None,
+                 verbose=1, refresh_on_train_begin=True, refresh_on_train_end=True, recalibration="auto",
                  schedule=None, mode="embed", candidates=0, candidates_every=1):
         super().__init__()
         if mode not in MODES:
@@ -120,6 +122,11 @@ class CenterRefresh(keras.callbacks.Callback):
         self.verbose = verbose
         self.refresh_on_train_begin = refresh_on_train_begin
         self.refresh_on_train_end = refresh_on_train_end
+        if isinstance(recalibration, str):
+            if recalibration != "auto":
+                raise ValueError(f"`recalibration` must be a BatchNormRecalibration, 'auto' or None. Received: "
+                                 f"recalibration={recalibration!r}")
+            recalibration = auto_recalibration(embedding_model, x)
         self.recalibration = recalibration
         self.sync = center_sync.CenterSync(
             head, embedding_model, batch_size=batch_size, verbose=verbose,
@@ -246,7 +253,7 @@ class CenterRefresh(keras.callbacks.Callback):
         self._prepared_epoch = self._epoch
         self._end_epoch(self._epoch)
         if (not self._refresh_due_after(self._epoch) and self.recalibration is not None
-                and getattr(self.recalibration, "before_validation", True)):
+                and self.recalibration.before_validation):
             self.sync.recalibrate()
 
     def on_epoch_end(self, epoch, logs=None):
@@ -329,6 +336,25 @@ class BatchNormRecalibration(keras.callbacks.Callback):
         self._fitting = False
         if self.recalibrate() and self.center_refresh is not None:
             self.center_refresh.mark_stale()
+
+
+def auto_recalibration(network, x, batch_size=128, num_batches=100):
+    """A `BatchNormRecalibration` of `network` over `num_batches` batches of the training inputs `x`, or None when
+    the network has no BatchNorm layer or `x` is neither an array nor a `tf.data.Dataset` of batches.
+
+    Array inputs are drawn in a seeded random order (inputs sorted by class would otherwise give statistics of a few
+    classes); a dataset gives its first `num_batches` batches.
+    """
+    if not any(isinstance(layer, keras.layers.BatchNormalization) for layer in center_sync.all_layers(network)):
+        return None
+    if isinstance(x, tf.data.Dataset):
+        batches = x
+    elif isinstance(x, (np.ndarray, tf.Tensor)):
+        chosen = np.random.default_rng(0).permutation(len(x))[:batch_size * num_batches]
+        batches = tf.data.Dataset.from_tensor_slices(np.asarray(x)[chosen]).batch(batch_size)
+    else:
+        return None
+    return BatchNormRecalibration(network, batches, num_batches)
 
 
 # Variables larger than this many elements are read by a few rows, not whole (see `weights_digest`).

@@ -653,3 +653,32 @@ def test_weights_digest_changes_with_any_restored_variable_and_reads_large_ones_
     unread[1] += 1.0
     large.assign(unread)
     assert callbacks_lib.weights_digest([large, small]) == digest
+
+
+def test_center_refresh_recalibrates_a_batchnorm_network_by_default_over_a_random_draw_of_its_inputs(rng):
+    x, y, backbone, head, train_model = _batchnorm_setup(rng)
+    train_model.compile(keras.optimizers.Adam(1e-2), "sparse_categorical_crossentropy", jit_compile=False)
+    order = np.argsort(y, kind="stable")  # Inputs sorted by class: the first batches hold one class.
+    x, y = x[order], y[order]
+    refresh = kn.callbacks.CenterRefresh(head, backbone, x, y, verbose=0)  # recalibration="auto"
+    assert refresh.recalibration.network is backbone and refresh.recalibration.num_batches == 100
+    first_batch = next(iter(refresh.recalibration.images)).numpy()
+    assert len(first_batch) == len(x)  # Fewer than 128 inputs: one batch of all of them, in a random order.
+    assert not np.array_equal(first_batch, x) and np.array_equal(np.sort(first_batch, 0), np.sort(x, 0))
+    train_model.fit({"image": x, "sample_id": np.arange(len(x))}, y, epochs=2, batch_size=32, callbacks=[refresh],
+                    verbose=0)
+    # The end of training recalibrated before its refresh: the statistics are those of a fresh recalibration (the
+    # running statistics without it), and the centers the network's embeddings with them.
+    copy = keras.models.clone_model(backbone)
+    copy.set_weights(backbone.get_weights())
+    kn.training.center_sync.recalibrate_batchnorm(copy, tf.data.Dataset.from_tensor_slices(x).batch(128), 100)
+    for trained, fresh in zip(backbone.layers[1].non_trainable_weights, copy.layers[1].non_trainable_weights):
+        np.testing.assert_allclose(trained.numpy(), fresh.numpy(), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(head.centers.numpy(), backbone.predict(x, verbose=0), rtol=1e-5, atol=1e-5)
+    # No BatchNorm, or inputs it cannot batch: no recalibration; None turns it off; other strings are refused.
+    plain_x, plain_y, plain_backbone, plain_head, _ = _setup(rng)
+    assert kn.callbacks.CenterRefresh(plain_head, plain_backbone, plain_x, plain_y).recalibration is None
+    assert kn.training.callbacks.auto_recalibration(backbone, {"image": x}) is None
+    assert kn.callbacks.CenterRefresh(head, backbone, x, y, recalibration=None).recalibration is None
+    with pytest.raises(ValueError, match="recalibration='always'"):
+        kn.callbacks.CenterRefresh(head, backbone, x, y, recalibration="always")
