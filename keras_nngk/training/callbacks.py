@@ -253,7 +253,7 @@ class CenterRefresh(keras.callbacks.Callback):
         self._prepared_epoch = self._epoch
         self._end_epoch(self._epoch)
         if (not self._refresh_due_after(self._epoch) and self.recalibration is not None
-                and self.recalibration.before_validation):
+                and getattr(self.recalibration, "before_validation", True)):  # Older or duck-typed ones: True.
             self.sync.recalibrate()
 
     def on_epoch_end(self, epoch, logs=None):
@@ -345,7 +345,7 @@ def auto_recalibration(network, x, batch_size=128, num_batches=100):
     Array inputs are drawn in a seeded random order (inputs sorted by class would otherwise give statistics of a few
     classes); a dataset gives its first `num_batches` batches.
     """
-    if not any(isinstance(layer, keras.layers.BatchNormalization) for layer in center_sync.all_layers(network)):
+    if not center_sync.batchnorm_layers(network):
         return None
     if isinstance(x, tf.data.Dataset):
         batches = x

@@ -49,6 +49,11 @@ def _recalibration_pass(network):
     return cached
 
 
+def batchnorm_layers(network):
+    """The BatchNormalization layers of `network`, nested models included."""
+    return [layer for layer in all_layers(network) if isinstance(layer, keras.layers.BatchNormalization)]
+
+
 def recalibrate_batchnorm(network, images, num_batches=50):
     """Re-estimates the BatchNorm statistics of `network` as exact averages over `num_batches` batches of `images`.
 
@@ -71,7 +76,7 @@ def recalibrate_batchnorm(network, images, num_batches=50):
     Returns:
         The number of batches averaged (0 when the network has no BatchNorm layer).
     """
-    bn_layers = [layer for layer in all_layers(network) if isinstance(layer, keras.layers.BatchNormalization)]
+    bn_layers = batchnorm_layers(network)
     if not bn_layers:
         return 0
     momenta = [layer.momentum for layer in bn_layers]
